@@ -1,0 +1,107 @@
+"""LIFT settings: one dataclass, the single source of truth for the CLI flags, the Python API and the
+metadata stored beside every adapter.
+
+Every field's ``metadata["help"]`` becomes the ``--help`` text of its flag (see ``liftlm.cli``).
+Fields marked ``key=False`` do not change what is learned and so are not part of the adapter-store key.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import LiftError
+
+SCHEDULES = ("constant", "linear", "cosine")
+FINETUNE_KINDS = ("lora", "full")
+
+
+def _f(default, help: str, key: bool = True, **kw):
+    return field(default=default, metadata={"help": help, "key": key, **kw})
+
+
+@dataclass
+class LiftConfig:
+    """How LIFT turns a document into an adapter. Defaults suit the embedded 135M model on a 2-core CPU
+    (see README, "Defaults"); the paper's settings are ℓ=2048, s=768, LoRA r=128 on a GPU."""
+
+    # --- segmentation (paper §3.1) ---
+    segment_length: int = _f(256, "segment length ℓ in tokens")
+    stride: int | None = _f(None, "stride s between segment starts in tokens (default 3ℓ/8, as the paper)")
+    # --- contextualized training (paper §3.2) ---
+    contextualized: bool = _f(True, "contextualized training: prefix each segment with the head+tail "
+                                    "truncated document and a recite instruction (loss on the segment only); "
+                                    "off = plain next-token training on the segments")
+    context_tokens: int | None = _f(256, "most tokens of the truncated document shown before each segment in "
+                                         "contextualized training (0 or less = fill the window); bounds "
+                                         "the cost per sample")
+    window: int | None = _f(None, "context budget in tokens (default: the model's own limit); set it lower "
+                                  "to emulate a short-context model")
+    # --- training ---
+    finetune: str = _f("lora", f"what to train: {' | '.join(FINETUNE_KINDS)}")
+    lora_rank: int = _f(16, "LoRA rank r")
+    lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = _f(0.0, "LoRA dropout")
+    target_modules: str = _f("all-linear", "modules LoRA adapts: 'all-linear' or a comma-separated list "
+                                           "such as q_proj,k_proj,v_proj,o_proj")
+    epochs: int = _f(3, "passes over the segments")
+    learning_rate: float = _f(5e-4, "peak learning rate (AdamW)")
+    lr_schedule: str = _f("constant", f"learning-rate schedule: {' | '.join(SCHEDULES)}")
+    warmup_ratio: float = _f(0.0, "fraction of optimizer steps spent warming up linearly")
+    weight_decay: float = _f(1e-4, "AdamW weight decay")
+    grad_accum: int = _f(1, "samples per optimizer step (gradient accumulation)")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
+    grad_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, ~30% slower)",
+                                  key=False)
+    seed: int = _f(0, "random seed (sample order, LoRA init, dropout)")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.segment_length < 8:
+            problems.append(f"--segment-length must be at least 8 tokens (got {self.segment_length})")
+        if self.stride is not None and not 0 < self.stride <= self.segment_length:
+            problems.append(f"--stride must be in 1..segment length {self.segment_length} (got {self.stride})")
+        if self.window is not None and self.window < 16:
+            problems.append(f"--window must be at least 16 tokens (got {self.window})")
+        if self.finetune not in FINETUNE_KINDS:
+            problems.append(f"--finetune must be one of {', '.join(FINETUNE_KINDS)} (got {self.finetune!r})")
+        if self.lr_schedule not in SCHEDULES:
+            problems.append(f"--lr-schedule must be one of {', '.join(SCHEDULES)} (got {self.lr_schedule!r})")
+        if self.lora_rank < 1:
+            problems.append(f"--lora-rank must be positive (got {self.lora_rank})")
+        if not 0 <= self.lora_dropout < 1:
+            problems.append(f"--lora-dropout must be in [0, 1) (got {self.lora_dropout})")
+        if self.epochs < 0:
+            problems.append(f"--epochs must be 0 or more (got {self.epochs})")
+        if self.learning_rate <= 0:
+            problems.append(f"--learning-rate must be positive (got {self.learning_rate})")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"--warmup-ratio must be in [0, 1) (got {self.warmup_ratio})")
+        if self.grad_accum < 1:
+            problems.append(f"--grad-accum must be at least 1 (got {self.grad_accum})")
+        if problems:
+            raise LiftError("; ".join(problems))
+
+    @property
+    def effective_stride(self) -> int:
+        return self.stride if self.stride is not None else max(1, (3 * self.segment_length) // 8)
+
+    @property
+    def lora_targets(self) -> str | list[str]:
+        if self.target_modules == "all-linear":
+            return "all-linear"
+        return [m.strip() for m in self.target_modules.split(",") if m.strip()]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict:
+        """The settings that change what is learned (the adapter-store key)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("key", True)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LiftConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise LiftError(f"unknown LIFT settings: {', '.join(unknown)}")
+        return cls(**d)

@@ -1,0 +1,128 @@
+"""Truncation and prompts: what the model sees around the document.
+
+* ``truncate_head_tail`` keeps the beginning and the end of the document joined by "..." (paper §3.2 and its
+  ICL baseline).
+* ``ct_sample`` builds one contextualized-training sample: the truncated document, an instruction to recite the
+  following segment, then the segment; the loss is on the segment tokens only.
+* ``question_prompt`` builds the prompt of the three inference modes (icl, lift, lift+icl).
+
+Prompts go through the tokenizer's chat template when it has one. Everything is assembled at the token level
+(template text around a slot, document ids spliced in), so a truncation is exact to the token.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IGNORE_INDEX = -100  # label of positions that carry no loss (PyTorch's cross-entropy default)
+
+ELLIPSIS = "\n...\n"
+RECITE_INSTRUCTION = "Given the above context, please recite the following segment of the context."
+ICL_INSTRUCTION = "Please answer the question based on the text above."
+LIFT_INSTRUCTION = "Please answer the question based on the document you have read."
+
+_SLOT = "\u2063LIFTLM_SLOT\u2063"  # an invisible separator that no template or text contains
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """Token ids before and after the user's message, ending where the assistant's reply begins."""
+
+    before: list[int]
+    after: list[int]
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer) -> "ChatFormat":
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": _SLOT}], tokenize=False, add_generation_prompt=True
+            )
+            head, tail = text.split(_SLOT)
+            return cls(_encode(tokenizer, head), _encode(tokenizer, tail))
+        # A base model without a chat template: plain text, optional BOS, and an "Answer:" cue.
+        bos = [tokenizer.bos_token_id] if getattr(tokenizer, "bos_token_id", None) is not None else []
+        return cls(bos, _encode(tokenizer, "\nAnswer:"))
+
+    @property
+    def overhead(self) -> int:
+        return len(self.before) + len(self.after)
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False) if text else []
+
+
+def truncate_head_tail(ids: list[int], budget: int, sep: list[int]) -> list[int]:
+    """Keep the first and last tokens of ``ids`` joined by ``sep`` so that the result has at most ``budget``
+    tokens; ``ids`` unchanged when it fits. The head gets the extra token when the split is odd."""
+    if budget < 0:
+        raise ValueError(f"negative budget {budget}")
+    if len(ids) <= budget:
+        return list(ids)
+    keep = budget - len(sep)
+    if keep <= 0:
+        return list(ids[:budget])
+    head = (keep + 1) // 2
+    tail = keep - head
+    return list(ids[:head]) + list(sep) + (list(ids[-tail:]) if tail else [])
+
+
+@dataclass
+class Sample:
+    """One training sample: token ids and labels (``IGNORE_INDEX`` where no loss is taken)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def n_loss_tokens(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE_INDEX)
+
+
+class PromptBuilder:
+    """Builds training samples and question prompts for one tokenizer and one window."""
+
+    def __init__(self, tokenizer, window: int):
+        self.tokenizer = tokenizer
+        self.window = window
+        self.chat = ChatFormat.for_tokenizer(tokenizer)
+        self.sep = _encode(tokenizer, ELLIPSIS)
+        self.recite = _encode(tokenizer, "\n\n" + RECITE_INSTRUCTION)
+
+    # --- training ---
+    def plain_sample(self, segment: list[int]) -> Sample:
+        """Next-token loss on the segment itself (every token but the first is a target)."""
+        return Sample(list(segment), list(segment))
+
+    def ct_sample(self, doc_ids: list[int], segment: list[int], context_tokens: int | None) -> Sample:
+        """[chat prefix] truncated document + recite instruction [assistant cue] segment; loss on the segment."""
+        room = self.window - self.chat.overhead - len(self.recite) - len(segment)
+        if context_tokens is not None and context_tokens > 0:
+            room = min(room, context_tokens)
+        if room <= len(self.sep):
+            raise ValueError(
+                f"window {self.window} cannot hold a segment of {len(segment)} tokens with its context; "
+                "use a smaller segment length or a larger window"
+            )
+        context = truncate_head_tail(doc_ids, room, self.sep)
+        prompt = self.chat.before + context + self.recite + self.chat.after
+        return Sample(prompt + list(segment), [IGNORE_INDEX] * len(prompt) + list(segment))
+
+    # --- inference ---
+    def question_prompt(self, question: str, doc_ids: list[int] | None, max_new_tokens: int) -> list[int]:
+        """The prompt for one question; ``doc_ids`` None means no document in context (mode ``lift``).
+
+        With a document, it is cut (head + tail) so that prompt + answer fit in the window."""
+        if doc_ids is None:
+            body = _encode(self.tokenizer, f"{LIFT_INSTRUCTION}\nQuestion: {question}")
+            return self.chat.before + body + self.chat.after
+        tail = self._icl_tail(question)
+        room = self.window - max_new_tokens - self.chat.overhead - len(tail)
+        if room < 1:
+            raise ValueError(
+                f"window {self.window} is too small to hold the question ({len(tail)} tokens with the "
+                f"instruction, {self.chat.overhead} of prompt format) and {max_new_tokens} answer tokens"
+            )
+        return self.chat.before + truncate_head_tail(doc_ids, room, self.sep) + tail + self.chat.after
+
+    def _icl_tail(self, question: str) -> list[int]:
+        return _encode(self.tokenizer, f"\n\n{ICL_INSTRUCTION}\nQuestion: {question}")

@@ -1,0 +1,26 @@
+"""Model-independent pieces of the evaluation harness: benchmark loaders, needle-in-a-haystack
+generation, answer metrics and a BM25 retrieval baseline."""
+from .datasets import TASKS, Example, TaskSpec, cut_document, get_task, load_longbench, load_loogle
+from .metrics import METRICS, get_metric, score
+from .niah import load_haystack, load_niah_defaults, make_niah, make_ruler_niah
+from .retrieval import build_rag_context, chunk_document, retrieve
+
+__all__ = [
+    "METRICS",
+    "TASKS",
+    "Example",
+    "TaskSpec",
+    "build_rag_context",
+    "chunk_document",
+    "cut_document",
+    "get_metric",
+    "get_task",
+    "load_haystack",
+    "load_longbench",
+    "load_niah_defaults",
+    "load_loogle",
+    "make_niah",
+    "make_ruler_niah",
+    "retrieve",
+    "score",
+]

@@ -1,0 +1,231 @@
+"""The LIFT recipe, top to bottom: document → segments → samples → adapter → answer.
+
+    lift = Lift()                                   # the embedded default model
+    lift.internalize(open("report.txt").read())     # trains, or reuses the stored adapter
+    lift.ask("Who signed the report?")              # mode "lift+icl" by default
+
+The CLI verbs ``internalize`` and ``ask`` are thin wrappers over this class.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .adapters import AdapterStore, document_sha256, load_weights, read_document, read_metadata, store_key
+from .config import LiftConfig
+from .context import PromptBuilder, Sample
+from .errors import LiftError
+from .infer import MODES, base_model_context, generate, uses_adapter, uses_document
+from .models import LoadedModel, load_model
+from .segment import segment_spans
+from .train import TrainResult, attach_adapter, train
+
+
+@dataclass
+class Internalized:
+    adapter: Path
+    trained: bool  # False when a stored adapter was reused
+    metadata: dict
+    result: TrainResult | None = None
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    mode: str
+    adapter: str | None
+    trained: bool
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_document(text: str, source: str = "document") -> str:
+    if not text.strip():
+        raise LiftError(f"{source} is empty (or only whitespace); give a text document")
+    if "\x00" in text:
+        raise LiftError(f"{source} looks binary (it contains NUL bytes); give a UTF-8 text document")
+    return text
+
+
+def read_document_file(path: str | Path) -> str:
+    """Read a UTF-8 text file, with one clear error for a missing, binary, non-UTF-8 or empty file."""
+    p = Path(path)
+    if not p.is_file():
+        raise LiftError(f"--document: no such file: {path}")
+    data = p.read_bytes()
+    if b"\x00" in data:
+        raise LiftError(f"--document: {path} is a binary file; give a UTF-8 text document")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LiftError(f"--document: {path} is not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
+    return check_document(text.removeprefix("\ufeff"), f"--document {path}")
+
+
+def build_samples(doc_ids: list[int], cfg: LiftConfig, prompts: PromptBuilder) -> list[Sample]:
+    """Segments of the document (paper §3.1), each made a training sample (plain or contextualized, §3.2)."""
+    spans = segment_spans(len(doc_ids), cfg.segment_length, cfg.effective_stride)
+    if not cfg.contextualized:
+        return [prompts.plain_sample(doc_ids[a:b]) for a, b in spans]
+    return [prompts.ct_sample(doc_ids, doc_ids[a:b], cfg.context_tokens) for a, b in spans]
+
+
+class Lift:
+    """A model that reads long documents by fine-tuning on them (LIFT), with a store of adapters."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        config: LiftConfig | None = None,
+        *,
+        store: str | Path | None = None,
+        device: str | None = None,
+        progress: bool = True,
+        loaded: LoadedModel | None = None,
+    ):
+        self.config = config or LiftConfig()
+        self.model_spec = model
+        self.loaded = loaded or load_model(model, device)
+        self.tokenizer = self.loaded.tokenizer
+        self.window = self._resolve_window(self.config.window)
+        self.prompts = PromptBuilder(self.tokenizer, self.window)
+        self.store = AdapterStore(store)
+        self.progress = progress
+        self._base = self.loaded.model  # never trained in place for LoRA; reloaded after a full fine-tune
+        self._adapted = None  # the model with the current document's adapter
+        self._adapter_path: Path | None = None
+        self._trained = False
+        self.document: str | None = None
+        self._doc_ids: list[int] | None = None
+
+    # --- settings ---
+    def _resolve_window(self, window: int | None) -> int:
+        limit = self.loaded.max_context
+        window = limit if window is None else window
+        if window > limit:
+            raise LiftError(f"--window {window} is larger than the model's context limit ({limit} tokens)")
+        need = self.config.segment_length + self.prompts_overhead_estimate()
+        if self.config.contextualized and window < need:
+            raise LiftError(f"--window {window} cannot hold a {self.config.segment_length}-token segment with "
+                            f"its context (needs at least {need}); lower --segment-length or raise --window")
+        if window < self.config.segment_length:
+            raise LiftError(f"--window {window} is smaller than --segment-length {self.config.segment_length}")
+        return window
+
+    def prompts_overhead_estimate(self) -> int:
+        p = PromptBuilder(self.tokenizer, 1 << 30)
+        return p.chat.overhead + len(p.recite) + len(p.sep) + 16
+
+    def training_settings(self) -> dict:
+        """The settings that shape the adapter, with the window resolved to a number."""
+        return {**self.config.key_dict(), "window": self.window}
+
+    # --- reading ---
+    def read(self, text: str) -> None:
+        """Set the current document without training (enough for mode ``icl``)."""
+        self.document = check_document(text)
+        self._doc_ids = self.tokenizer.encode(text, add_special_tokens=False)
+        self._adapted, self._adapter_path, self._trained = None, None, False
+
+    def key(self) -> str:
+        return store_key(document_sha256(self.document), self.loaded.model_id, self.training_settings())
+
+    def internalize(self, text: str, force: bool = False) -> Internalized:
+        """LIFT: train an adapter on ``text`` (or reuse the stored one) and make it current."""
+        self.read(text)
+        key = self.key()
+        stored = None if force else self.store.lookup(key)
+        if stored is not None:
+            return self.use_adapter(stored)
+        cfg = self.config
+        samples = build_samples(self._doc_ids, cfg, self.prompts)
+        base = self._fresh_base()
+        model = attach_adapter(copy.deepcopy(base) if cfg.finetune == "full" else base, cfg)
+        result = train(model, samples, cfg, progress=self.progress)
+        metadata = {
+            "liftlm_version": __version__,
+            "kind": cfg.finetune,
+            "document_sha256": document_sha256(text),
+            "document_tokens": len(self._doc_ids),
+            "model_id": self.loaded.model_id,
+            "model_spec": self.model_spec,
+            "settings": {**cfg.to_dict(), "window": self.window},
+            "samples": len(samples),
+            "training": {
+                "seconds": round(result.seconds, 3),
+                "tokens": result.tokens,
+                "tokens_per_second": round(result.tokens_per_second, 2),
+                "steps": result.steps,
+                "loss_curve": [round(x, 5) for x in result.loss_curve],
+                "epoch_losses": [round(x, 5) for x in result.epoch_losses],
+            },
+        }
+        path = self.store.save(key, model, metadata, text)
+        self._adapted, self._adapter_path, self._trained = model, path, True
+        return Internalized(path, True, metadata, result)
+
+    def use_adapter(self, path: str | Path) -> Internalized:
+        """Load a stored adapter (and its document) and make it current; no training."""
+        meta = read_metadata(path)
+        if meta["model_id"] != self.loaded.model_id:
+            raise LiftError(f"--adapter: {path} was trained for model {meta['model_id']!r}, not "
+                            f"{self.loaded.model_id!r}; pass the matching --model")
+        if meta["settings"].get("window") and meta["settings"]["window"] > self.loaded.max_context:
+            raise LiftError(f"--adapter: {path} was trained with window {meta['settings']['window']}, larger "
+                            f"than the model's limit {self.loaded.max_context}")
+        text = read_document(path)
+        if document_sha256(text) != meta["document_sha256"]:
+            raise LiftError(f"--adapter: {path} is corrupted (its document does not match its sha256)")
+        if self.document is not None and document_sha256(self.document) != meta["document_sha256"]:
+            raise LiftError(f"--adapter: {path} was trained on another document than --document")
+        self.read(text)
+        self._adapted = load_weights(self._fresh_base(), path, meta["kind"])
+        self._adapter_path, self._trained = Path(path), False
+        return Internalized(Path(path), False, meta)
+
+    def _fresh_base(self):
+        """The base model without any adapter (LoRA layers removed)."""
+        if self._adapted is not None and hasattr(self._adapted, "peft_config"):
+            self._base = self._adapted.unload()
+        self._adapted = None  # a fully fine-tuned copy is simply dropped: the base was never touched
+        return self._base
+
+    # --- answering ---
+    def ask(self, question: str, mode: str = "lift+icl", max_new_tokens: int = 64) -> Answer:
+        if mode not in MODES:
+            raise LiftError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
+        if not question.strip():
+            raise LiftError("--question is empty; ask something")
+        if self.document is None:
+            raise LiftError("no document: internalize or read one first (--document or --adapter)")
+        if uses_adapter(mode) and self._adapted is None:
+            self.internalize(self.document)
+        start = time.perf_counter()
+        try:
+            prompt = self.prompts.question_prompt(
+                question.strip(), self._doc_ids if uses_document(mode) else None, max_new_tokens
+            )
+        except ValueError as e:
+            raise LiftError(f"--window: {e}") from None
+        if uses_adapter(mode):
+            text = generate(self._adapted, self.tokenizer, prompt, max_new_tokens)
+        else:
+            peft = self._adapted is not None and hasattr(self._adapted, "peft_config")
+            model = self._adapted if peft else self._base
+            with base_model_context(model):
+                text = generate(model, self.tokenizer, prompt, max_new_tokens)
+        return Answer(
+            question=question.strip(),
+            answer=text,
+            mode=mode,
+            adapter=str(self._adapter_path) if uses_adapter(mode) and self._adapter_path else None,
+            trained=self._trained and uses_adapter(mode),
+            seconds=round(time.perf_counter() - start, 3),
+        )

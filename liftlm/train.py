@@ -1,0 +1,134 @@
+"""Training: attach a LoRA adapter (PEFT) or unfreeze the whole model, then run AdamW over the samples.
+
+Samples are trained one at a time (batch 1, no padding, as the paper); ``grad_accum`` samples make one optimizer
+step. The loss is computed only where labels are set: the logits of the prompt part of a contextualized sample
+are never materialised (``logits_to_keep``), which saves the vocabulary projection for those positions.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import LiftConfig
+from .context import IGNORE_INDEX, Sample
+
+
+@dataclass
+class TrainResult:
+    loss_curve: list[float] = field(default_factory=list)  # mean loss of each optimizer step
+    epoch_losses: list[float] = field(default_factory=list)  # mean loss of each epoch
+    seconds: float = 0.0
+    tokens: int = 0  # tokens run forward and backward
+    steps: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def attach_adapter(model, cfg: LiftConfig):
+    """Return the model to train: a PEFT LoRA wrapper, or the model itself with every weight trainable."""
+    torch.manual_seed(cfg.seed)  # LoRA's A matrices are initialised randomly
+    if cfg.finetune == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_targets,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as e:
+        from .errors import LiftError
+
+        raise LiftError(f"--target-modules: {e}") from None
+
+
+def sample_loss(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled positions of one sample (shapes [1, L])."""
+    labelled = (labels[0] != IGNORE_INDEX).nonzero()
+    first = int(labelled[0]) if len(labelled) else input_ids.shape[1]
+    # Position t predicts token t+1, so logits are needed from position first-1 on (at least 1 position back).
+    keep = input_ids.shape[1] - max(first - 1, 0)
+    logits = model(input_ids=input_ids, logits_to_keep=keep, use_cache=False).logits  # [1, keep, V]
+    targets = labels[:, input_ids.shape[1] - keep + 1 :]  # [1, keep-1]
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def epoch_order(n: int, epochs: int, seed: int) -> list[list[int]]:
+    """The sample order of each epoch: a fresh seeded permutation per epoch."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randperm(n, generator=g).tolist() for _ in range(epochs)]
+
+
+def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT") -> TrainResult:
+    """Train ``model`` (already wrapped by ``attach_adapter``) in place on ``samples``."""
+    result = TrainResult()
+    if cfg.epochs == 0 or not samples:
+        return result
+    device = next(model.parameters()).device
+    tensors = [  # tokenised once, moved once: nothing but model compute inside the loop
+        (torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device)) for s in samples
+    ]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        params, lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-8, weight_decay=cfg.weight_decay
+    )
+    order = [i for epoch in epoch_order(len(samples), cfg.epochs, cfg.seed) for i in epoch]
+    total_steps = math.ceil(len(order) / cfg.grad_accum)
+    scheduler = _scheduler(opt, cfg, total_steps)
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    bar = tqdm(total=len(order), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    step_losses: list[float] = []
+    per_epoch = len(samples)
+    try:
+        for k in range(0, len(order), cfg.grad_accum):
+            group = order[k : k + cfg.grad_accum]
+            for i in group:
+                ids, labels = tensors[i]
+                loss = sample_loss(model, ids, labels)
+                (loss / len(group)).backward()
+                step_losses.append(loss.item())
+                result.tokens += ids.shape[1]
+                bar.update(1)
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            scheduler.step()
+            opt.zero_grad(set_to_none=True)
+            result.loss_curve.append(sum(step_losses[-len(group) :]) / len(group))
+            result.steps += 1
+            bar.set_postfix(loss=f"{result.loss_curve[-1]:.3f}")
+            done = k + len(group)
+            while len(result.epoch_losses) < done // per_epoch:
+                e = len(result.epoch_losses)
+                result.epoch_losses.append(sum(step_losses[e * per_epoch : (e + 1) * per_epoch]) / per_epoch)
+    finally:
+        bar.close()
+        model.eval()
+        if cfg.grad_checkpointing:
+            model.gradient_checkpointing_disable()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _scheduler(opt, cfg: LiftConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.lr_schedule]
+    return get_scheduler(name, opt, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                         num_training_steps=total_steps)

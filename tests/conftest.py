@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny tokenizer and a tiny randomly initialised Llama built from a config (no download)."""
+from __future__ import annotations
+
+import pytest
+
+# A few paragraphs of our own text to train the tiny byte-level BPE tokenizer on.
+CORPUS = """\
+The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. In the winter of
+the great storm he wrote that forty-one vessels sought shelter in the bay, and that the harbour master counted
+them twice because he did not believe the number. The ledger is kept today in the town museum, beside a brass
+telescope and a map drawn by the keeper's daughter, who later became the first woman to captain a ferry on the
+fjord. Visitors ask most often about the telescope, which was made in Glasgow in 1881 and still works.
+Questions and answers: what is the capital of France? Paris. How many legs does a spider have? Eight.
+Numbers 0 1 2 3 4 5 6 7 8 9 and punctuation . , ; : ! ? ' " ( ) [ ] - and symbols @ # % & * + = / \\ < > | ~ _
+"""
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+# A ChatML template like the embedded model's, so prompt code paths with a chat template are exercised.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def make_tiny_tokenizer(vocab_size: int = 400, chat_template: bool = True):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token=None))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tk.train_from_iterator([CORPUS], trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
+    )
+    if chat_template:
+        tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """Byte-level BPE tokenizer (vocab 400) with a ChatML chat template; builds in < 1 s, no download."""
+    return make_tiny_tokenizer()
