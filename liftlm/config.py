@@ -41,10 +41,10 @@ class LiftConfig:
     lora_rank: int = _f(16, "LoRA rank r")
     lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / r)")
     lora_dropout: float = _f(0.0, "LoRA dropout")
-    target_modules: str = _f("all-linear", "modules LoRA adapts: 'all-linear' or a comma-separated list "
-                                           "such as q_proj,k_proj,v_proj,o_proj")
-    epochs: int = _f(3, "passes over the segments")
-    learning_rate: float = _f(5e-4, "peak learning rate (AdamW)")
+    target_modules: str = _f("q_proj,k_proj,v_proj,o_proj", "modules LoRA adapts: a comma-separated list of "
+                                                             "module names, or 'all-linear'")
+    epochs: int = _f(2, "passes over the segments")
+    learning_rate: float = _f(2e-4, "peak learning rate (AdamW)")
     lr_schedule: str = _f("constant", f"learning-rate schedule: {' | '.join(SCHEDULES)}")
     warmup_ratio: float = _f(0.0, "fraction of optimizer steps spent warming up linearly")
     weight_decay: float = _f(1e-4, "AdamW weight decay")

@@ -114,7 +114,11 @@ class PromptBuilder:
         With a document, it is cut (head + tail) so that prompt + answer fit in the window."""
         if doc_ids is None:
             body = _encode(self.tokenizer, f"{LIFT_INSTRUCTION}\nQuestion: {question}")
-            return self.chat.before + body + self.chat.after
+            prompt = self.chat.before + body + self.chat.after
+            if len(prompt) + max_new_tokens > self.window:
+                raise ValueError(f"window {self.window} is too small to hold the question ({len(prompt)} tokens "
+                                 f"with the prompt format) and {max_new_tokens} answer tokens")
+            return prompt
         tail = self._icl_tail(question)
         room = self.window - max_new_tokens - self.chat.overhead - len(tail)
         if room < 1:

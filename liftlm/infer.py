@@ -43,3 +43,11 @@ def base_model_context(model):
     """A context in which a PEFT model runs without its adapter (the ICL baseline); a no-op otherwise."""
     disable = getattr(model, "disable_adapter", None)
     return disable() if callable(disable) and hasattr(model, "peft_config") else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def text_nll(model, tokenizer, text: str) -> float:
+    """Mean negative log-likelihood per token of ``text`` with nothing in context (how well it is memorised)."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)], device=device)
+    return float(model(input_ids=ids, labels=ids).loss)

@@ -73,6 +73,8 @@ def build_samples(doc_ids: list[int], cfg: LiftConfig, prompts: PromptBuilder) -
     """Segments of the document (paper §3.1), each made a training sample (plain or contextualized, §3.2)."""
     spans = segment_spans(len(doc_ids), cfg.segment_length, cfg.effective_stride)
     if not cfg.contextualized:
+        if cfg.segment_length > prompts.window:
+            raise ValueError(f"segment length {cfg.segment_length} exceeds the window {prompts.window}")
         return [prompts.plain_sample(doc_ids[a:b]) for a, b in spans]
     return [prompts.ct_sample(doc_ids, doc_ids[a:b], cfg.context_tokens) for a, b in spans]
 
@@ -111,17 +113,7 @@ class Lift:
         window = limit if window is None else window
         if window > limit:
             raise LiftError(f"--window {window} is larger than the model's context limit ({limit} tokens)")
-        need = self.config.segment_length + self.prompts_overhead_estimate()
-        if self.config.contextualized and window < need:
-            raise LiftError(f"--window {window} cannot hold a {self.config.segment_length}-token segment with "
-                            f"its context (needs at least {need}); lower --segment-length or raise --window")
-        if window < self.config.segment_length:
-            raise LiftError(f"--window {window} is smaller than --segment-length {self.config.segment_length}")
         return window
-
-    def prompts_overhead_estimate(self) -> int:
-        p = PromptBuilder(self.tokenizer, 1 << 30)
-        return p.chat.overhead + len(p.recite) + len(p.sep) + 16
 
     def training_settings(self) -> dict:
         """The settings that shape the adapter, with the window resolved to a number."""
@@ -145,7 +137,10 @@ class Lift:
         if stored is not None:
             return self.use_adapter(stored)
         cfg = self.config
-        samples = build_samples(self._doc_ids, cfg, self.prompts)
+        try:
+            samples = build_samples(self._doc_ids, cfg, self.prompts)
+        except ValueError as e:
+            raise LiftError(f"--window/--segment-length: {e}") from None
         base = self._fresh_base()
         model = attach_adapter(copy.deepcopy(base) if cfg.finetune == "full" else base, cfg)
         result = train(model, samples, cfg, progress=self.progress)
@@ -198,22 +193,27 @@ class Lift:
         return self._base
 
     # --- answering ---
-    def ask(self, question: str, mode: str = "lift+icl", max_new_tokens: int = 64) -> Answer:
+    def check_question(self, question: str, mode: str = "lift+icl", max_new_tokens: int = 64) -> None:
+        """Raise ``LiftError`` for a question that cannot be asked (before any training is spent on it)."""
         if mode not in MODES:
             raise LiftError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
         if not question.strip():
             raise LiftError("--question is empty; ask something")
+        try:
+            self.prompts.question_prompt(question.strip(), [0] if uses_document(mode) else None, max_new_tokens)
+        except ValueError as e:
+            raise LiftError(f"--window: {e}") from None
+
+    def ask(self, question: str, mode: str = "lift+icl", max_new_tokens: int = 64) -> Answer:
+        self.check_question(question, mode, max_new_tokens)
         if self.document is None:
             raise LiftError("no document: internalize or read one first (--document or --adapter)")
         if uses_adapter(mode) and self._adapted is None:
             self.internalize(self.document)
         start = time.perf_counter()
-        try:
-            prompt = self.prompts.question_prompt(
-                question.strip(), self._doc_ids if uses_document(mode) else None, max_new_tokens
-            )
-        except ValueError as e:
-            raise LiftError(f"--window: {e}") from None
+        prompt = self.prompts.question_prompt(
+            question.strip(), self._doc_ids if uses_document(mode) else None, max_new_tokens
+        )
         if uses_adapter(mode):
             text = generate(self._adapted, self.tokenizer, prompt, max_new_tokens)
         else:

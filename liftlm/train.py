@@ -89,7 +89,7 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
     total_steps = math.ceil(len(order) / cfg.grad_accum)
     scheduler = _scheduler(opt, cfg, total_steps)
     if cfg.grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _checkpointing(model, True)
     model.train()
     bar = tqdm(total=len(order), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
@@ -121,9 +121,18 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
         bar.close()
         model.eval()
         if cfg.grad_checkpointing:
-            model.gradient_checkpointing_disable()
+            _checkpointing(model, False)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _checkpointing(model, on: bool) -> None:
+    # transformers 5 renamed gradient_* to activation_checkpointing_* (the old names warn)
+    prefix = "activation" if hasattr(model, "activation_checkpointing_enable") else "gradient"
+    if on:
+        getattr(model, f"{prefix}_checkpointing_enable")(**{f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}})
+    else:
+        getattr(model, f"{prefix}_checkpointing_disable")()
 
 
 def _scheduler(opt, cfg: LiftConfig, total_steps: int):

@@ -46,3 +46,44 @@ def make_tiny_tokenizer(vocab_size: int = 400, chat_template: bool = True):
 def tiny_tokenizer():
     """Byte-level BPE tokenizer (vocab 400) with a ChatML chat template; builds in < 1 s, no download."""
     return make_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A randomly initialised 2-layer Llama (~30k parameters) saved as a local Hugging Face model directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        initializer_range=0.2,  # larger than the default 0.02 so a few LoRA steps visibly learn
+        bos_token_id=tiny_tokenizer.bos_token_id,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    d = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def tiny_loaded(tiny_model_dir):
+    """The tiny model loaded through liftlm's own loader (a fresh copy per test)."""
+    from liftlm.models import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return tmp_path / "store"

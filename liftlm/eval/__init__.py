@@ -1,5 +1,6 @@
 """Model-independent pieces of the evaluation harness: benchmark loaders, needle-in-a-haystack
 generation, answer metrics and a BM25 retrieval baseline."""
+
 from .datasets import TASKS, Example, TaskSpec, cut_document, get_task, load_longbench, load_loogle
 from .metrics import METRICS, get_metric, score
 from .niah import load_haystack, load_niah_defaults, make_niah, make_ruler_niah
@@ -17,8 +18,8 @@ __all__ = [
     "get_task",
     "load_haystack",
     "load_longbench",
-    "load_niah_defaults",
     "load_loogle",
+    "load_niah_defaults",
     "make_niah",
     "make_ruler_niah",
     "retrieve",

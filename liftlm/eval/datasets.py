@@ -3,6 +3,7 @@
 Loaders read the benchmarks' own JSONL files from a local path. A hub id (e.g. ``"bigainlco/LooGLE"``)
 goes through the optional ``datasets`` package, imported only then.
 """
+
 from __future__ import annotations
 
 import ast
@@ -61,21 +62,27 @@ _QA_TAIL = "Question: {input}\nAnswer:"
 TASKS: dict[str, TaskSpec] = {
     # LongBench v1 subsets used in the LIFT paper; generation limits and metrics are LongBench's.
     "narrativeqa": TaskSpec(
-        "narrativeqa", "qa_f1", 128,
+        "narrativeqa",
+        "qa_f1",
+        128,
         "Read the story below, then answer the question about it in as few words as you can.\n\n"
         "Story:\n{context}\n\nAnswer the question in as few words as you can; do not explain.\n\n" + _QA_TAIL,
         "Answer the question about the story you have read in as few words as you can; do not explain.\n\n"
         + _QA_TAIL,
     ),
     "musique": TaskSpec(
-        "musique", "qa_f1", 32,
+        "musique",
+        "qa_f1",
+        32,
         "Use the passages below to answer the question. Reply with the answer only.\n\n{context}\n\n"
         "Reply with the answer only, with no explanation.\n\n" + _QA_TAIL,
         "Use the passages you have read to answer the question. Reply with the answer only, with no "
         "explanation.\n\n" + _QA_TAIL,
     ),
     "qmsum": TaskSpec(
-        "qmsum", "rouge", 512,
+        "qmsum",
+        "rouge",
+        512,
         "Here is the transcript of a meeting, followed by a request about it. Respond to the request in one "
         "or more sentences.\n\nTranscript:\n{context}\n\nRespond to this request about the meeting in one or "
         "more sentences.\n\nRequest: {input}\nResponse:",
@@ -83,31 +90,55 @@ TASKS: dict[str, TaskSpec] = {
         "Request: {input}\nResponse:",
     ),
     "gov_report": TaskSpec(
-        "gov_report", "rouge", 512,
+        "gov_report",
+        "rouge",
+        512,
         "Here is a report written by a government agency. Summarise it in one paragraph.\n\n"
         "Report:\n{context}\n\nNow write a one-paragraph summary of the report.\n\nSummary:",
         "Write a one-paragraph summary of the government report you have read.\n\nSummary:",
     ),
     "passage_retrieval_en": TaskSpec(
-        "passage_retrieval_en", "retrieval", 32,
+        "passage_retrieval_en",
+        "retrieval",
+        32,
         "Below are numbered paragraphs taken from Wikipedia articles, then a summary of one of them. Find "
         "the paragraph the summary was written from.\n\n{context}\n\nSummary:\n{input}\n\n"
-        "Which paragraph is this summary of? Reply only with its label, written like \"Paragraph 4\".\n\n"
+        'Which paragraph is this summary of? Reply only with its label, written like "Paragraph 4".\n\n'
         "Answer:",
         "Among the numbered paragraphs you have read, which one is this a summary of? Reply only with its "
-        "label, written like \"Paragraph 4\".\n\nSummary:\n{input}\n\nAnswer:",
+        'label, written like "Paragraph 4".\n\nSummary:\n{input}\n\nAnswer:',
     ),
     # LooGLE QA: generation limits are LooGLE's own. The paper scores these with METEOR, BERTScore and a
     # GPT-4 judge; ROUGE-L is the stand-in metric available here.
     "shortdep_qa": TaskSpec(
-        "shortdep_qa", "rouge", 300,
+        "shortdep_qa",
+        "rouge",
+        300,
         "Answer the question using the text below.\n\n{context}\n\n" + _QA_TAIL,
         "Answer the question about the text you have read.\n\n" + _QA_TAIL,
     ),
     "longdep_qa": TaskSpec(
-        "longdep_qa", "rouge", 500,
+        "longdep_qa",
+        "rouge",
+        500,
         "Answer the question using the text below.\n\n{context}\n\n" + _QA_TAIL,
         "Answer the question about the text you have read.\n\n" + _QA_TAIL,
+    ),
+    # Synthetic needle tasks (liftlm.eval.niah); generation limits are ours.
+    "niah": TaskSpec(
+        "niah",
+        "niah",
+        64,
+        "Here is a document.\n\n{context}\n\nAnswer briefly, using only the document.\n\n" + _QA_TAIL,
+        "Answer briefly, using only the document you have read.\n\n" + _QA_TAIL,
+    ),
+    "ruler": TaskSpec(
+        "ruler",
+        "ruler",
+        128,
+        "Here is a document with some special magic numbers hidden in it.\n\n{context}\n\n"
+        "Answer with the numbers only.\n\n" + _QA_TAIL,
+        "Answer with the special magic numbers only, from the document you have read.\n\n" + _QA_TAIL,
     ),
 }
 
@@ -147,9 +178,13 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, int, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+                raise ValueError(
+                    f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})"
+                ) from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise ValueError(  # noqa: TRY004 - bad file content is a value problem, like bad JSON
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                )
             yield str(path), lineno, row
 
 
@@ -168,7 +203,9 @@ def _read_hub(repo_id: str, config: str, split: str) -> Iterator[tuple[str, int,
         yield where, index, dict(row)
 
 
-def _resolve(source: str | Path, task: str | None, tasks: tuple[str, ...], split: str) -> tuple[Iterable, str]:
+def _resolve(
+    source: str | Path, task: str | None, tasks: tuple[str, ...], split: str
+) -> tuple[Iterable, str]:
     """Rows and task name for a file, a folder of ``<task>.jsonl`` files, or a hub id."""
     if _is_hub_id(source):
         if task is None:
@@ -177,7 +214,9 @@ def _resolve(source: str | Path, task: str | None, tasks: tuple[str, ...], split
     path = Path(source)
     if path.is_dir():
         if task is None:
-            raise ValueError(f"{path} is a folder: pass task= (one of {', '.join(tasks)}) to pick <task>.jsonl")
+            raise ValueError(
+                f"{path} is a folder: pass task= (one of {', '.join(tasks)}) to pick <task>.jsonl"
+            )
         path = path / f"{task}.jsonl"
     return _read_jsonl(path), task if task is not None else path.stem
 
@@ -187,7 +226,9 @@ def _field(row: dict, key: str, where: str, lineno: int, kind: type | tuple[type
         raise ValueError(f"{where}:{lineno}: missing field {key!r}")
     value = row[key]
     if not isinstance(value, kind):
-        raise ValueError(f"{where}:{lineno}: field {key!r} should be {_kind_name(kind)}, got {type(value).__name__}")
+        raise ValueError(  # noqa: TRY004 - bad file content is a value problem
+            f"{where}:{lineno}: field {key!r} should be {_kind_name(kind)}, got {type(value).__name__}"
+        )
     return value
 
 

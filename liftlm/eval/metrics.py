@@ -5,6 +5,7 @@ Each metric has the signature ``metric(prediction, answers, *, all_classes=None)
 ``retrieval``, ``classification``) take the maximum over the gold answers; the needle metrics (``niah``,
 ``ruler``) treat the list as things that must all appear and return the fraction found.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -62,7 +63,9 @@ def _rouge_scorer(use_stemmer: bool):
     try:
         from rouge_score import rouge_scorer
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("the 'rouge' metric needs the rouge-score package: pip install rouge-score") from err
+        raise ImportError(
+            "the 'rouge' metric needs the rouge-score package: pip install rouge-score"
+        ) from err
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
 
 
@@ -90,7 +93,9 @@ def _paragraph_id(gold: str) -> str:
         return match.group(1)
     if gold.strip().isdigit():
         return gold.strip()
-    raise ValueError(f"retrieval gold answer {gold!r} names no paragraph: expected e.g. 'Paragraph 12' or '12'")
+    raise ValueError(
+        f"retrieval gold answer {gold!r} names no paragraph: expected e.g. 'Paragraph 12' or '12'"
+    )
 
 
 def retrieval_score(prediction: str, answers: Answers, **_: object) -> float:

@@ -5,6 +5,7 @@ fractions of it, each moved back to the end of the sentence before it. Token cou
 ``tokenizer(text, add_special_tokens=False)``; the builder re-encodes the text it returns and trims the
 haystack until that count is exactly ``length``.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -20,7 +21,9 @@ from typing import Any
 from .datasets import Example, cut_offset, token_offsets
 
 # The standard needle of the original needle-in-a-haystack test (and the LIFT paper's code).
-DEFAULT_NEEDLE = "\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.\n"
+DEFAULT_NEEDLE = (
+    "\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.\n"
+)
 DEFAULT_QUESTION = "What is the best thing to do in San Francisco?"
 DEFAULT_KEYWORDS = ("sandwich", "dolores park", "sunny")
 
@@ -35,7 +38,9 @@ def load_haystack(directory: str | Path) -> str:
     """The ``.txt`` files of ``directory``, sorted by name, joined by blank lines."""
     folder = Path(directory)
     if not folder.is_dir():
-        raise ValueError(f"{folder}: no such folder; pass the folder of haystack .txt files (e.g. PaulGrahamEssays)")
+        raise ValueError(
+            f"{folder}: no such folder; pass the folder of haystack .txt files (e.g. PaulGrahamEssays)"
+        )
     files = sorted(folder.glob("*.txt"))
     if not files:
         raise ValueError(f"{folder}: no .txt files in it; pass the folder of haystack essays")
@@ -130,12 +135,15 @@ def insert_needles(
 
     The haystack is cut to ``length`` minus the needles' tokens; needle ``i`` goes in at fraction
     ``depths[i]`` of the haystack tokens, moved back to the previous sentence end ('.'); depth 0 is the very
-    start and depth 1 the very end. The text is decoded from character offsets (never from token pieces),
-    re-encoded and the haystack's end trimmed until the count is exact; if a multi-byte character at the end
-    makes that impossible, the haystack window starts one sentence later and it tries again.
+    start and depth 1 the very end. The text is sliced from the haystack at token offsets (never decoded
+    from token pieces), re-encoded, and the haystack's end trimmed until the count is exact; if a multi-byte
+    character at the end makes that impossible, the haystack window starts one sentence later and it tries
+    again.
     """
     if len(needles) != len(depths) or not needles:
-        raise ValueError(f"give one depth per needle: got {len(needles)} needle(s) and {len(depths)} depth(s)")
+        raise ValueError(
+            f"give one depth per needle: got {len(needles)} needle(s) and {len(depths)} depth(s)"
+        )
     for d in depths:
         if not 0.0 <= float(d) <= 1.0:
             raise ValueError(f"depth must be a fraction in [0, 1], got {d}")
@@ -144,7 +152,9 @@ def insert_needles(
     needle_lens = [_n_tokens(tokenizer, n) for n in needles]
     budget = length - sum(needle_lens)
     if budget < 0:
-        raise ValueError(f"length {length} is shorter than the needles themselves ({sum(needle_lens)} tokens)")
+        raise ValueError(
+            f"length {length} is shorter than the needles themselves ({sum(needle_lens)} tokens)"
+        )
 
     text, offsets = _haystack_tokens(haystack_text, tokenizer, budget + 256)
     usable = len(offsets) - 64
@@ -167,12 +177,13 @@ def insert_needles(
         return "".join(pieces), chars
 
     # Window starts to try: the haystack's start, then (only if needed) the next few sentence starts.
-    starts = (p for p in range(0, usable) if p == 0 or _is_sentence_end(text, cut_offset(offsets, p)))
+    starts = (p for p in range(usable) if p == 0 or _is_sentence_end(text, cut_offset(offsets, p)))
     for _, start in zip(range(20), starts):
         if start + budget > usable:
             break
         points: list[int | None] = [
-            None if d >= 1.0 else _sentence_point(text, offsets, start, start + int(d * budget)) for d in depths
+            None if d >= 1.0 else _sentence_point(text, offsets, start, start + int(d * budget))
+            for d in depths
         ]
         tried: set[int] = set()
         m = budget
@@ -185,8 +196,9 @@ def insert_needles(
             if len(ids) == length:
                 ends = [e for _, e in doc_offsets]
                 tokens = tuple(bisect.bisect_right(ends, c) for c in chars)
-                return NeedleDocument(doc, length, tuple(needles), tuple(float(d) for d in depths),
-                                      tuple(chars), tokens)
+                return NeedleDocument(
+                    doc, length, tuple(needles), tuple(float(d) for d in depths), tuple(chars), tokens
+                )
             m -= len(ids) - length
     raise RuntimeError(
         f"could not build a document of exactly {length} tokens with this tokenizer and haystack; "
@@ -218,8 +230,12 @@ class NiahSample:
             answers=list(self.keywords),
             task="niah",
             evidence=[self.needle.strip()],
-            metadata={"length": self.length, "depth": self.depth, "needle_char": self.needle_char,
-                      "needle_token": self.needle_token},
+            metadata={
+                "length": self.length,
+                "depth": self.depth,
+                "needle_char": self.needle_char,
+                "needle_token": self.needle_token,
+            },
         )
 
 
@@ -232,13 +248,21 @@ def make_niah(
     question: str = DEFAULT_QUESTION,
     keywords: Sequence[str] = DEFAULT_KEYWORDS,
 ) -> NiahSample:
-    """A ``length``-token haystack with ``needle`` at ``depth`` (0 = start, 1 = end); see :func:`insert_needles`.
+    """A ``length``-token haystack with ``needle`` at ``depth`` (0 = start, 1 = end): :func:`insert_needles`.
 
     ``length`` counts the document only: leave room in the model's window for the prompt and the answer.
     """
     doc = insert_needles(haystack_text, tokenizer, length, [needle], [depth])
-    return NiahSample(doc.text, question, tuple(keywords), needle, float(depth), length,
-                      doc.needle_chars[0], doc.needle_tokens[0])
+    return NiahSample(
+        doc.text,
+        question,
+        tuple(keywords),
+        needle,
+        float(depth),
+        length,
+        doc.needle_chars[0],
+        doc.needle_tokens[0],
+    )
 
 
 # ---------------------------------------------------------------- RULER-style variants
@@ -275,8 +299,13 @@ class RulerSample:
             answers=list(self.expected),
             task="ruler",
             evidence=[n.strip() for n in self.needles],
-            metadata={"variant": self.variant, "seed": self.seed, "length": self.length,
-                      "depths": list(self.depths), "needle_tokens": list(self.needle_tokens)},
+            metadata={
+                "variant": self.variant,
+                "seed": self.seed,
+                "length": self.length,
+                "depths": list(self.depths),
+                "needle_tokens": list(self.needle_tokens),
+            },
         )
 
 
@@ -315,8 +344,8 @@ def make_ruler_niah(
     n_queries = {"multiquery": n_keys if num_queries is None else num_queries}.get(variant, 1)
     if n_keys < 1 or n_values < 1 or not 1 <= n_queries <= n_keys:
         raise ValueError(
-            f"need num_keys >= 1, num_values >= 1 and 1 <= num_queries <= num_keys; got {n_keys}, {n_values}, "
-            f"{n_queries}"
+            "need num_keys >= 1, num_values >= 1 and 1 <= num_queries <= num_keys; "
+            f"got {n_keys}, {n_values}, {n_queries}"
         )
 
     rng = random.Random(seed)
@@ -351,5 +380,16 @@ def make_ruler_niah(
     expected = tuple(v for k in query_keys for v in values[k])
 
     doc = insert_needles(haystack_text, tokenizer, length, needles, depths)
-    return RulerSample(doc.text, question, expected, variant, seed, length, tuple(needles), doc.depths,
-                       doc.needle_chars, doc.needle_tokens, tuple(query_keys))
+    return RulerSample(
+        doc.text,
+        question,
+        expected,
+        variant,
+        seed,
+        length,
+        tuple(needles),
+        doc.depths,
+        doc.needle_chars,
+        doc.needle_tokens,
+        tuple(query_keys),
+    )

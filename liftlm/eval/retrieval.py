@@ -3,6 +3,7 @@
 Scoring uses the ``bm25s`` package (BM25, Lucene variant, numpy only), with its English stop words and
 word tokenizer; chunks are cut by the model's own tokenizer so that the context budget is in model tokens.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,7 +21,9 @@ def chunk_document(text: str, tokenizer: Any, chunk_tokens: int, overlap: int = 
     if chunk_tokens <= 0:
         raise ValueError(f"chunk_tokens must be a positive number of tokens, got {chunk_tokens}")
     if not 0 <= overlap < chunk_tokens:
-        raise ValueError(f"overlap must be in [0, chunk_tokens), got overlap={overlap}, chunk_tokens={chunk_tokens}")
+        raise ValueError(
+            f"overlap must be in [0, chunk_tokens), got overlap={overlap}, chunk_tokens={chunk_tokens}"
+        )
     ids, offsets = token_offsets(tokenizer, text)
     if not ids:
         return []

@@ -1,11 +1,11 @@
 """Fixtures for the evaluation-harness tests: where the shared benchmark data lives, and a small haystack."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
 # The shared data sits beside the repo: <parent of repo root>/shared/data.
 SHARED_DATA = Path(__file__).parents[2].parent / "shared" / "data"
 

@@ -1,9 +1,11 @@
 """Loaders (on our fixture, on small files written here and on the shared LooGLE sample) and cut_document."""
+
 from __future__ import annotations
 
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +20,7 @@ from liftlm.eval.datasets import (
     token_offsets,
 )
 
-from .conftest import FIXTURES
-
-SAMPLE = FIXTURES / "longbench_sample.jsonl"
+SAMPLE = Path(__file__).parent / "fixtures" / "longbench_sample.jsonl"
 
 
 # ---------------------------------------------------------------- LongBench
@@ -106,16 +106,28 @@ def _loogle_line(document, qa_pairs):
 def test_load_loogle_short_and_long(tmp_path):
     doc = "The harbour opened in 1881. Its first master was Edda Lund. The pier was rebuilt in 1920."
     short = tmp_path / "shortdep_qa.jsonl"
-    short.write_text(_loogle_line(doc, [{"S": "Its first master was Edda Lund.", "Q": "Who was first master?",
-                                         "A": "Edda Lund"}]) + "\n")
+    short.write_text(
+        _loogle_line(
+            doc, [{"S": "Its first master was Edda Lund.", "Q": "Who was first master?", "A": "Edda Lund"}]
+        )
+        + "\n"
+    )
     (ex,) = load_loogle(short)
-    assert (ex.id, ex.task, ex.question, ex.answers) == ("shortdep_qa/0/0", "shortdep_qa", "Who was first master?",
-                                                        ["Edda Lund"])
+    assert (ex.id, ex.task, ex.question, ex.answers) == (
+        "shortdep_qa/0/0",
+        "shortdep_qa",
+        "Who was first master?",
+        ["Edda Lund"],
+    )
     assert ex.evidence == ["Its first master was Edda Lund."] and ex.metadata["title"] == "Harbour"
 
     long = tmp_path / "longdep_qa.jsonl"
-    qa = {"Q": "How many years between opening and rebuilding?", "A": "39", "type": "computation",
-          "S": ["The harbour opened in 1881.", "The pier was rebuilt in 1920."]}
+    qa = {
+        "Q": "How many years between opening and rebuilding?",
+        "A": "39",
+        "type": "computation",
+        "S": ["The harbour opened in 1881.", "The pier was rebuilt in 1920."],
+    }
     long.write_text(_loogle_line(doc, [qa, dict(qa, Q="Again?")]) + "\n")
     examples = load_loogle(long)
     assert [e.id for e in examples] == ["longdep_qa/0/0", "longdep_qa/0/1"]
@@ -145,7 +157,9 @@ def test_real_loogle_sample(shared_data):
     assert len(short) == 80 and len(long) == 43
     assert len({e.document for e in short}) == 5
     assert Counter(e.metadata["type"] for e in long) == {
-        "comprehension_and_reasoning": 15, "multiple_information_retrieval": 15, "computation": 10,
+        "comprehension_and_reasoning": 15,
+        "multiple_information_retrieval": 15,
+        "computation": 10,
         "timeline_reorder": 3,
     }
     assert all(e.question and e.answers[0] and e.evidence for e in short + long)

@@ -1,0 +1,126 @@
+"""The adapter store: PEFT format on disk, reuse by key, atomic writes, validation of what is read back."""
+import json
+
+import pytest
+import torch
+
+from liftlm import Lift, LiftConfig, LiftError
+from liftlm.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, DOCUMENT, METADATA, AdapterStore
+
+DOC = "The brass telescope in the museum was made in Glasgow in 1881 and still works. " * 12
+CFG = dict(segment_length=32, context_tokens=48, window=256, epochs=2, learning_rate=5e-3, lora_rank=4)
+
+
+def make(model_dir, store, **kw):
+    """A Lift on its own copy of the tiny model (a LoRA adapter is injected into the model it is given)."""
+    return Lift(str(model_dir), LiftConfig(**{**CFG, **kw}), store=store, device="cpu", progress=False)
+
+
+def logits(lift, text="Where was the telescope made?"):
+    ids = torch.tensor([lift.tokenizer.encode(text)])
+    with torch.no_grad():
+        return lift._adapted(input_ids=ids).logits
+
+
+def test_internalize_writes_peft_format_and_metadata(tiny_model_dir, store):
+    lift = make(tiny_model_dir, store)
+    done = lift.internalize(DOC)
+    assert done.trained and done.adapter.parent == store
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, METADATA, DOCUMENT):
+        assert (done.adapter / name).is_file()
+    meta = json.loads((done.adapter / METADATA).read_text())
+    assert meta["document_sha256"] and meta["model_id"] == str(tiny_model_dir.resolve())
+    assert meta["settings"]["segment_length"] == 32 and meta["settings"]["window"] == 256
+    assert len(meta["training"]["loss_curve"]) == meta["training"]["steps"] > 0
+    assert meta["training"]["seconds"] > 0
+    assert (done.adapter / DOCUMENT).read_text() == DOC
+    assert [p.name for p in store.iterdir()] == [done.adapter.name]  # no temporary leftovers
+    # a PEFT user can load it directly
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(str(done.adapter)).r == 4
+
+
+def test_second_internalize_reuses_without_training(tiny_model_dir, store):
+    first = make(tiny_model_dir, store)
+    done = first.internalize(DOC)
+    expected = logits(first)
+    second = make(tiny_model_dir, store)
+    again = second.internalize(DOC)
+    assert not again.trained and again.adapter == done.adapter
+    torch.testing.assert_close(logits(second), expected)  # the stored adapter is the trained one
+    answer = second.ask("Where was the telescope made?", mode="lift", max_new_tokens=4)
+    assert answer.trained is False and answer.adapter == str(done.adapter)
+
+
+def test_other_settings_or_document_get_another_adapter(tiny_model_dir, store):
+    lift = make(tiny_model_dir, store)
+    a = lift.internalize(DOC).adapter
+    b = make(tiny_model_dir, store, learning_rate=1e-3).internalize(DOC).adapter
+    c = make(tiny_model_dir, store).internalize(DOC + " One more sentence.").adapter
+    assert len({a, b, c}) == 3
+    # a setting that does not change what is learned keeps the key
+    d = make(tiny_model_dir, store, grad_checkpointing=True).internalize(DOC)
+    assert d.adapter == a and not d.trained
+
+
+def test_interrupted_write_leaves_nothing(tiny_model_dir, store, monkeypatch):
+    import liftlm.adapters as adapters
+
+    def fail(directory, *a, **k):
+        (directory / "partial.bin").write_bytes(b"x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(adapters, "write_adapter", fail)
+    with pytest.raises(KeyboardInterrupt):
+        make(tiny_model_dir, store).internalize(DOC)
+    assert list(store.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["metadata_missing", "metadata_garbage", "weights_truncated", "weights_missing",
+                                    "document_changed", "metadata_fields"])
+def test_corrupted_adapter_is_refused(tiny_model_dir, store, damage):
+    path = make(tiny_model_dir, store).internalize(DOC).adapter
+    if damage == "metadata_missing":
+        (path / METADATA).unlink()
+    elif damage == "metadata_garbage":
+        (path / METADATA).write_text("{not json")
+    elif damage == "weights_truncated":
+        data = (path / ADAPTER_WEIGHTS).read_bytes()
+        (path / ADAPTER_WEIGHTS).write_bytes(data[: len(data) // 3])
+    elif damage == "weights_missing":
+        (path / ADAPTER_WEIGHTS).unlink()
+    elif damage == "document_changed":
+        (path / DOCUMENT).write_text("another text")
+    else:
+        (path / METADATA).write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(LiftError, match="--adapter"):
+        make(tiny_model_dir, store).use_adapter(path)
+    with pytest.raises(LiftError):  # the store refuses it too instead of silently retraining over it
+        make(tiny_model_dir, store).internalize(DOC)
+
+
+def test_adapter_of_another_model_is_refused(tiny_model_dir, store):
+    path = make(tiny_model_dir, store).internalize(DOC).adapter
+    meta = json.loads((path / METADATA).read_text())
+    meta["model_id"] = "someone/else-7b"
+    (path / METADATA).write_text(json.dumps(meta))
+    with pytest.raises(LiftError, match="trained for model"):
+        make(tiny_model_dir, store).use_adapter(path)
+
+
+def test_full_finetune_round_trip(tiny_model_dir, store):
+    lift = make(tiny_model_dir, store, finetune="full", epochs=1)
+    done = lift.internalize(DOC)
+    expected = logits(lift)
+    assert (done.adapter / "config.json").is_file()
+    other = make(tiny_model_dir, store, finetune="full", epochs=1)
+    assert not other.internalize(DOC).trained
+    torch.testing.assert_close(logits(other), expected)
+    # the ICL baseline still runs on the untouched base weights
+    base_answer = other.ask("Where?", mode="icl", max_new_tokens=3)
+    assert base_answer.adapter is None
+
+
+def test_store_lookup_missing_key(tmp_path):
+    assert AdapterStore(tmp_path).lookup("0" * 20) is None
