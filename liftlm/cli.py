@@ -21,7 +21,7 @@ from . import __version__
 from .config import LiftConfig
 from .errors import LiftError
 
-MODES = ("icl", "lift", "lift+icl")  # kept equal to liftlm.infer.MODES (not imported: torch loads slowly)
+MODES = ("icl", "lift", "lift+icl", "rag", "lift+rag")  # kept equal to liftlm.infer.MODES (not imported: torch loads slowly)
 
 
 def _flag(name: str) -> str:
@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--questions-file", help="a file with one question per line (one LIFT, many answers)")
     p.add_argument("--mode", choices=MODES, default="lift+icl",
                    help="icl: truncated document in context, no training; lift: adapted model, no document in "
-                        "context; lift+icl: both (the paper's main setting; default)")
+                        "context; lift+icl: both (the paper's main setting; default); rag / lift+rag: BM25-best "
+                        "chunks of the document in context instead of its head and tail")
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default: 64)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per answer (question, answer, mode, adapter, trained, seconds)")
@@ -152,7 +153,7 @@ def run_ask(args) -> int:
         lift.check_question(question, args.mode, args.max_new_tokens)
     if args.adapter is not None:
         lift.use_adapter(args.adapter)
-    elif args.mode == "icl":
+    elif args.mode in ("icl", "rag"):
         lift.read(text)
     else:
         done = lift.internalize(text, force=args.force)

@@ -120,13 +120,19 @@ class PromptBuilder:
                                  f"with the prompt format) and {max_new_tokens} answer tokens")
             return prompt
         tail = self._icl_tail(question)
+        room = self.document_room(question, max_new_tokens)
+        return self.chat.before + truncate_head_tail(doc_ids, room, self.sep) + tail + self.chat.after
+
+    def document_room(self, question: str, max_new_tokens: int) -> int:
+        """Tokens of document that fit beside the question, the prompt format and the answer."""
+        tail = self._icl_tail(question)
         room = self.window - max_new_tokens - self.chat.overhead - len(tail)
         if room < 1:
             raise ValueError(
                 f"window {self.window} is too small to hold the question ({len(tail)} tokens with the "
                 f"instruction, {self.chat.overhead} of prompt format) and {max_new_tokens} answer tokens"
             )
-        return self.chat.before + truncate_head_tail(doc_ids, room, self.sep) + tail + self.chat.after
+        return room
 
     def _icl_tail(self, question: str) -> list[int]:
         return _encode(self.tokenizer, f"\n\n{ICL_INSTRUCTION}\nQuestion: {question}")

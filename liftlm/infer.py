@@ -2,7 +2,9 @@
 
 * ``icl``      — the base model, the document truncated (head + tail) to the window, then the question;
 * ``lift``     — the adapted model, the question alone (the document only in the weights);
-* ``lift+icl`` — the adapted model with the truncated document in context: the paper's main setting.
+* ``lift+icl`` — the adapted model with the truncated document in context: the paper's main setting;
+* ``rag``      — the base model with the document's BM25-best chunks in context instead of head + tail;
+* ``lift+rag`` — the adapted model with those chunks (retrieval is the paper's stated next step).
 """
 from __future__ import annotations
 
@@ -10,15 +12,19 @@ import contextlib
 
 import torch
 
-MODES = ("icl", "lift", "lift+icl")
+MODES = ("icl", "lift", "lift+icl", "rag", "lift+rag")
 
 
 def uses_adapter(mode: str) -> bool:
-    return mode in ("lift", "lift+icl")
+    return mode.startswith("lift")
 
 
 def uses_document(mode: str) -> bool:
-    return mode in ("icl", "lift+icl")
+    return mode != "lift"
+
+
+def uses_retrieval(mode: str) -> bool:
+    return mode.endswith("rag")
 
 
 @torch.no_grad()

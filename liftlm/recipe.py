@@ -19,7 +19,7 @@ from .adapters import AdapterStore, document_sha256, load_weights, read_document
 from .config import LiftConfig
 from .context import PromptBuilder, Sample
 from .errors import LiftError
-from .infer import MODES, base_model_context, generate, uses_adapter, uses_document
+from .infer import MODES, base_model_context, generate, uses_adapter, uses_document, uses_retrieval
 from .models import LoadedModel, load_model
 from .segment import segment_spans
 from .train import TrainResult, attach_adapter, train
@@ -91,6 +91,7 @@ class Lift:
         device: str | None = None,
         progress: bool = True,
         loaded: LoadedModel | None = None,
+        rag_chunk_tokens: int = 128,
     ):
         self.config = config or LiftConfig()
         self.model_spec = model
@@ -100,6 +101,7 @@ class Lift:
         self.prompts = PromptBuilder(self.tokenizer, self.window)
         self.store = AdapterStore(store)
         self.progress = progress
+        self.rag_chunk_tokens = rag_chunk_tokens
         self._base = self.loaded.model  # never trained in place for LoRA; reloaded after a full fine-tune
         self._adapted = None  # the model with the current document's adapter
         self._adapter_path: Path | None = None
@@ -204,6 +206,14 @@ class Lift:
         except ValueError as e:
             raise LiftError(f"--window: {e}") from None
 
+    def _retrieve(self, question: str, budget: int) -> list[int]:
+        """The BM25-best chunks of the document for ``question``, in document order, within ``budget`` tokens."""
+        from .eval.retrieval import build_rag_context
+
+        text = build_rag_context(self.document, question, self.tokenizer, budget,
+                                 chunk_tokens=min(self.rag_chunk_tokens, budget))
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
     def ask(self, question: str, mode: str = "lift+icl", max_new_tokens: int = 64) -> Answer:
         self.check_question(question, mode, max_new_tokens)
         if self.document is None:
@@ -211,9 +221,11 @@ class Lift:
         if uses_adapter(mode) and self._adapted is None:
             self.internalize(self.document)
         start = time.perf_counter()
-        prompt = self.prompts.question_prompt(
-            question.strip(), self._doc_ids if uses_document(mode) else None, max_new_tokens
-        )
+        question = question.strip()
+        context = self._doc_ids if uses_document(mode) else None
+        if uses_retrieval(mode):
+            context = self._retrieve(question, self.prompts.document_room(question, max_new_tokens))
+        prompt = self.prompts.question_prompt(question, context, max_new_tokens)
         if uses_adapter(mode):
             text = generate(self._adapted, self.tokenizer, prompt, max_new_tokens)
         else:
@@ -222,7 +234,7 @@ class Lift:
             with base_model_context(model):
                 text = generate(model, self.tokenizer, prompt, max_new_tokens)
         return Answer(
-            question=question.strip(),
+            question=question,
             answer=text,
             mode=mode,
             adapter=str(self._adapter_path) if uses_adapter(mode) and self._adapter_path else None,

@@ -171,3 +171,18 @@ def test_corrupted_and_mismatched_adapters(capsys, tmp_path, doc, tiny_model_dir
 def test_python_dash_m_and_help():
     proc = subprocess.run([sys.executable, "-m", "liftlm", "ask", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--segment-length" in proc.stdout and "--mode" in proc.stdout
+
+
+def test_rag_modes(capsys, tmp_path, tiny_model_dir):
+    doc = tmp_path / "doc.txt"
+    doc.write_text(DOC + " The telescope was made in Glasgow in 1881. " + DOC)
+    code, out, err = run(capsys, "ask", "--document", doc, "--model", tiny_model_dir, "--store", tmp_path / "s",
+                         "--mode", "rag", "--window", 128, "--question", "Where was the telescope made?", "--json",
+                         "--max-new-tokens", 3)
+    assert code == 0, err
+    assert json.loads(out)["adapter"] is None and not (tmp_path / "s").exists()
+    code, out, err = run(capsys, "ask", "--document", doc, "--model", tiny_model_dir, "--store", tmp_path / "s",
+                         "--mode", "lift+rag", "--window", 128, "--question", "Where was the telescope made?",
+                         "--json", "--max-new-tokens", 3, *SMALL)
+    assert code == 0, err
+    assert json.loads(out)["trained"] is True
