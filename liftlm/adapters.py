@@ -5,6 +5,7 @@
         adapter_model.safetensors
         liftlm.json                  document sha256, model, every setting, loss curve, training time
         document.txt                 the document, so `ask --adapter DIR` can also put it in context
+        qa.jsonl                     the auxiliary QA pairs it was trained on (when --qa-pairs or --qa-file)
 
 A directory is written under a temporary name and renamed into place, so an interrupted run leaves no
 half-written adapter behind. The key hashes the document, the model and the settings that shape training.
@@ -27,6 +28,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FULL_CONFIG = "config.json"
 METADATA = "liftlm.json"
 DOCUMENT = "document.txt"
+QA_FILE = "qa.jsonl"  # the auxiliary QA pairs trained on, if any
 REQUIRED_METADATA = ("format_version", "kind", "document_sha256", "model_id", "settings")
 
 
@@ -59,13 +61,17 @@ class AdapterStore:
         read_metadata(p)  # validates
         return p
 
-    def save(self, key: str, model, metadata: dict, document: str) -> Path:
+    def save(self, key: str, model, metadata: dict, document: str, qa: list | None = None) -> Path:
         """Write atomically: everything goes to a temporary sibling directory, renamed at the end."""
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.path(key)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=self.root))
         try:
             write_adapter(tmp, model, metadata, document)
+            if qa:
+                from .synth import write_qa
+
+                write_qa(tmp / QA_FILE, qa)
             if final.exists():  # an identical adapter landed meanwhile (same key = same inputs)
                 shutil.rmtree(tmp)
             else:

@@ -65,6 +65,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
     parser.add_argument("--force", action="store_true", help="train again even if a stored adapter matches")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--qa-file", default=None,
+                        help="auxiliary QA pairs to train on instead of generated ones: JSONL with \"question\" "
+                             "and \"answer\" (optional \"evidence\", \"start\", \"end\")")
     add_config_flags(parser)
 
 
@@ -118,7 +121,8 @@ def run_internalize(args) -> int:
 
     config = config_from_args(args)
     text = read_document_file(args.document)
-    lift = Lift(args.model, config, store=args.store, device=args.device, progress=not args.quiet)
+    lift = Lift(args.model, config, store=args.store, device=args.device, progress=not args.quiet,
+                qa_file=args.qa_file)
     done = lift.internalize(text, force=args.force)
     training = done.metadata.get("training", {})
     if done.trained:
@@ -148,7 +152,8 @@ def run_ask(args) -> int:
         text = None
     else:
         text = read_document_file(args.document)
-    lift = Lift(model_spec, config, store=args.store, device=args.device, progress=not args.quiet)
+    lift = Lift(model_spec, config, store=args.store, device=args.device, progress=not args.quiet,
+                qa_file=args.qa_file if args.adapter is None else None)
     for question in questions:  # every question must fit before any training is spent
         lift.check_question(question, args.mode, args.max_new_tokens)
     if args.adapter is not None:

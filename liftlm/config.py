@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from .errors import LiftError
 
 SCHEDULES = ("constant", "linear", "cosine")
+QA_SCHEDULES = ("two-stage", "mixed")
+QA_GENERATORS = ("auto", "keyphrase", "llm")
 FINETUNE_KINDS = ("lora", "full")
 
 
@@ -36,6 +38,18 @@ class LiftConfig:
                                          "the cost per sample")
     window: int | None = _f(None, "context budget in tokens (default: the model's own limit); set it lower "
                                   "to emulate a short-context model")
+    # --- auxiliary tasks (paper §3.3) ---
+    qa_pairs: int = _f(0, "auxiliary QA pairs per document (0 = off); trained beside the segments")
+    qa_generator: str = _f("auto", f"how QA pairs are made: {' | '.join(QA_GENERATORS)} (auto: the LLM generator "
+                                   "when its verified yield is high enough on a probe, else keyphrase)")
+    qa_model: str | None = _f(None, "generator model for QA pairs: hub id, directory, .gguf, or the URL of an "
+                                    "OpenAI-compatible endpoint (key in LIFTLM_QA_API_KEY or OPENAI_API_KEY; "
+                                    "model name after '#', e.g. http://host/v1#llama3); default: the model itself")
+    qa_window_sentences: int = _f(8, "sentences per window the LLM generator reads")
+    qa_schedule: str = _f("two-stage", f"{' | '.join(QA_SCHEDULES)}: stage 1 segments for --epochs, stage 2 "
+                                       "segments + QA for --qa-epochs (the paper), or one mixed stage")
+    qa_epochs: int = _f(2, "stage-2 epochs (segments + QA) in the two-stage schedule")
+    qa_weight: float = _f(1.0, "weight of the QA loss relative to the segment loss")
     # --- training ---
     finetune: str = _f("lora", f"what to train: {' | '.join(FINETUNE_KINDS)}")
     lora_rank: int = _f(16, "LoRA rank r")
@@ -78,6 +92,14 @@ class LiftConfig:
             problems.append(f"--warmup-ratio must be in [0, 1) (got {self.warmup_ratio})")
         if self.grad_accum < 1:
             problems.append(f"--grad-accum must be at least 1 (got {self.grad_accum})")
+        if self.qa_pairs < 0:
+            problems.append(f"--qa-pairs must be 0 or more (got {self.qa_pairs})")
+        if self.qa_generator not in QA_GENERATORS:
+            problems.append(f"--qa-generator must be one of {', '.join(QA_GENERATORS)} (got {self.qa_generator!r})")
+        if self.qa_schedule not in QA_SCHEDULES:
+            problems.append(f"--qa-schedule must be one of {', '.join(QA_SCHEDULES)} (got {self.qa_schedule!r})")
+        if self.qa_epochs < 0 or self.qa_weight < 0 or self.qa_window_sentences < 1:
+            problems.append("--qa-epochs and --qa-weight must be 0 or more, --qa-window-sentences at least 1")
         if problems:
             raise LiftError("; ".join(problems))
 

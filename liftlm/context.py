@@ -107,6 +107,21 @@ class PromptBuilder:
         prompt = self.chat.before + context + self.recite + self.chat.after
         return Sample(prompt + list(segment), [IGNORE_INDEX] * len(prompt) + list(segment))
 
+    def qa_sample(self, doc_ids: list[int], question: str, answer: str, context_tokens: int | None) -> Sample:
+        """An auxiliary-task sample (paper §3.3): the question prompt of mode ``lift+icl`` (truncated document
+        + question) and the answer; loss on the answer tokens and the end-of-turn token only."""
+        answer_ids = _encode(self.tokenizer, answer.strip())
+        if self.tokenizer.eos_token_id is not None:
+            answer_ids.append(self.tokenizer.eos_token_id)  # so the model learns to stop after the answer
+        tail = self._icl_tail(question)
+        room = self.window - self.chat.overhead - len(tail) - len(answer_ids)
+        if context_tokens is not None and context_tokens > 0:
+            room = min(room, context_tokens)
+        if room < 1:
+            raise ValueError(f"window {self.window} cannot hold the QA pair {question[:40]!r}…")
+        prompt = self.chat.before + truncate_head_tail(doc_ids, room, self.sep) + tail + self.chat.after
+        return Sample(prompt + answer_ids, [IGNORE_INDEX] * len(prompt) + answer_ids)
+
     # --- inference ---
     def question_prompt(self, question: str, doc_ids: list[int] | None, max_new_tokens: int) -> list[int]:
         """The prompt for one question; ``doc_ids`` None means no document in context (mode ``lift``).

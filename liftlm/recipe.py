@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ from .errors import LiftError
 from .infer import MODES, base_model_context, generate, uses_adapter, uses_document, uses_retrieval
 from .models import LoadedModel, load_model
 from .segment import segment_spans
+from .synth import QAPair, local_completer, openai_completer, read_qa, synthesize, write_qa
 from .train import TrainResult, attach_adapter, train
 
 
@@ -92,6 +96,7 @@ class Lift:
         progress: bool = True,
         loaded: LoadedModel | None = None,
         rag_chunk_tokens: int = 128,
+        qa_file: str | Path | None = None,
     ):
         self.config = config or LiftConfig()
         self.model_spec = model
@@ -102,6 +107,7 @@ class Lift:
         self.store = AdapterStore(store)
         self.progress = progress
         self.rag_chunk_tokens = rag_chunk_tokens
+        self.user_qa = read_qa(qa_file) if qa_file is not None else None
         self._base = self.loaded.model  # never trained in place for LoRA; reloaded after a full fine-tune
         self._adapted = None  # the model with the current document's adapter
         self._adapter_path: Path | None = None
@@ -118,8 +124,12 @@ class Lift:
         return window
 
     def training_settings(self) -> dict:
-        """The settings that shape the adapter, with the window resolved to a number."""
-        return {**self.config.key_dict(), "window": self.window}
+        """The settings that shape the adapter, with the window resolved to a number (and the user's QA pairs)."""
+        settings = {**self.config.key_dict(), "window": self.window}
+        if self.user_qa is not None:
+            settings["qa_file_sha256"] = hashlib.sha256(
+                json.dumps([dataclasses.asdict(p) for p in self.user_qa]).encode()).hexdigest()
+        return settings
 
     # --- reading ---
     def read(self, text: str) -> None:
@@ -139,13 +149,16 @@ class Lift:
         if stored is not None:
             return self.use_adapter(stored)
         cfg = self.config
+        base = self._fresh_base()
+        qa, qa_report = self.qa_pairs(text)
         try:
             samples = build_samples(self._doc_ids, cfg, self.prompts)
+            qa_samples = [self.prompts.qa_sample(self._doc_ids, p.question, p.answer, cfg.context_tokens)
+                          for p in qa]
         except ValueError as e:
             raise LiftError(f"--window/--segment-length: {e}") from None
-        base = self._fresh_base()
         model = attach_adapter(copy.deepcopy(base) if cfg.finetune == "full" else base, cfg)
-        result = train(model, samples, cfg, progress=self.progress)
+        result = train(model, samples, cfg, progress=self.progress, qa_samples=qa_samples)
         metadata = {
             "liftlm_version": __version__,
             "kind": cfg.finetune,
@@ -155,6 +168,7 @@ class Lift:
             "model_spec": self.model_spec,
             "settings": {**cfg.to_dict(), "window": self.window},
             "samples": len(samples),
+            "qa": {**qa_report, "pairs": len(qa)},
             "training": {
                 "seconds": round(result.seconds, 3),
                 "tokens": result.tokens,
@@ -164,9 +178,41 @@ class Lift:
                 "epoch_losses": [round(x, 5) for x in result.epoch_losses],
             },
         }
-        path = self.store.save(key, model, metadata, text)
+        path = self.store.save(key, model, metadata, text, qa=qa)
         self._adapted, self._adapter_path, self._trained = model, path, True
         return Internalized(path, True, metadata, result)
+
+    def qa_pairs(self, text: str) -> tuple[list[QAPair], dict]:
+        """The auxiliary QA pairs for ``text``: the user's file, or cached, or synthesized (then cached)."""
+        cfg = self.config
+        if self.user_qa is not None:
+            return self.user_qa, {"generator": "user", "used": "user"}
+        if cfg.qa_pairs == 0:
+            return [], {}
+        qa_key = store_key(document_sha256(text), self.loaded.model_id, {
+            k: getattr(cfg, k) for k in ("qa_pairs", "qa_generator", "qa_model", "qa_window_sentences")})
+        cache = self.store.root.parent / "qa" / f"{qa_key}.jsonl"
+        if cache.is_file():
+            return read_qa(cache), {"generator": cfg.qa_generator, "used": "cache", "cache": str(cache)}
+        complete = self._qa_completer() if cfg.qa_generator != "keyphrase" else None
+        pairs, report = synthesize(text, cfg.qa_pairs, cfg.qa_generator, complete, cfg.qa_window_sentences,
+                                   progress=self.progress)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        write_qa(tmp, pairs)
+        os.replace(tmp, cache)
+        return pairs, {**report, "cache": str(cache)}
+
+    def _qa_completer(self):
+        spec = self.config.qa_model
+        if spec and spec.startswith(("http://", "https://")):
+            url, _, name = spec.partition("#")
+            key = os.environ.get("LIFTLM_QA_API_KEY") or os.environ.get("OPENAI_API_KEY")
+            return openai_completer(url, name or "default", key)
+        if spec:
+            gen = load_model(spec, str(self.loaded.device))
+            return local_completer(gen.model, gen.tokenizer)
+        return local_completer(self._base, self.tokenizer)
 
     def use_adapter(self, path: str | Path) -> Internalized:
         """Load a stored adapter (and its document) and make it current; no training."""

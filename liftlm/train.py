@@ -66,17 +66,35 @@ def sample_loss(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.T
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
 
 
-def epoch_order(n: int, epochs: int, seed: int) -> list[list[int]]:
-    """The sample order of each epoch: a fresh seeded permutation per epoch."""
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randperm(n, generator=g).tolist() for _ in range(epochs)]
+def epoch_plan(n_segments: int, n_qa: int, cfg: LiftConfig) -> list[list[int]]:
+    """Which samples each epoch sees, in order. Indices < n_segments are segments, the rest QA pairs.
+
+    two-stage (the paper): ``epochs`` epochs of segments, then ``qa_epochs`` epochs of segments + QA;
+    mixed: ``epochs`` epochs of segments + QA. Without QA: ``epochs`` epochs of segments."""
+    g = torch.Generator().manual_seed(cfg.seed)
+
+    def perm(n: int) -> list[int]:
+        return torch.randperm(n, generator=g).tolist()
+
+    if n_qa == 0:
+        return [perm(n_segments) for _ in range(cfg.epochs)]
+    both = n_segments + n_qa
+    if cfg.qa_schedule == "mixed":
+        return [perm(both) for _ in range(cfg.epochs)]
+    return [perm(n_segments) for _ in range(cfg.epochs)] + [perm(both) for _ in range(cfg.qa_epochs)]
 
 
-def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT") -> TrainResult:
-    """Train ``model`` (already wrapped by ``attach_adapter``) in place on ``samples``."""
+def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
+          qa_samples: list[Sample] | None = None) -> TrainResult:
+    """Train ``model`` (already wrapped by ``attach_adapter``) in place on the segment ``samples`` and, per
+    ``epoch_plan``, the auxiliary ``qa_samples`` (their loss weighted by ``cfg.qa_weight``)."""
     result = TrainResult()
-    if cfg.epochs == 0 or not samples:
+    qa_samples = qa_samples or []
+    plan = epoch_plan(len(samples), len(qa_samples), cfg)
+    if not any(plan):
         return result
+    n_segments = len(samples)
+    samples = list(samples) + list(qa_samples)
     device = next(model.parameters()).device
     tensors = [  # tokenised once, moved once: nothing but model compute inside the loop
         (torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device)) for s in samples
@@ -85,7 +103,8 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
     opt = torch.optim.AdamW(
         params, lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-8, weight_decay=cfg.weight_decay
     )
-    order = [i for epoch in epoch_order(len(samples), cfg.epochs, cfg.seed) for i in epoch]
+    order = [i for epoch in plan for i in epoch]
+    epoch_ends = [sum(len(e) for e in plan[: k + 1]) for k in range(len(plan))]
     total_steps = math.ceil(len(order) / cfg.grad_accum)
     scheduler = _scheduler(opt, cfg, total_steps)
     if cfg.grad_checkpointing:
@@ -94,14 +113,14 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
     bar = tqdm(total=len(order), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
     step_losses: list[float] = []
-    per_epoch = len(samples)
     try:
         for k in range(0, len(order), cfg.grad_accum):
             group = order[k : k + cfg.grad_accum]
             for i in group:
                 ids, labels = tensors[i]
                 loss = sample_loss(model, ids, labels)
-                (loss / len(group)).backward()
+                weight = cfg.qa_weight if i >= n_segments else 1.0
+                (loss * (weight / len(group))).backward()
                 step_losses.append(loss.item())
                 result.tokens += ids.shape[1]
                 bar.update(1)
@@ -114,9 +133,10 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
             result.steps += 1
             bar.set_postfix(loss=f"{result.loss_curve[-1]:.3f}")
             done = k + len(group)
-            while len(result.epoch_losses) < done // per_epoch:
+            while len(result.epoch_losses) < len(epoch_ends) and epoch_ends[len(result.epoch_losses)] <= done:
                 e = len(result.epoch_losses)
-                result.epoch_losses.append(sum(step_losses[e * per_epoch : (e + 1) * per_epoch]) / per_epoch)
+                begin = epoch_ends[e - 1] if e else 0
+                result.epoch_losses.append(sum(step_losses[begin : epoch_ends[e]]) / (epoch_ends[e] - begin))
     finally:
         bar.close()
         model.eval()

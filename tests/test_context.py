@@ -103,3 +103,18 @@ def test_question_too_long_for_window(tiny_tokenizer):
     b = PromptBuilder(tiny_tokenizer, window=60)
     with pytest.raises(ValueError, match="too small to hold the question"):
         b.question_prompt("why " * 80, [1, 2, 3], max_new_tokens=10)
+
+
+def test_qa_sample_loss_on_the_answer_only(tiny_tokenizer):
+    b = PromptBuilder(tiny_tokenizer, window=300)
+    doc = tiny_tokenizer.encode("The telescope was made in Glasgow in 1881 and still works. " * 30)
+    s = b.qa_sample(doc, "Where was the telescope made?", " Glasgow ", context_tokens=64)
+    answer = tiny_tokenizer.encode("Glasgow") + [tiny_tokenizer.eos_token_id]
+    n_prompt = len(s.input_ids) - len(answer)
+    assert s.input_ids[n_prompt:] == answer and s.labels[n_prompt:] == answer
+    assert s.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    # the prompt is exactly the lift+icl question prompt with a 64-token document view
+    prompt = s.input_ids[:n_prompt]
+    assert prompt[: len(b.chat.before)] == b.chat.before and prompt[-len(b.chat.after):] == b.chat.after
+    assert "Question: Where was the telescope made?" in tiny_tokenizer.decode(prompt)
+    assert len(prompt) == b.chat.overhead + 64 + len(b._icl_tail("Where was the telescope made?"))

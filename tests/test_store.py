@@ -132,3 +132,34 @@ def test_rag_prompt_holds_the_retrieved_chunk(tiny_model_dir, store):
     lift.read(filler + "The telescope was made in Glasgow in 1881. " + filler)
     ids = lift._retrieve("Where was the telescope made in Glasgow?", 60)
     assert len(ids) <= 60 and "Glasgow" in lift.tokenizer.decode(ids)
+
+
+def test_auxiliary_qa_generated_cached_and_stored(tiny_model_dir, store):
+    from liftlm.synth import read_qa
+
+    lift = make(tiny_model_dir, store, qa_pairs=5, qa_generator="keyphrase", qa_epochs=1)
+    done = lift.internalize(DOC + " The committee will open the strongbox only in the year 2214.")
+    pairs = read_qa(done.adapter / "qa.jsonl")
+    assert len(pairs) >= 2 and all(p.source == "keyphrase" for p in pairs)
+    assert done.metadata["qa"]["used"] == "keyphrase" and done.metadata["qa"]["pairs"] == len(pairs)
+    # stage 1 (2 epochs of segments) + stage 2 (1 epoch of segments + QA)
+    assert len(done.result.epoch_losses) == 3
+    # the pairs are cached by document: other training settings reuse them without synthesis
+    other = make(tiny_model_dir, store, qa_pairs=5, qa_generator="keyphrase", qa_epochs=1, learning_rate=1e-3)
+    again = other.internalize(DOC + " The committee will open the strongbox only in the year 2214.")
+    assert again.trained and again.metadata["qa"]["used"] == "cache"
+    assert read_qa(again.adapter / "qa.jsonl") == pairs
+
+
+def test_user_qa_file_changes_the_key(tiny_model_dir, store, tmp_path):
+    from liftlm.synth import QAPair, write_qa
+
+    plain = make(tiny_model_dir, store).internalize(DOC).adapter
+    qa = tmp_path / "qa.jsonl"
+    write_qa(qa, [QAPair("Where was the telescope made?", "In Glasgow.", "", -1, -1)])
+    lift = Lift(str(tiny_model_dir), LiftConfig(**CFG), store=store, device="cpu", progress=False, qa_file=qa)
+    done = lift.internalize(DOC)
+    assert done.trained and done.adapter != plain and (done.adapter / "qa.jsonl").is_file()
+    write_qa(qa, [QAPair("Where was the telescope made?", "In Paris.", "", -1, -1)])
+    lift = Lift(str(tiny_model_dir), LiftConfig(**CFG), store=store, device="cpu", progress=False, qa_file=qa)
+    assert lift.internalize(DOC).adapter not in (plain, done.adapter)

@@ -3,7 +3,7 @@ import torch
 from liftlm.config import LiftConfig
 from liftlm.context import IGNORE_INDEX, PromptBuilder
 from liftlm.recipe import build_samples
-from liftlm.train import attach_adapter, epoch_order, sample_loss, train
+from liftlm.train import attach_adapter, epoch_plan, sample_loss, train
 
 TEXT = "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 6
 
@@ -23,10 +23,40 @@ def test_sample_loss_equals_the_full_forward_loss(tiny_loaded):
     torch.testing.assert_close(plain, ref_plain)
 
 
-def test_epoch_order_is_seeded_and_a_permutation():
-    a, b = epoch_order(7, 3, seed=1), epoch_order(7, 3, seed=1)
-    assert a == b and all(sorted(e) == list(range(7)) for e in a)
-    assert epoch_order(7, 3, seed=2) != a
+def test_epoch_plan_is_seeded_and_a_permutation():
+    a, b = epoch_plan(7, 0, LiftConfig(epochs=3, seed=1)), epoch_plan(7, 0, LiftConfig(epochs=3, seed=1))
+    assert a == b and len(a) == 3 and all(sorted(e) == list(range(7)) for e in a)
+    assert epoch_plan(7, 0, LiftConfig(epochs=3, seed=2)) != a
+
+
+def test_two_stage_schedule_sees_qa_only_in_stage_two():
+    plan = epoch_plan(5, 3, LiftConfig(epochs=2, qa_epochs=3, qa_pairs=3))
+    assert len(plan) == 5
+    assert all(sorted(e) == list(range(5)) for e in plan[:2])  # stage 1: segments only
+    assert all(sorted(e) == list(range(8)) for e in plan[2:])  # stage 2: segments + QA
+    mixed = epoch_plan(5, 3, LiftConfig(epochs=2, qa_schedule="mixed", qa_pairs=3))
+    assert len(mixed) == 2 and all(sorted(e) == list(range(8)) for e in mixed)
+    assert epoch_plan(5, 0, LiftConfig(epochs=2, qa_epochs=3)) == epoch_plan(5, 0, LiftConfig(epochs=2))
+
+
+def test_qa_loss_weight_scales_the_gradient(tiny_model_dir):
+    """The QA loss weight reaches the update: weights 0 and 1 train different adapters."""
+    from liftlm.models import load_model
+
+    tok = load_model(str(tiny_model_dir), device="cpu").tokenizer
+    prompts = PromptBuilder(tok, 256)
+    qa = [prompts.qa_sample(tok.encode(TEXT), "Who kept a ledger?", "The keeper.", 32)]
+    curves = []
+    for weight in (0.0, 1.0):
+        loaded = load_model(str(tiny_model_dir), device="cpu")
+        cfg = LiftConfig(segment_length=32, context_tokens=32, epochs=1, qa_schedule="mixed", qa_weight=weight,
+                         lora_rank=4, learning_rate=1e-2)
+        samples = build_samples(tok.encode(TEXT), cfg, prompts)
+        model = attach_adapter(loaded.model, cfg)
+        train(model, samples, cfg, progress=False, qa_samples=qa)
+        with torch.no_grad():
+            curves.append(model(input_ids=torch.tensor([samples[0].input_ids])).logits)
+    assert not torch.allclose(curves[0], curves[1])
 
 
 def test_loss_goes_down_on_a_repeated_text(tiny_loaded):
