@@ -60,6 +60,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="hub id, local model directory, or .gguf file (default: the embedded "
                              "SmolLM2-135M-Instruct)")
+    parser.add_argument("--base", default=None,
+                        help="start from a model written by `liftlm sft` (a directory; same as --model DIR)")
     parser.add_argument("--store", default=None,
                         help="adapter store directory (default: $LIFTLM_HOME/adapters, ~/.cache/liftlm/adapters)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
@@ -78,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("internalize", help="train the adapter for a document and print where it is stored")
     p.add_argument("--document", required=True, help="UTF-8 text file to internalize")
+    add_common(p)
+
+    p = verbs.add_parser("sft", help="pre-LIFT fine-tuning on a corpus of other long documents (+ their QA); "
+                                     "writes a merged model directory for --base")
+    p.add_argument("--corpus", required=True, help="JSONL, one document a line: {\"text\", \"qa\": [{\"question\", "
+                                                   "\"answer\"}]} or LooGLE's {\"input\", \"qa_pairs\"}")
+    p.add_argument("--out", required=True, help="new directory for the fine-tuned model")
+    p.add_argument("--max-doc-tokens", type=int, default=None, help="cut each document to its first N tokens")
     add_common(p)
 
     p = verbs.add_parser("ask", help="answer questions about a long document")
@@ -116,12 +126,33 @@ def read_questions(args) -> list[str]:
     return questions
 
 
+def model_spec(args) -> str | None:
+    if args.base is not None and args.model is not None:
+        raise LiftError("give --model or --base, not both (--base is an SFT model directory)")
+    if args.base is not None:
+        from .sft import SFT_METADATA
+
+        if not (Path(args.base) / SFT_METADATA).is_file():
+            raise LiftError(f"--base: {args.base} is not a model written by `liftlm sft`")
+        return args.base
+    return args.model
+
+
+def run_sft(args) -> int:
+    from .sft import run_sft as sft
+
+    out = sft(args.corpus, args.out, model_spec(args), config_from_args(args), args.max_doc_tokens,
+              progress=not args.quiet)
+    print(out)
+    return 0
+
+
 def run_internalize(args) -> int:
     from .recipe import Lift, read_document_file
 
     config = config_from_args(args)
     text = read_document_file(args.document)
-    lift = Lift(args.model, config, store=args.store, device=args.device, progress=not args.quiet,
+    lift = Lift(model_spec(args), config, store=args.store, device=args.device, progress=not args.quiet,
                 qa_file=args.qa_file)
     done = lift.internalize(text, force=args.force)
     training = done.metadata.get("training", {})
@@ -143,16 +174,16 @@ def run_ask(args) -> int:
         raise LiftError(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens})")
     questions = read_questions(args)
     config = config_from_args(args)
-    model_spec = args.model
+    spec = model_spec(args)
     if args.adapter is not None:
         meta = read_metadata(args.adapter)  # check before loading anything
         config = LiftConfig.from_dict(meta["settings"])
-        if model_spec is None:
-            model_spec = meta.get("model_spec")
+        if spec is None:
+            spec = meta.get("model_spec")
         text = None
     else:
         text = read_document_file(args.document)
-    lift = Lift(model_spec, config, store=args.store, device=args.device, progress=not args.quiet,
+    lift = Lift(spec, config, store=args.store, device=args.device, progress=not args.quiet,
                 qa_file=args.qa_file if args.adapter is None else None)
     for question in questions:  # every question must fit before any training is spent
         lift.check_question(question, args.mode, args.max_new_tokens)
@@ -192,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_libraries()
     try:
-        return {"internalize": run_internalize, "ask": run_ask}[args.verb](args)
+        return {"internalize": run_internalize, "ask": run_ask, "sft": run_sft}[args.verb](args)
     except LiftError as e:
         print(f"liftlm: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,120 @@
+"""Pre-LIFT supervised fine-tuning (paper §3.4): teach the model, once, to use what LIFT puts in its weights.
+
+The model is trained on *other* long documents — their segments and QA pairs, exactly as LIFT trains one
+document — and the LoRA weights are merged into a plain model directory that ``--base`` (or ``--model``) then
+starts LIFT from.
+
+Corpus format (JSONL, one document per line)::
+
+    {"text": "...", "qa": [{"question": "...", "answer": "..."}, ...]}     # qa optional
+    {"input": "...", "qa_pairs": "[{'Q': ..., 'A': ...}, ...]"}              # LooGLE's own files work as they are
+
+Documents without QA get ``--qa-pairs`` synthesized pairs (as in ``internalize``).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .config import LiftConfig
+from .context import PromptBuilder
+from .errors import LiftError
+from .models import load_model
+from .recipe import build_samples
+from .synth import QAPair, synthesize
+from .train import attach_adapter, train
+
+SFT_METADATA = "liftlm_sft.json"
+
+
+def _qa_from_record(record: dict, where: str) -> list[QAPair]:
+    items = record.get("qa", record.get("qa_pairs", []))
+    if isinstance(items, str):  # LooGLE stores a Python literal; never eval it
+        try:
+            items = ast.literal_eval(items)
+        except (ValueError, SyntaxError) as e:
+            raise LiftError(f"--corpus: {where}: unreadable qa_pairs ({e})") from None
+    pairs = []
+    for item in items or []:
+        q = item.get("question", item.get("Q"))
+        a = item.get("answer", item.get("A"))
+        if isinstance(a, list):
+            a = a[0] if a else ""
+        if q and a and str(a).strip():
+            pairs.append(QAPair(str(q), str(a), "", -1, -1, "corpus"))
+    return pairs
+
+
+def load_corpus(path: str | Path) -> list[tuple[str, list[QAPair]]]:
+    """(document, QA pairs) for every line of a JSONL corpus."""
+    p = Path(path)
+    if not p.is_file():
+        raise LiftError(f"--corpus: no such file: {path}")
+    docs = []
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LiftError(f"--corpus: {path}:{i}: not valid JSON ({e})") from None
+        text = record.get("text", record.get("input", record.get("document"))) if isinstance(record, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise LiftError(f"--corpus: {path}:{i}: no document text (expected a \"text\" or \"input\" field)")
+        docs.append((text, _qa_from_record(record, f"{path}:{i}")))
+    if not docs:
+        raise LiftError(f"--corpus: {path} holds no documents")
+    return docs
+
+
+def run_sft(corpus: str | Path, out: str | Path, model: str | None = None, config: LiftConfig | None = None,
+            max_doc_tokens: int | None = None, progress: bool = True) -> Path:
+    """Train on the corpus and write a merged model directory to ``out`` (atomically). Returns ``out``."""
+    cfg = config or LiftConfig()
+    out = Path(out)
+    if out.exists():
+        raise LiftError(f"--out: {out} already exists; choose a new directory")
+    docs = load_corpus(corpus)
+    loaded = load_model(model)
+    window = cfg.window or loaded.max_context
+    if window > loaded.max_context:
+        raise LiftError(f"--window {window} is larger than the model's context limit ({loaded.max_context} tokens)")
+    prompts = PromptBuilder(loaded.tokenizer, window)
+    segments, qa_samples, n_tokens = [], [], 0
+    for text, pairs in docs:
+        ids = loaded.tokenizer.encode(text, add_special_tokens=False)
+        if max_doc_tokens:
+            ids = ids[:max_doc_tokens]
+            text = loaded.tokenizer.decode(ids)
+        n_tokens += len(ids)
+        if not pairs and cfg.qa_pairs:
+            pairs, _ = synthesize(text, cfg.qa_pairs, "keyphrase" if cfg.qa_generator == "auto" else cfg.qa_generator)
+        try:
+            segments += build_samples(ids, cfg, prompts)
+            qa_samples += [prompts.qa_sample(ids, p.question, p.answer, cfg.context_tokens) for p in pairs]
+        except ValueError as e:
+            raise LiftError(f"--window/--segment-length: {e}") from None
+    model_ = attach_adapter(loaded.model, cfg)
+    result = train(model_, segments, cfg, progress=progress, desc="SFT", qa_samples=qa_samples)
+    merged = model_.merge_and_unload() if hasattr(model_, "merge_and_unload") else model_
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(tmp)
+        (tmp / SFT_METADATA).write_text(json.dumps({
+            "base_model_id": loaded.model_id, "base_model_spec": model, "corpus": str(Path(corpus).resolve()),
+            "documents": len(docs), "document_tokens": n_tokens, "segments": len(segments),
+            "qa_pairs": len(qa_samples), "settings": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "training": {"seconds": round(result.seconds, 3), "tokens": result.tokens,
+                         "loss_curve": [round(x, 5) for x in result.loss_curve]},
+        }, indent=2) + "\n")
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

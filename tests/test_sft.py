@@ -1,0 +1,64 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from liftlm.cli import main
+from liftlm.errors import LiftError
+from liftlm.sft import SFT_METADATA, load_corpus
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "loogle" / "shortdep_qa.jsonl"
+DOC = "The harbour wall is built of red sandstone blocks, each marked with a small cross. " * 8
+
+
+def test_corpus_formats(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text(json.dumps({"text": DOC, "qa": [{"question": "What marks the blocks?", "answer": "A cross."}]})
+                 + "\n" + json.dumps({"input": DOC, "qa_pairs": "[{'Q': 'Colour?', 'A': 'Red', 'S': 'red'}]"})
+                 + "\n" + json.dumps({"text": DOC}) + "\n")
+    docs = load_corpus(p)
+    assert [len(q) for _, q in docs] == [1, 1, 0]
+    assert docs[1][1][0].question == "Colour?" and docs[1][1][0].answer == "Red"
+
+
+@pytest.mark.skipif(not SHARED.is_file(), reason="shared LooGLE sample not present")
+def test_loogle_file_is_a_corpus():
+    docs = load_corpus(SHARED)
+    assert len(docs) == 5 and all(len(text) > 10_000 and qa for text, qa in docs)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "holds no documents"), ("{bad json\n", "not valid JSON"), ('{"qa": []}\n', "no document text"),
+])
+def test_corpus_errors(tmp_path, content, message):
+    p = tmp_path / "c.jsonl"
+    p.write_text(content)
+    with pytest.raises(LiftError, match=message):
+        load_corpus(p)
+
+
+def test_sft_then_lift_on_top(tmp_path, tiny_model_dir, capsys):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"text": DOC, "qa": [{"question": "What marks the blocks?", "answer": "A cross."}]})
+                      + "\n")
+    out = tmp_path / "sft-model"
+    small = ["--segment-length", "32", "--context-tokens", "32", "--epochs", "1", "--qa-epochs", "1",
+             "--lora-rank", "4", "--window", "256", "--quiet"]
+    assert main(["sft", "--corpus", str(corpus), "--out", str(out), "--model", str(tiny_model_dir), *small]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    meta = json.loads((out / SFT_METADATA).read_text())
+    assert meta["documents"] == 1 and meta["qa_pairs"] == 1 and meta["training"]["tokens"] > 0
+    assert (out / "config.json").is_file() and list(out.glob("*.safetensors"))
+    assert not list(tmp_path.glob(".sft-model.*"))  # no temporary leftovers
+    doc = tmp_path / "d.txt"
+    doc.write_text("A different document about a brass telescope made in Glasgow. " * 6)
+    code = main(["ask", "--document", str(doc), "--base", str(out), "--question", "Where?", "--json",
+                 "--max-new-tokens", "3", "--store", str(tmp_path / "s"), *small])
+    record = json.loads(capsys.readouterr().out)
+    assert code == 0 and record["trained"] is True
+    meta = json.loads((Path(record["adapter"]) / "liftlm.json").read_text())
+    assert meta["model_id"] == str(out.resolve())
+    # refusing to overwrite, and a --base that is not an SFT model
+    assert main(["sft", "--corpus", str(corpus), "--out", str(out), "--model", str(tiny_model_dir)]) == 2
+    assert main(["ask", "--document", str(doc), "--base", str(tiny_model_dir), "--question", "Why?"]) == 2
+    assert "not a model written by `liftlm sft`" in capsys.readouterr().err
