@@ -74,7 +74,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="liftlm", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="liftlm", description="LIFT: fine-tune a language model on a long document, then ask it questions.")
     parser.add_argument("--version", action="version", version=f"liftlm {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per answer (question, answer, mode, adapter, trained, seconds)")
     add_common(p)
+
+    from .eval.cli import register as register_eval
+
+    register_eval(verbs)
+    from .bench.cli import register as register_bench
+
+    register_bench(verbs)
     return parser
 
 
@@ -223,6 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_libraries()
     try:
+        if args.verb == "eval":
+            from .eval.cli import run as run_eval
+
+            return run_eval(args)
+        if args.verb == "bench":
+            from .bench.cli import run as run_bench
+
+            return run_bench(args)
         return {"internalize": run_internalize, "ask": run_ask, "sft": run_sft}[args.verb](args)
     except LiftError as e:
         print(f"liftlm: error: {e}", file=sys.stderr)

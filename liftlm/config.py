@@ -121,7 +121,7 @@ class LiftConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("key", True)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LiftConfig":
+    def from_dict(cls, d: dict) -> LiftConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -31,7 +31,7 @@ class ChatFormat:
     after: list[int]
 
     @classmethod
-    def for_tokenizer(cls, tokenizer) -> "ChatFormat":
+    def for_tokenizer(cls, tokenizer) -> ChatFormat:
         if getattr(tokenizer, "chat_template", None):
             text = tokenizer.apply_chat_template(
                 [{"role": "user", "content": _SLOT}], tokenize=False, add_generation_prompt=True

@@ -108,7 +108,7 @@ class Lift:
         self.progress = progress
         self.rag_chunk_tokens = rag_chunk_tokens
         self.user_qa = read_qa(qa_file) if qa_file is not None else None
-        self._base = self.loaded.model  # never trained in place for LoRA; reloaded after a full fine-tune
+        self._base = self.loaded.model  # LoRA is injected into it and unloaded again; a full fine-tune trains a copy
         self._adapted = None  # the model with the current document's adapter
         self._adapter_path: Path | None = None
         self._trained = False
@@ -133,8 +133,9 @@ class Lift:
 
     # --- reading ---
     def read(self, text: str) -> None:
-        """Set the current document without training (enough for mode ``icl``)."""
+        """Set the current document without training (enough for mode ``icl``); drops the previous adapter."""
         self.document = check_document(text)
+        self._fresh_base()
         self._doc_ids = self.tokenizer.encode(text, add_special_tokens=False)
         self._adapted, self._adapter_path, self._trained = None, None, False
 
@@ -237,6 +238,8 @@ class Lift:
         """The base model without any adapter (LoRA layers removed)."""
         if self._adapted is not None and hasattr(self._adapted, "peft_config"):
             self._base = self._adapted.unload()
+            if hasattr(self._base, "peft_config"):  # left behind by unload(); PEFT would warn on the next wrap
+                del self._base.peft_config
         self._adapted = None  # a fully fine-tuned copy is simply dropped: the base was never touched
         return self._base
 
@@ -260,6 +263,17 @@ class Lift:
                                  chunk_tokens=min(self.rag_chunk_tokens, budget))
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    def generate(self, prompt_ids: list[int], mode: str, max_new_tokens: int) -> str:
+        """Greedy answer to a ready-made prompt by the model that ``mode`` calls for (adapted or base)."""
+        if uses_adapter(mode):
+            if self._adapted is None:
+                raise LiftError(f"mode {mode} needs the document's adapter: internalize the document first")
+            return generate(self._adapted, self.tokenizer, prompt_ids, max_new_tokens)
+        peft = self._adapted is not None and hasattr(self._adapted, "peft_config")
+        model = self._adapted if peft else self._base
+        with base_model_context(model):
+            return generate(model, self.tokenizer, prompt_ids, max_new_tokens)
+
     def ask(self, question: str, mode: str = "lift+icl", max_new_tokens: int = 64) -> Answer:
         self.check_question(question, mode, max_new_tokens)
         if self.document is None:
@@ -272,13 +286,7 @@ class Lift:
         if uses_retrieval(mode):
             context = self._retrieve(question, self.prompts.document_room(question, max_new_tokens))
         prompt = self.prompts.question_prompt(question, context, max_new_tokens)
-        if uses_adapter(mode):
-            text = generate(self._adapted, self.tokenizer, prompt, max_new_tokens)
-        else:
-            peft = self._adapted is not None and hasattr(self._adapted, "peft_config")
-            model = self._adapted if peft else self._base
-            with base_model_context(model):
-                text = generate(model, self.tokenizer, prompt, max_new_tokens)
+        text = self.generate(prompt, mode, max_new_tokens)
         return Answer(
             question=question,
             answer=text,

@@ -46,7 +46,7 @@ class QAPair:
     source: str = "user"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "QAPair":
+    def from_dict(cls, d: dict) -> QAPair:
         return cls(str(d["question"]), str(d["answer"]), str(d.get("evidence", "")), int(d.get("start", -1)),
                    int(d.get("end", -1)), str(d.get("source", "user")))
 

@@ -150,9 +150,9 @@ def test_corrupted_and_mismatched_adapters(capsys, tmp_path, doc, tiny_model_dir
     # trained on another document than the one given
     json.dump(meta, open(meta_path, "w"))
     other = write(tmp_path / "other.txt", b"A different document entirely, about the sea.")
-    from liftlm.recipe import Lift  # the API checks the pairing when both are given
     from liftlm.config import LiftConfig
     from liftlm.errors import LiftError
+    from liftlm.recipe import Lift  # the API checks the pairing when both are given
 
     lift = Lift(str(tiny_model_dir), LiftConfig.from_dict(meta["settings"]), progress=False)
     lift.read(other.read_text())

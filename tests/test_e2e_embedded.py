@@ -69,3 +69,25 @@ def test_lift_puts_the_document_into_the_weights(home, tmp_path, monkeypatch):
     assert text_nll(lift._adapted, lift.tokenizer, FACT) < base_fact
     with lift._adapted.disable_adapter():  # the ICL baseline is untouched by the adapter
         assert text_nll(lift._adapted, lift.tokenizer, DOCUMENT) == pytest.approx(base_doc, rel=1e-5)
+
+
+def test_qa_file_makes_the_fact_recallable_without_the_document(home, tmp_path):
+    """Auxiliary QA pairs (given with --qa-file) let the adapted model answer with no document in context."""
+    doc = tmp_path / "varnholm.txt"
+    doc.write_text(DOCUMENT)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question": "What was the name of the lighthouse keeper's cat?", "answer": "Biscuit Quartermain.",
+         "evidence": FACT},
+        {"question": "What did the keeper of Varnholm call his grey cat?", "answer": "He called it Biscuit "
+         "Quartermain.", "evidence": FACT},
+    ]))
+    store = tmp_path / "store"
+    done = liftlm(home, store, "internalize", "--document", doc, "--qa-file", qa, "--quiet")
+    assert done.returncode == 0, done.stderr
+    adapter = done.stdout.strip()
+    assert os.path.isfile(os.path.join(adapter, "qa.jsonl"))
+    asked = liftlm(home, store, "ask", "--adapter", adapter, "--mode", "lift", "--json",
+                   "--question", "What was the name of the lighthouse keeper's cat?")
+    assert asked.returncode == 0, asked.stderr
+    assert "biscuit" in json.loads(asked.stdout)["answer"].lower()

@@ -427,23 +427,57 @@ def cut_document(example: Example, tokenizer: Any, max_doc_tokens: int) -> Examp
     shingle cannot be located and is ignored (counted in ``metadata["unlocated_evidence"]``). A document that
     already fits is returned unchanged (the same object).
     """
-    if max_doc_tokens <= 0:
-        raise ValueError(f"max_doc_tokens must be a positive number of tokens, got {max_doc_tokens}")
-    ids, offsets = token_offsets(tokenizer, example.document)
-    if len(ids) <= max_doc_tokens:
+    return _cut_with(example, _DocumentCut.of(example.document, tokenizer, max_doc_tokens))
+
+
+def cut_documents(examples: Iterable[Example], tokenizer: Any, max_doc_tokens: int) -> list[Example]:
+    """:func:`cut_document` over many examples, leaving out those it drops; consecutive examples of one
+    document share one tokenization of it."""
+    kept: list[Example] = []
+    view: _DocumentCut | None = None
+    for example in examples:
+        if view is None or view.document != example.document:
+            view = _DocumentCut.of(example.document, tokenizer, max_doc_tokens)
+        cut = _cut_with(example, view)
+        if cut is not None:
+            kept.append(cut)
+    return kept
+
+
+@dataclass
+class _DocumentCut:
+    """A document, its token count, and (when it is too long) its cut and the evidence look-up."""
+
+    document: str
+    max_doc_tokens: int
+    n_tokens: int
+    located: _Located | None = None
+    cut: str | None = None
+
+    @classmethod
+    def of(cls, document: str, tokenizer: Any, max_doc_tokens: int) -> _DocumentCut:
+        if max_doc_tokens <= 0:
+            raise ValueError(f"max_doc_tokens must be a positive number of tokens, got {max_doc_tokens}")
+        ids, offsets = token_offsets(tokenizer, document)
+        if len(ids) <= max_doc_tokens:
+            return cls(document, max_doc_tokens, len(ids))
+        cut = document[: cut_offset(offsets, max_doc_tokens)]
+        return cls(document, max_doc_tokens, len(ids), _Located(document, cut), cut)
+
+
+def _cut_with(example: Example, view: _DocumentCut) -> Example | None:
+    if view.cut is None:
         return example
-    cut = example.document[: cut_offset(offsets, max_doc_tokens)]
-    located = _Located(example.document, cut)
     unlocated = 0
     for evidence in example.evidence:
-        inside = located.inside(evidence)
+        inside = view.located.inside(evidence)
         if inside is False:
             return None
         unlocated += inside is None
     metadata = {
         **example.metadata,
-        "doc_tokens": len(ids),
-        "cut_tokens": max_doc_tokens,
+        "doc_tokens": view.n_tokens,
+        "cut_tokens": view.max_doc_tokens,
         "unlocated_evidence": unlocated,
     }
-    return dataclasses.replace(example, document=cut, metadata=metadata)
+    return dataclasses.replace(example, document=view.cut, metadata=metadata)

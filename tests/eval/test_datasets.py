@@ -208,3 +208,14 @@ def test_cut_document_arguments(tiny_tokenizer):
     assert cut_document(ex, tiny_tokenizer, 10**6) is ex
     with pytest.raises(ValueError, match="max_doc_tokens must be a positive"):
         cut_document(ex, tiny_tokenizer, 0)
+
+
+def test_cut_documents_matches_cut_document_per_example(tiny_tokenizer):
+    from liftlm.eval.datasets import cut_documents
+
+    examples = [_example(["Sentence number 2 talks about topic 2."]),
+                _example(["Sentence number 50 talks about topic 50."]),
+                _example([]), Example("short", "A short one.", "q", ["a"], "t")]
+    one_by_one = [c for c in (cut_document(ex, tiny_tokenizer, 100) for ex in examples) if c is not None]
+    assert cut_documents(examples, tiny_tokenizer, 100) == one_by_one
+    assert len(one_by_one) == 3 and one_by_one[-1] is examples[-1]

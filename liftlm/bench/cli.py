@@ -1,0 +1,170 @@
+"""``liftlm bench scaling|throughput``: the benchmark verbs. ``register(subparsers)`` adds them to the ``liftlm``
+parser; ``run(args)`` runs the chosen one and returns the exit status (``LiftError`` is left to the caller,
+which prints it as one line and exits with status 2)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from ..config import LiftConfig
+from ..errors import LiftError
+from .common import RANDOM_CONFIGS, parse_length, parse_lengths
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None,
+                   help="hub id, local model directory or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    g.add_argument("--random-weights", action="store_true",
+                   help="time random weights of the architecture named by --config instead of a real model "
+                        "(nothing is downloaded; the tokenizer is --tokenizer's)")
+    g.add_argument("--config", default=None, metavar="NAME", choices=sorted(RANDOM_CONFIGS),
+                   help=f"architecture for --random-weights: {', '.join(RANDOM_CONFIGS)}")
+    g.add_argument("--tokenizer", default=None,
+                   help="with --random-weights: the model whose tokenizer to use (default: --model, i.e. the "
+                        "embedded one), or 'synthetic' for a BPE trained on the haystack")
+    g.add_argument("--force", action="store_true",
+                   help="allow a random-weight model of more than 1.5B parameters on a CPU")
+    g.add_argument("--haystack", default=None, metavar="DIR",
+                   help="folder of .txt files whose text is the document (default: the Paul Graham essays of "
+                        "the shared data beside the repository)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice, one per core)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``bench`` verb (sub-verbs ``scaling`` and ``throughput``) to ``subparsers``."""
+    from ..cli import add_config_flags  # here, not at import time: liftlm.cli imports this module
+
+    bench = subparsers.add_parser("bench", help="benchmarks: time and memory against length; trainer throughput")
+    verbs = bench.add_subparsers(dest="bench_verb", required=True, metavar="BENCH")
+
+    s = verbs.add_parser(
+        "scaling", help="wall time and peak memory of LIFT and ICL against the document length",
+        description="Time and peak memory of LIFT (one epoch, default settings) and of ICL (prefill + a short "
+                    "answer) on the first N tokens of the haystack, each point in a fresh process; linear and "
+                    "quadratic fits, crossover, plot and tables in --out. Lengths: k = 1000 tokens.")
+    s.add_argument("--lengths", default="1k,2k,4k,8k,16k",
+                   help="document lengths in tokens, comma-separated; k = 1000 (default: 1k,2k,4k,8k,16k)")
+    s.add_argument("--methods", default="lift,icl", help="lift, icl or both (default: lift,icl)")
+    s.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: liftlm-bench/scaling-<date>-<time>)")
+    s.add_argument("--icl-beyond-window", action="store_true",
+                   help="run ICL past the model's window anyway (out of memory is recorded as 'oom'); default: "
+                        "record such lengths as 'over_window'")
+    s.add_argument("--answer-tokens", type=int, default=16, help="tokens ICL generates after the prefill (16)")
+    s.add_argument("--question", default=None, help="the ICL question (default: the NIAH question)")
+    s.add_argument("--point-timeout", type=float, default=3600.0, metavar="S",
+                   help="give up on one point after S seconds (status 'timeout'; default 3600)")
+    s.add_argument("--in-process", action="store_true",
+                   help="measure in this process instead of a fresh one per point (quick checks only: peak "
+                        "memory is then not per point)")
+    s.add_argument("--replot", default=None, metavar="DIR",
+                   help="measure nothing: redo summary and plot from DIR/results.json")
+    s.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when LIFT's peak memory grows more than 1.2x over the lengths")
+    _model_flags(s)
+    add_config_flags(s)
+
+    t = verbs.add_parser(
+        "throughput", help="tokens/s of liftlm's trainer vs a bare forward+backward loop, and vs the ceiling",
+        description="Train the same LoRA adapter on the same samples with liftlm's trainer and with a bare "
+                    "forward+backward loop; print both tokens/s, their ratio (target >= 0.9), a matmul probe of "
+                    "this machine and the fraction of the FLOP ceiling reached.")
+    t.add_argument("--tokens", default="2k", help="document length in tokens, k = 1000 (default: 2k)")
+    t.add_argument("--samples", type=int, default=0, help="use only the first N samples (default: all)")
+    t.add_argument("--repeats", type=int, default=1,
+                   help="timed runs of each, alternating the order; medians compared (default: 1)")
+    t.add_argument("--warmup", type=int, default=2, help="samples each runs untimed first (default: 2)")
+    t.add_argument("--probe-size", type=int, default=None,
+                   help="matrix size of the matmul probe (default: 1024 on CPU, 4096 on GPU)")
+    t.add_argument("--json-out", default=None, metavar="FILE", help="also write the full report as JSON")
+    t.add_argument("--strict", action="store_true", help="exit with status 1 when the ratio is below 0.9")
+    _model_flags(t)
+    add_config_flags(t)
+    return bench
+
+
+def bench_config(args) -> LiftConfig:
+    """The LIFT settings from the flags; one epoch unless --epochs says otherwise."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(LiftConfig)
+             if getattr(args, f.name, None) is not None}
+    given.setdefault("epochs", 1)
+    if given.get("qa_pairs"):
+        raise LiftError("--qa-pairs: the benchmarks time LIFT's segment training; auxiliary QA is not part of it")
+    return LiftConfig(**given)
+
+
+def _random_config(args) -> str | None:
+    if args.random_weights and not args.config:
+        raise LiftError(f"--random-weights needs --config NAME ({', '.join(RANDOM_CONFIGS)})")
+    if args.config and not args.random_weights:
+        raise LiftError("--config names an architecture for --random-weights; pass both")
+    if args.tokenizer and not args.random_weights:
+        raise LiftError("--tokenizer is for --random-weights (a real --model brings its own)")
+    return args.config if args.random_weights else None
+
+
+def run_scaling_cli(args) -> int:
+    from .scaling import ScalingOptions, replot, run_scaling
+
+    if args.replot:
+        summary = replot(Path(args.replot))
+        out = Path(args.replot)
+    else:
+        out = Path(args.out or f"liftlm-bench/scaling-{time.strftime('%Y%m%d-%H%M%S')}")
+        opts = ScalingOptions(
+            lengths=parse_lengths(args.lengths),
+            methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+            model=args.model, device=args.device, out=out, haystack=args.haystack, config=bench_config(args),
+            random_config=_random_config(args), tokenizer=args.tokenizer, force=args.force,
+            icl_beyond_window=args.icl_beyond_window, answer_tokens=args.answer_tokens, question=args.question,
+            point_timeout=args.point_timeout, threads=args.threads, in_process=args.in_process, progress=not args.quiet)
+        summary = run_scaling(opts)
+    from .analysis import markdown
+
+    print(markdown(summary))
+    print(f"wrote {out / 'results.json'}, {out / 'summary.json'}, {out / 'summary.md'}, {out / 'scaling.png'}")
+    memory = summary.get("lift_memory")
+    return 1 if args.strict and memory is not None and not memory["ok"] else 0
+
+
+def run_throughput_cli(args) -> int:
+    from .throughput import ThroughputOptions, report_text, run_throughput, write_report
+
+    opts = ThroughputOptions(
+        model=args.model, device=args.device, tokens=parse_length(args.tokens), samples=args.samples,
+        haystack=args.haystack, config=bench_config(args), random_config=_random_config(args),
+        tokenizer=args.tokenizer, force=args.force, repeats=args.repeats, warmup=args.warmup,
+        probe_size=args.probe_size, threads=args.threads, progress=not args.quiet)
+    report = run_throughput(opts)
+    print(report_text(report))
+    if args.json_out:
+        write_report(report, args.json_out)
+        print(f"wrote {args.json_out}")
+    return 1 if args.strict and not report["ratio_ok"] else 0
+
+
+def run(args) -> int:
+    """Run ``liftlm bench <scaling|throughput>``; returns the exit status."""
+    return {"scaling": run_scaling_cli, "throughput": run_throughput_cli}[args.bench_verb](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m liftlm.bench ...``: the same verbs without going through ``liftlm``."""
+    from ..cli import quiet_libraries
+
+    parser = argparse.ArgumentParser(prog="python -m liftlm.bench")
+    register(parser.add_subparsers(dest="verb", required=True, metavar="VERB"))
+    args = parser.parse_args(["bench", *(argv if argv is not None else sys.argv[1:])])
+    quiet_libraries()
+    try:
+        return run(args)
+    except LiftError as e:
+        print(f"liftlm: error: {e}", file=sys.stderr)
+        return 2
