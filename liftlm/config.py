@@ -50,6 +50,9 @@ class LiftConfig:
                                        "segments + QA for --qa-epochs (the paper), or one mixed stage")
     qa_epochs: int = _f(2, "stage-2 epochs (segments + QA) in the two-stage schedule")
     qa_weight: float = _f(1.0, "weight of the QA loss relative to the segment loss")
+    qa_context_tokens: int | None = _f(None, "most tokens of the truncated document before each QA question "
+                                             "(default: as --context-tokens; 0 = the question alone, as mode "
+                                             "lift asks it: ~5x cheaper per QA sample)")
     # --- training ---
     finetune: str = _f("lora", f"what to train: {' | '.join(FINETUNE_KINDS)}")
     lora_rank: int = _f(16, "LoRA rank r")
@@ -106,6 +109,14 @@ class LiftConfig:
     @property
     def effective_stride(self) -> int:
         return self.stride if self.stride is not None else max(1, (3 * self.segment_length) // 8)
+
+    @property
+    def qa_context(self) -> int | None:
+        """Document tokens before a QA question: ``qa_context_tokens`` (0 = none), else as ``context_tokens``
+        (where 0 or less means "fill the window", spelled None here)."""
+        if self.qa_context_tokens is not None:
+            return max(self.qa_context_tokens, 0)
+        return self.context_tokens if self.context_tokens and self.context_tokens > 0 else None
 
     @property
     def lora_targets(self) -> str | list[str]:

@@ -109,10 +109,14 @@ class PromptBuilder:
 
     def qa_sample(self, doc_ids: list[int], question: str, answer: str, context_tokens: int | None) -> Sample:
         """An auxiliary-task sample (paper §3.3): the question prompt of mode ``lift+icl`` (truncated document
-        + question) and the answer; loss on the answer tokens and the end-of-turn token only."""
+        + question) and the answer; loss on the answer tokens and the end-of-turn token only.
+        ``context_tokens == 0``: the prompt of mode ``lift`` (the question alone)."""
         answer_ids = _encode(self.tokenizer, answer.strip())
         if self.tokenizer.eos_token_id is not None:
             answer_ids.append(self.tokenizer.eos_token_id)  # so the model learns to stop after the answer
+        if context_tokens == 0:
+            prompt = self.question_prompt(question, None, len(answer_ids))
+            return Sample(prompt + answer_ids, [IGNORE_INDEX] * len(prompt) + answer_ids)
         tail = self._icl_tail(question)
         room = self.window - self.chat.overhead - len(tail) - len(answer_ids)
         if context_tokens is not None and context_tokens > 0:

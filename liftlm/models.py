@@ -11,6 +11,7 @@ import importlib.metadata
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,7 @@ def convert_gguf(gguf: Path) -> Path:
         return out
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    print(f"liftlm: converting {gguf.name} to safetensors once (cached in {out})", flush=True)
+    print(f"liftlm: converting {gguf.name} to safetensors once (cached in {out})", file=sys.stderr, flush=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)

@@ -154,7 +154,7 @@ class Lift:
         qa, qa_report = self.qa_pairs(text)
         try:
             samples = build_samples(self._doc_ids, cfg, self.prompts)
-            qa_samples = [self.prompts.qa_sample(self._doc_ids, p.question, p.answer, cfg.context_tokens)
+            qa_samples = [self.prompts.qa_sample(self._doc_ids, p.question, p.answer, cfg.qa_context)
                           for p in qa]
         except ValueError as e:
             raise LiftError(f"--window/--segment-length: {e}") from None

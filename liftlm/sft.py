@@ -95,7 +95,7 @@ def run_sft(corpus: str | Path, out: str | Path, model: str | None = None, confi
             pairs, _ = synthesize(text, cfg.qa_pairs, "keyphrase" if cfg.qa_generator == "auto" else cfg.qa_generator)
         try:
             segments += build_samples(ids, cfg, prompts)
-            qa_samples += [prompts.qa_sample(ids, p.question, p.answer, cfg.context_tokens) for p in pairs]
+            qa_samples += [prompts.qa_sample(ids, p.question, p.answer, cfg.qa_context) for p in pairs]
         except ValueError as e:
             raise LiftError(f"--window/--segment-length: {e}") from None
     model_ = attach_adapter(loaded.model, cfg)

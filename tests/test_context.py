@@ -118,3 +118,11 @@ def test_qa_sample_loss_on_the_answer_only(tiny_tokenizer):
     assert prompt[: len(b.chat.before)] == b.chat.before and prompt[-len(b.chat.after):] == b.chat.after
     assert "Question: Where was the telescope made?" in tiny_tokenizer.decode(prompt)
     assert len(prompt) == b.chat.overhead + 64 + len(b._icl_tail("Where was the telescope made?"))
+
+
+def test_qa_sample_without_context_is_the_lift_prompt(tiny_tokenizer):
+    b = PromptBuilder(tiny_tokenizer, window=300)
+    s = b.qa_sample([1, 2, 3] * 50, "Where was the telescope made?", "Glasgow", context_tokens=0)
+    n_answer = len(tiny_tokenizer.encode("Glasgow")) + 1
+    assert s.input_ids[:-n_answer] == b.question_prompt("Where was the telescope made?", None, 1)
+    assert s.n_loss_tokens == n_answer

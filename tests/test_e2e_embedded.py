@@ -72,7 +72,12 @@ def test_lift_puts_the_document_into_the_weights(home, tmp_path, monkeypatch):
 
 
 def test_qa_file_makes_the_fact_recallable_without_the_document(home, tmp_path):
-    """Auxiliary QA pairs (given with --qa-file) let the adapted model answer with no document in context."""
+    """Auxiliary QA pairs (given with --qa-file) let the adapted model answer with no document in context.
+
+    Measured on this document: QA prompts without the document (--qa-context-tokens 0, as mode lift asks) at lr 5e-4
+    for 8 stage-2 epochs recall the name, and an unrelated question is not answered with it; with the document in
+    the QA prompts the model learns to read the answer from context and does not recall it (it answers
+    "Whiskers"); at lr 1e-3 it answers every question with the name."""
     doc = tmp_path / "varnholm.txt"
     doc.write_text(DOCUMENT)
     qa = tmp_path / "qa.jsonl"
@@ -83,7 +88,8 @@ def test_qa_file_makes_the_fact_recallable_without_the_document(home, tmp_path):
          "Quartermain.", "evidence": FACT},
     ]))
     store = tmp_path / "store"
-    done = liftlm(home, store, "internalize", "--document", doc, "--qa-file", qa, "--quiet")
+    done = liftlm(home, store, "internalize", "--document", doc, "--qa-file", qa, "--qa-context-tokens", 0,
+                  "--learning-rate", 5e-4, "--qa-epochs", 8, "--quiet")
     assert done.returncode == 0, done.stderr
     adapter = done.stdout.strip()
     assert os.path.isfile(os.path.join(adapter, "qa.jsonl"))
@@ -91,3 +97,6 @@ def test_qa_file_makes_the_fact_recallable_without_the_document(home, tmp_path):
                    "--question", "What was the name of the lighthouse keeper's cat?")
     assert asked.returncode == 0, asked.stderr
     assert "biscuit" in json.loads(asked.stdout)["answer"].lower()
+    other = liftlm(home, store, "ask", "--adapter", adapter, "--mode", "lift", "--json",
+                   "--question", "In which year was the Varnholm lighthouse built?")
+    assert other.returncode == 0 and "biscuit" not in json.loads(other.stdout)["answer"].lower()
