@@ -14,6 +14,7 @@ from .errors import LiftError
 SCHEDULES = ("constant", "linear", "cosine")
 QA_SCHEDULES = ("two-stage", "mixed")
 QA_GENERATORS = ("auto", "keyphrase", "llm")
+TRAINING_MODES = ("paper", "overlap")
 FINETUNE_KINDS = ("lora", "full")
 
 
@@ -54,6 +55,9 @@ class LiftConfig:
                                              "(default: as --context-tokens; 0 = the question alone, as mode "
                                              "lift asks it: ~5x cheaper per QA sample)")
     # --- training ---
+    training_mode: str = _f("paper", "paper: overlapping segments, each trained whole (every token ~ℓ/s times "
+                                     "per epoch); overlap: each token trained once per epoch, the previous ℓ−s "
+                                     "tokens and the context run without gradients as a key/value cache")
     finetune: str = _f("lora", f"what to train: {' | '.join(FINETUNE_KINDS)}")
     lora_rank: int = _f(16, "LoRA rank r")
     lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / r)")
@@ -95,6 +99,10 @@ class LiftConfig:
             problems.append(f"--warmup-ratio must be in [0, 1) (got {self.warmup_ratio})")
         if self.grad_accum < 1:
             problems.append(f"--grad-accum must be at least 1 (got {self.grad_accum})")
+        if self.training_mode not in TRAINING_MODES:
+            problems.append(f"--training-mode must be one of {', '.join(TRAINING_MODES)} (got {self.training_mode!r})")
+        if self.training_mode == "overlap" and self.grad_checkpointing:
+            problems.append("--grad-checkpointing does not work with --training-mode overlap (the cache is dropped)")
         if self.qa_pairs < 0:
             problems.append(f"--qa-pairs must be 0 or more (got {self.qa_pairs})")
         if self.qa_generator not in QA_GENERATORS:

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import __version__
 from .adapters import AdapterStore, document_sha256, load_weights, read_document, read_metadata, store_key
 from .config import LiftConfig
-from .context import PromptBuilder, Sample
+from .context import PromptBuilder
 from .errors import LiftError
 from .infer import MODES, base_model_context, generate, uses_adapter, uses_document, uses_retrieval
 from .models import LoadedModel, load_model
@@ -73,8 +73,13 @@ def read_document_file(path: str | Path) -> str:
     return check_document(text.removeprefix("\ufeff"), f"--document {path}")
 
 
-def build_samples(doc_ids: list[int], cfg: LiftConfig, prompts: PromptBuilder) -> list[Sample]:
-    """Segments of the document (paper §3.1), each made a training sample (plain or contextualized, §3.2)."""
+def build_samples(doc_ids: list[int], cfg: LiftConfig, prompts: PromptBuilder) -> list:
+    """Segments of the document (paper §3.1), each made a training sample (plain or contextualized, §3.2);
+    stride samples with a cached prefix in ``overlap`` mode (``liftlm.overlap``)."""
+    if cfg.training_mode == "overlap":
+        from .overlap import build_stride_samples
+
+        return build_stride_samples(doc_ids, cfg, prompts)
     spans = segment_spans(len(doc_ids), cfg.segment_length, cfg.effective_stride)
     if not cfg.contextualized:
         if cfg.segment_length > prompts.window:
@@ -159,7 +164,10 @@ class Lift:
         except ValueError as e:
             raise LiftError(f"--window/--segment-length: {e}") from None
         model = attach_adapter(copy.deepcopy(base) if cfg.finetune == "full" else base, cfg)
-        result = train(model, samples, cfg, progress=self.progress, qa_samples=qa_samples)
+        trainer = train
+        if cfg.training_mode == "overlap":
+            from .overlap import train_overlap as trainer
+        result = trainer(model, samples, cfg, progress=self.progress, qa_samples=qa_samples)
         metadata = {
             "liftlm_version": __version__,
             "kind": cfg.finetune,
@@ -173,6 +181,7 @@ class Lift:
             "training": {
                 "seconds": round(result.seconds, 3),
                 "tokens": result.tokens,
+                "prefix_tokens": getattr(result, "prefix_tokens", 0),  # overlap mode: no-grad cache tokens
                 "tokens_per_second": round(result.tokens_per_second, 2),
                 "steps": result.steps,
                 "loss_curve": [round(x, 5) for x in result.loss_curve],

@@ -99,7 +99,10 @@ def run_sft(corpus: str | Path, out: str | Path, model: str | None = None, confi
         except ValueError as e:
             raise LiftError(f"--window/--segment-length: {e}") from None
     model_ = attach_adapter(loaded.model, cfg)
-    result = train(model_, segments, cfg, progress=progress, desc="SFT", qa_samples=qa_samples)
+    trainer = train
+    if cfg.training_mode == "overlap":
+        from .overlap import train_overlap as trainer
+    result = trainer(model_, segments, cfg, progress=progress, desc="SFT", qa_samples=qa_samples)
     merged = model_.merge_and_unload() if hasattr(model_, "merge_and_unload") else model_
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

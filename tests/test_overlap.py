@@ -1,0 +1,213 @@
+"""Overlap-aware training (liftlm/overlap.py): tiling, cached-prefix parity with a full forward pass, training."""
+import pytest
+import torch
+
+from liftlm.config import LiftConfig
+from liftlm.context import IGNORE_INDEX, PromptBuilder
+from liftlm.overlap import (
+    build_stride_samples,
+    ct_prompt,
+    prefix_cache,
+    stride_logits,
+    stride_loss,
+    stride_spans,
+    train_overlap,
+)
+from liftlm.recipe import build_samples
+from liftlm.train import attach_adapter
+
+torch.set_num_threads(1)
+
+TEXT = "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 6
+WINDOW = 256
+
+
+def _cfg(**kw):
+    base = dict(segment_length=32, context_tokens=32, lora_rank=4, learning_rate=1e-2, epochs=1)
+    return LiftConfig(**{**base, **kw})
+
+
+def _setup(tokenizer, **kw):
+    cfg = _cfg(**kw)
+    prompts = PromptBuilder(tokenizer, WINDOW)
+    doc = tokenizer.encode(TEXT, add_special_tokens=False)
+    return cfg, prompts, doc, build_stride_samples(doc, cfg, prompts)
+
+
+def _full_logits(model, sample):
+    """Reference: one ordinary forward pass over prefix + target; the logits that predict the target."""
+    ids = torch.tensor([sample.prefix_ids + sample.target_ids])
+    p = len(sample.prefix_ids)
+    return model(input_ids=ids, use_cache=False).logits[:, p - 1 : -1]  # [1, T, V]
+
+
+# (1) every token gets exactly one loss term per epoch
+@pytest.mark.parametrize("n,length,stride", [(0, 8, 3), (5, 8, 3), (8, 8, 3), (100, 32, 12), (97, 16, 16), (7, 8, 1)])
+def test_stride_spans_tile_the_document_once(n, length, stride):
+    spans = stride_spans(n, length, stride)
+    covered = [t for a, b in spans for t in range(a, b)]
+    assert covered == list(range(n))
+    assert all(0 < b - a <= stride for a, b in spans)
+
+
+def test_stride_spans_reject_a_bad_stride():
+    with pytest.raises(ValueError):
+        stride_spans(10, 8, 9)
+    with pytest.raises(ValueError):
+        stride_spans(10, 8, 0)
+
+
+def test_samples_train_each_document_token_once(tiny_tokenizer):
+    cfg, prompts, doc, samples = _setup(tiny_tokenizer)
+    assert len(doc) > 3 * cfg.segment_length  # the test needs several segments' worth of document
+    trained = [t for s in samples for t in range(s.start, s.end)]
+    assert trained == list(range(len(doc)))
+    assert all(s.target_ids == doc[s.start : s.end] for s in samples)
+    # plain (non-contextualized) mode: doc[0] has nothing before it, every other token once
+    plain = build_stride_samples(doc, _cfg(contextualized=False), prompts)
+    assert [t for s in plain for t in range(s.start, s.end)] == list(range(1, len(doc)))
+    assert plain[0].prefix_ids == doc[:1]
+
+
+# (3) what each sample's attention sees
+def test_prefix_is_the_ct_prompt_and_the_previous_tokens(tiny_tokenizer):
+    cfg, prompts, doc, samples = _setup(tiny_tokenizer)
+    back = cfg.segment_length - cfg.effective_stride  # ℓ - s = 20
+    prompt = ct_prompt(prompts, doc, cfg.segment_length, cfg.context_tokens)
+    paper = build_samples(doc, cfg, prompts)[0]
+    assert prompt == paper.input_ids[: -cfg.segment_length]  # the very CT context of paper mode
+    for s in samples:
+        assert s.prefix_ids == prompt + doc[max(0, s.start - back) : s.start]
+        assert len(s.prefix_ids) + len(s.target_ids) <= len(paper.input_ids) <= WINDOW
+    late = samples[-2]
+    assert len(late.prefix_ids) - len(prompt) == back  # far from the start: exactly ℓ - s previous tokens
+
+
+def test_a_document_shorter_than_a_segment(tiny_tokenizer):
+    cfg, prompts, doc, _ = _setup(tiny_tokenizer)
+    short = doc[:20]
+    samples = build_stride_samples(short, cfg, prompts)
+    assert [t for s in samples for t in range(s.start, s.end)] == list(range(20))
+    assert samples[0].prefix_ids == build_samples(short, cfg, prompts)[0].input_ids[:-20]
+    assert build_stride_samples([], cfg, prompts) == []
+
+
+# (2) cached prefix + target = one full forward pass
+def test_cached_logits_equal_the_full_forward_pass(tiny_loaded):
+    model = tiny_loaded.model.float().eval()
+    _, _, _, samples = _setup(tiny_loaded.tokenizer)
+    with torch.no_grad():
+        for s in (samples[0], samples[3], samples[-1]):
+            torch.testing.assert_close(stride_logits(model, s), _full_logits(model, s))
+
+
+def test_cached_logits_equal_the_full_forward_pass_with_lora(tiny_loaded):
+    cfg, _, _, samples = _setup(tiny_loaded.tokenizer)
+    base = tiny_loaded.model.float()
+    with torch.no_grad():
+        before = _full_logits(base, samples[3])
+    model = attach_adapter(base, cfg)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # nonzero B: the adapter really changes the keys/values in the cache
+    model.train()  # training mode (lora_dropout 0): what the training step runs in
+    with torch.no_grad():
+        assert not torch.allclose(_full_logits(model, samples[3]), before, atol=1e-3)
+        for s in (samples[0], samples[3], samples[-1]):
+            torch.testing.assert_close(stride_logits(model, s), _full_logits(model, s))
+
+
+# (4) the loss
+def test_stride_loss_equals_the_full_forward_cross_entropy(tiny_loaded):
+    model = tiny_loaded.model.float().eval()
+    _, _, _, samples = _setup(tiny_loaded.tokenizer)
+    for s in (samples[0], samples[5]):
+        ids = torch.tensor([s.prefix_ids + s.target_ids])
+        labels = torch.tensor([[IGNORE_INDEX] * len(s.prefix_ids) + s.target_ids])
+        with torch.no_grad():
+            torch.testing.assert_close(stride_loss(model, s), model(input_ids=ids, labels=labels).loss)
+
+
+# (6) gradients: LoRA only, every target token, nothing through the prefix
+def test_gradients_reach_only_lora_and_the_prefix_keeps_no_graph(tiny_loaded):
+    cfg, _, _, samples = _setup(tiny_loaded.tokenizer)
+    model = attach_adapter(tiny_loaded.model.float(), cfg)
+    model.train()
+    s = samples[4]
+    ids = torch.tensor([s.prefix_ids + s.target_ids])
+    cache = prefix_cache(model, ids[:, : len(s.prefix_ids) - 1])
+    assert cache.get_seq_length() == len(s.prefix_ids) - 1
+    for layer in cache.layers:  # detached: constants of the step, no autograd graph kept alive
+        assert not layer.keys.requires_grad and layer.keys.grad_fn is None
+        assert not layer.values.requires_grad and layer.values.grad_fn is None
+
+    stride_loss(model, s).backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads and all("lora_" in n for n in grads)
+    assert all(grads[n].abs().sum() > 0 for n in grads if "lora_B" in n)  # B starts at 0, so only B moves first
+    n_lora_b = sum("lora_B" in n for n, _ in model.named_parameters())
+    assert sum("lora_B" in n for n in grads) == n_lora_b
+
+    # the first target token is predicted by the last prefix token, which runs in the gradient pass
+    model.zero_grad(set_to_none=True)
+    logits = stride_logits(model, s)
+    torch.nn.functional.cross_entropy(logits[0, :1], torch.tensor(s.target_ids[:1])).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_gradient_checkpointing_is_refused_not_silently_wrong(tiny_loaded):
+    """Checkpointed layers drop the KV cache in transformers; the target would then not see the prefix."""
+    cfg, _, _, samples = _setup(tiny_loaded.tokenizer)
+    model = attach_adapter(tiny_loaded.model.float(), cfg)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    with pytest.raises(RuntimeError, match="cached prefix"):
+        stride_loss(model, samples[2])
+
+
+# (5) training
+def test_training_on_the_text_lowers_its_loss(tiny_loaded):
+    cfg, prompts, doc, samples = _setup(tiny_loaded.tokenizer, epochs=3)
+    model = attach_adapter(tiny_loaded.model.float(), cfg)
+
+    def mean_loss():
+        model.eval()
+        with torch.no_grad():
+            return sum(stride_loss(model, s).item() for s in samples) / len(samples)
+
+    before = mean_loss()
+    result = train_overlap(model, samples, cfg, progress=False)
+    after = mean_loss()
+    assert after < 0.8 * before, (before, after)
+    assert not model.training
+    assert result.steps == 3 * len(samples) and len(result.epoch_losses) == 3
+    assert result.tokens == 3 * len(doc)  # each document token once per epoch through forward + backward
+    assert result.prefix_tokens == 3 * sum(len(s.prefix_ids) - 1 for s in samples)
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+
+
+def test_training_with_qa_samples_and_accumulation(tiny_loaded):
+    cfg, prompts, doc, samples = _setup(tiny_loaded.tokenizer, epochs=1, qa_epochs=1, grad_accum=2)
+    qa = [prompts.qa_sample(doc, "Who kept a ledger?", "The keeper.", 32)]
+    model = attach_adapter(tiny_loaded.model.float(), cfg)
+    result = train_overlap(model, samples, cfg, progress=False, qa_samples=qa)
+    n = len(samples) + (len(samples) + 1)  # stage 1: segments; stage 2: segments + QA
+    assert result.steps == -(-n // 2)  # accumulation runs over the whole order, across epochs (as train)
+    assert result.tokens == 2 * len(doc) + len(qa[0].input_ids)
+
+
+def test_overlap_mode_through_the_recipe(tiny_model_dir, tmp_path):
+    from liftlm import Lift, LiftConfig
+
+    text = "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 8
+    cfg = LiftConfig(training_mode="overlap", segment_length=32, context_tokens=32, window=256, epochs=1,
+                     lora_rank=4)
+    lift = Lift(str(tiny_model_dir), cfg, store=tmp_path, device="cpu", progress=False)
+    done = lift.internalize(text)
+    assert done.trained and done.metadata["training"]["prefix_tokens"] > 0
+    assert done.metadata["training"]["tokens"] < done.metadata["training"]["prefix_tokens"]
+    paper = Lift(str(tiny_model_dir), LiftConfig(**{**cfg.to_dict(), "training_mode": "paper"}), store=tmp_path,
+                 device="cpu", progress=False).internalize(text)
+    assert paper.adapter != done.adapter  # the mode is part of the adapter key
