@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Needle recall from the weights with and without auxiliary tasks (issue: AT and pre-LIFT SFT).
+# Haystack: the shared Paul Graham essays at 2k tokens, the standard needle at depths 0..1, scored by its keywords.
+# Writes bench/results/at-needle/<variant>/ (predictions.jsonl, summary.md, niah_heatmap.png).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LIFTLM=${LIFTLM:-.venv/bin/liftlm}
+OUT=bench/results/at-needle
+GRID=(--benchmark niah --lengths 2000 --depths 0,0.25,0.5,0.75,1 --quiet)
+# Auxiliary tasks: keyphrase questions over every sentence, asked without the document (as mode lift asks).
+AT=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-rate 5e-4 --qa-epochs 3)
+
+# 1. LIFT alone, segments only, no document in context
+"$LIFTLM" eval "${GRID[@]}" --methods lift --out "$OUT/segments"
+# 2. LIFT alone, segments + auxiliary QA
+"$LIFTLM" eval "${GRID[@]}" --methods lift "${AT[@]}" --out "$OUT/segments+at"
+# 3. a 512-token window that cannot hold a 2k haystack (the needle is outside it at depths 0.25-0.75)
+"$LIFTLM" eval "${GRID[@]}" --methods icl,lift+icl --window 512 "${AT[@]}" --out "$OUT/window512+at"
