@@ -23,17 +23,14 @@ few tokens between ℓ - s and ℓ more context, at the price of a larger backwa
 from __future__ import annotations
 
 import inspect
-import math
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .config import LiftConfig
 from .context import PromptBuilder, Sample
-from .train import TrainResult, _scheduler, epoch_plan, sample_loss
+from .train import TrainResult, epoch_plan, optimize, sample_loss
 
 
 @dataclass
@@ -170,8 +167,9 @@ def stride_loss(model, sample: StrideSample) -> torch.Tensor:
 def train_overlap(model, samples: list[StrideSample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
                   qa_samples: list[Sample] | None = None) -> OverlapTrainResult:
     """``liftlm.train.train`` for stride samples: the same optimizer, schedule, accumulation, clipping, seeded
-    order (``epoch_plan``) and QA handling (QA samples train as in paper mode). ``cfg.grad_checkpointing`` is not
-    used: it would drop the cache, and only the s target tokens per sample keep activations anyway."""
+    order (``epoch_plan``) and QA handling (QA samples train as in paper mode). Gradient checkpointing is
+    refused with this mode (``LiftConfig``): it would drop the cache, and only the s target tokens per sample keep
+    activations anyway."""
     result = OverlapTrainResult()
     qa_samples = qa_samples or []
     plan = epoch_plan(len(samples), len(qa_samples), cfg)
@@ -183,45 +181,15 @@ def train_overlap(model, samples: list[StrideSample], cfg: LiftConfig, progress:
              for s in samples]
     items += [("qa", torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device),
                cfg.qa_weight) for s in qa_samples]
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-8, weight_decay=cfg.weight_decay)
-    order = [i for epoch in plan for i in epoch]
-    epoch_ends = [sum(len(e) for e in plan[: k + 1]) for k in range(len(plan))]
-    scheduler = _scheduler(opt, cfg, math.ceil(len(order) / cfg.grad_accum))
-    model.train()
-    bar = tqdm(total=len(order), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
-    start = time.perf_counter()
-    step_losses: list[float] = []
-    try:
-        for k in range(0, len(order), cfg.grad_accum):
-            group = order[k : k + cfg.grad_accum]
-            for i in group:
-                kind, ids, extra, weight = items[i]
-                if kind == "stride":
-                    loss = _stride_loss(model, ids, extra)
-                    result.tokens += ids.shape[1] - extra  # T tokens forward + backward
-                    result.prefix_tokens += extra - 1  # P - 1 tokens forward only (the cache)
-                else:
-                    loss = sample_loss(model, ids, extra)
-                    result.tokens += ids.shape[1]
-                (loss * (weight / len(group))).backward()
-                step_losses.append(loss.item())
-                bar.update(1)
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            scheduler.step()
-            opt.zero_grad(set_to_none=True)
-            result.loss_curve.append(sum(step_losses[-len(group) :]) / len(group))
-            result.steps += 1
-            bar.set_postfix(loss=f"{result.loss_curve[-1]:.3f}")
-            done = k + len(group)
-            while len(result.epoch_losses) < len(epoch_ends) and epoch_ends[len(result.epoch_losses)] <= done:
-                e = len(result.epoch_losses)
-                begin = epoch_ends[e - 1] if e else 0
-                result.epoch_losses.append(sum(step_losses[begin : epoch_ends[e]]) / (epoch_ends[e] - begin))
-    finally:
-        bar.close()
-        model.eval()
-    result.seconds = time.perf_counter() - start
-    return result
+
+    def compute(i: int) -> tuple[torch.Tensor, float]:
+        kind, ids, extra, weight = items[i]
+        if kind == "stride":
+            result.tokens += ids.shape[1] - extra  # T tokens forward + backward
+            result.prefix_tokens += extra - 1  # P - 1 tokens forward only (the cache)
+            return _stride_loss(model, ids, extra), weight
+        result.tokens += ids.shape[1]
+        return sample_loss(model, ids, extra), weight
+
+    return optimize(model, plan, compute, cfg, result, progress, desc)
+

@@ -90,23 +90,34 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
     ``epoch_plan``, the auxiliary ``qa_samples`` (their loss weighted by ``cfg.qa_weight``)."""
     result = TrainResult()
     qa_samples = qa_samples or []
-    plan = epoch_plan(len(samples), len(qa_samples), cfg)
-    if not any(plan):
-        return result
     n_segments = len(samples)
-    samples = list(samples) + list(qa_samples)
     device = next(model.parameters()).device
     tensors = [  # tokenised once, moved once: nothing but model compute inside the loop
-        (torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device)) for s in samples
+        (torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device))
+        for s in list(samples) + list(qa_samples)
     ]
+
+    def compute(i: int) -> tuple[torch.Tensor, float]:
+        ids, labels = tensors[i]
+        result.tokens += ids.shape[1]
+        return sample_loss(model, ids, labels), (cfg.qa_weight if i >= n_segments else 1.0)
+
+    return optimize(model, epoch_plan(n_segments, len(qa_samples), cfg), compute, cfg, result, progress, desc)
+
+
+def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: TrainResult, progress: bool,
+             desc: str) -> TrainResult:
+    """The loop both trainers share: AdamW over the samples in ``plan`` (epochs of sample indices), batch 1,
+    ``cfg.grad_accum`` samples a step. ``compute(i)`` returns sample i's loss and its weight."""
+    if not any(plan):
+        return result
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
         params, lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-8, weight_decay=cfg.weight_decay
     )
     order = [i for epoch in plan for i in epoch]
     epoch_ends = [sum(len(e) for e in plan[: k + 1]) for k in range(len(plan))]
-    total_steps = math.ceil(len(order) / cfg.grad_accum)
-    scheduler = _scheduler(opt, cfg, total_steps)
+    scheduler = _scheduler(opt, cfg, math.ceil(len(order) / cfg.grad_accum))
     if cfg.grad_checkpointing:
         _checkpointing(model, True)
     model.train()
@@ -117,12 +128,9 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
         for k in range(0, len(order), cfg.grad_accum):
             group = order[k : k + cfg.grad_accum]
             for i in group:
-                ids, labels = tensors[i]
-                loss = sample_loss(model, ids, labels)
-                weight = cfg.qa_weight if i >= n_segments else 1.0
+                loss, weight = compute(i)
                 (loss * (weight / len(group))).backward()
                 step_losses.append(loss.item())
-                result.tokens += ids.shape[1]
                 bar.update(1)
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
