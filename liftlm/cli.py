@@ -183,6 +183,10 @@ def run_ask(args) -> int:
     config = config_from_args(args)
     spec = model_spec(args)
     if args.adapter is not None:
+        given = [_flag(f.name) for f in dataclasses.fields(LiftConfig) if getattr(args, f.name) is not None]
+        if given or args.qa_file or args.force:
+            extra = given + (["--qa-file"] if args.qa_file else []) + (["--force"] if args.force else [])
+            raise LiftError(f"--adapter carries its own training settings; drop {', '.join(extra)}")
         meta = read_metadata(args.adapter)  # check before loading anything
         config = LiftConfig.from_dict(meta["settings"])
         if spec is None:

@@ -186,3 +186,8 @@ def test_rag_modes(capsys, tmp_path, tiny_model_dir):
                          "--json", "--max-new-tokens", 3, *SMALL)
     assert code == 0, err
     assert json.loads(out)["trained"] is True
+
+
+def test_adapter_with_training_flags_is_refused(capsys, tmp_path):
+    code, out, err = run(capsys, "ask", "--adapter", tmp_path, "--question", "Why?", "--epochs", 3)
+    assert code == 2 and "--adapter carries its own training settings; drop --epochs" in one_error_line(err)
