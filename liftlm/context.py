@@ -139,12 +139,14 @@ class PromptBuilder:
                                  f"with the prompt format) and {max_new_tokens} answer tokens")
             return prompt
         tail = self._icl_tail(question)
-        room = self.document_room(question, max_new_tokens)
+        room = self._room(tail, max_new_tokens)
         return self.chat.before + truncate_head_tail(doc_ids, room, self.sep) + tail + self.chat.after
 
     def document_room(self, question: str, max_new_tokens: int) -> int:
         """Tokens of document that fit beside the question, the prompt format and the answer."""
-        tail = self._icl_tail(question)
+        return self._room(self._icl_tail(question), max_new_tokens)
+
+    def _room(self, tail: list[int], max_new_tokens: int) -> int:
         room = self.window - max_new_tokens - self.chat.overhead - len(tail)
         if room < 1:
             raise ValueError(
