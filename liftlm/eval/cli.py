@@ -41,6 +41,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated methods among {', '.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})")
     g.add_argument("--limit", type=int, default=None, help="at most K questions per task (per RULER variant)")
+    g.add_argument("--documents", type=int, default=None, metavar="N",
+                   help="loogle, longbench: only the first N documents of each task (after --max-doc-tokens)")
     g.add_argument("--max-doc-tokens", type=int, default=None,
                    help="cut each document to its first N tokens, keeping only the questions whose evidence "
                         "lies inside the cut (loogle, longbench; LongBench marks no evidence, so it keeps every "
@@ -154,7 +156,8 @@ def spec_from_args(args) -> EvalSpec:
         raise LiftError("--qa-file holds QA pairs about one document; in eval use --qa-pairs N to make them for "
                         "each document")
     synthetic = bench in ("niah", "ruler")
-    for flag, value in (("--limit", args.limit), ("--max-doc-tokens", args.max_doc_tokens),
+    for flag, value in (("--limit", args.limit), ("--documents", args.documents),
+                        ("--max-doc-tokens", args.max_doc_tokens),
                         ("--max-new-tokens", args.max_new_tokens), ("--samples", args.samples)):
         _positive(value, flag)
     if not synthetic:
@@ -164,6 +167,8 @@ def spec_from_args(args) -> EvalSpec:
         if args.data is None:
             raise LiftError(f"--data is required for --benchmark {bench}: a .jsonl file, a folder of <task>.jsonl "
                             "files, or a hub id")
+    elif args.documents is not None:
+        raise LiftError("--documents applies to loogle and longbench; set --lengths and --samples for niah and ruler")
     elif args.max_doc_tokens is not None:
         raise LiftError("--max-doc-tokens applies to loogle and longbench; set --lengths for niah and ruler")
     if bench != "niah":
@@ -204,6 +209,7 @@ def spec_from_args(args) -> EvalSpec:
         methods=_choices(args.methods, "--methods", METHODS, DEFAULT_METHODS),
         tasks=_tasks(args),
         limit=args.limit,
+        documents=args.documents,
         max_doc_tokens=args.max_doc_tokens,
         max_new_tokens=args.max_new_tokens,
         lengths=lengths,

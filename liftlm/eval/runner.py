@@ -46,6 +46,7 @@ class EvalSpec:
     methods: tuple[str, ...] = DEFAULT_METHODS
     tasks: tuple[str, ...] = ()  # empty: every task of the benchmark (or of the file given)
     limit: int | None = None  # questions per task
+    documents: int | None = None  # documents per task (loogle, longbench)
     max_doc_tokens: int | None = None
     max_new_tokens: int | None = None  # None: the task's own generation limit
     # NIAH / RULER
@@ -166,7 +167,7 @@ def write_run_file(spec: EvalSpec, config: LiftConfig, previous: dict | None, ex
     git = git_revision()
     history = list((previous or {}).get("history", []))
     history.append({"date": now(), "git": git, "methods": list(spec.methods), "limit": spec.limit,
-                    "argv": spec.argv})
+                    "documents": spec.documents, "argv": spec.argv})
     meta = {
         "identity": spec.identity(config),
         "benchmark": spec.benchmark,
@@ -174,6 +175,7 @@ def write_run_file(spec: EvalSpec, config: LiftConfig, previous: dict | None, ex
         "tasks": list(spec.tasks),
         "methods": list(spec.methods),
         "limit": spec.limit,
+        "documents": spec.documents,
         "max_doc_tokens": spec.max_doc_tokens,
         "max_new_tokens": spec.max_new_tokens,
         "model": spec.model,
@@ -269,6 +271,21 @@ def take_per_task(examples: list[Example], limit: int | None) -> list[Example]:
     return out
 
 
+def take_documents(examples: list[Example], documents: int | None) -> list[Example]:
+    """The examples about the first ``documents`` distinct documents of each task, in file order."""
+    if documents is None:
+        return examples
+    seen: dict[str, list[str]] = {}
+    out = []
+    for ex in examples:
+        docs = seen.setdefault(ex.task, [])
+        if ex.document not in docs and len(docs) < documents:
+            docs.append(ex.document)
+        if ex.document in docs:
+            out.append(ex)
+    return out
+
+
 def unique_ids(examples: list[Example]) -> list[Example]:
     """Make example ids unique (a repeated id gets '#2', '#3', …): ids key the resumption."""
     count: dict[str, int] = {}
@@ -290,6 +307,7 @@ def load_examples(spec: EvalSpec, tokenizer) -> tuple[list[Example], dict]:
     if spec.max_doc_tokens is not None and spec.benchmark in ("loogle", "longbench"):
         examples = cut_documents(examples, tokenizer, spec.max_doc_tokens)
         notes["kept_after_cut"] = len(examples)
+    examples = take_documents(examples, spec.documents)
     examples = take_per_task(examples, spec.limit)
     if not examples:
         hint = " (--max-doc-tokens dropped every question)" if notes.get("kept_after_cut") == 0 else ""

@@ -263,6 +263,8 @@ def test_judge_with_a_local_model(tmp_path, tiny_model_dir, loogle_file):
     (["--benchmark", "longbench", "--data", "x.jsonl", "--task", "hotpotqa"], "--task"),
     (["--benchmark", "longbench", "--data", "x.jsonl", "--judge", "some/model"], "--judge"),
     (["--benchmark", "longbench", "--data", "x.jsonl", "--limit", "0"], "--limit"),
+    (["--benchmark", "longbench", "--data", "x.jsonl", "--documents", "0"], "--documents"),
+    (["--benchmark", "niah", "--documents", "1"], "--documents"),
     (["--benchmark", "loogle", "--data", "x.jsonl", "--lengths", "100"], "--lengths"),
     (["--benchmark", "loogle", "--data", "x.jsonl", "--qa-file", "qa.jsonl"], "--qa-file"),
     (["--benchmark", "loogle", "--data", "x.jsonl", "--base", "/no/such/sft/model"], "--base"),
@@ -288,6 +290,19 @@ def test_bad_data_and_small_window_write_nothing(tmp_path, tiny_model_dir, longb
         evaluate("--benchmark", "longbench", "--data", longbench_file, "--model", tiny_model_dir,
                  "--out", tmp_path / "file", "--quiet")
     assert not out.exists()
+
+
+def test_take_documents_keeps_the_first_documents_of_each_task():
+    from liftlm.eval.datasets import Example
+
+    def ex(i, doc, task):
+        return Example(id=str(i), document=doc, question="q", answers=["a"], task=task)
+
+    rows = [ex(0, "A", "s"), ex(1, "B", "s"), ex(2, "A", "s"), ex(3, "C", "s"), ex(4, "C", "l"), ex(5, "A", "l"),
+            ex(6, "B", "l")]
+    assert [e.id for e in runner.take_documents(rows, 2)] == ["0", "1", "2", "4", "5"]
+    assert [e.id for e in runner.take_documents(rows, 1)] == ["0", "2", "4"]
+    assert runner.take_documents(rows, None) == rows
 
 
 def test_methods_match_the_inference_modes():
