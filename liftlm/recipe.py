@@ -25,7 +25,7 @@ from .errors import LiftError
 from .infer import MODES, base_model_context, generate, uses_adapter, uses_document, uses_retrieval
 from .models import LoadedModel, load_model
 from .segment import segment_spans
-from .synth import QAPair, local_completer, openai_completer, read_qa, synthesize, write_qa
+from .synth import SYNTH_VERSION, QAPair, local_completer, openai_completer, read_qa, synthesize, write_qa
 from .train import TrainResult, attach_adapter, train
 
 
@@ -131,6 +131,8 @@ class Lift:
     def training_settings(self) -> dict:
         """The settings that shape the adapter, with the window resolved to a number (and the user's QA pairs)."""
         settings = {**self.config.key_dict(), "window": self.window}
+        if self.user_qa is None and self.config.qa_pairs > 0:
+            settings["qa_synthesizer"] = SYNTH_VERSION  # the items change when the synthesizer does
         if self.user_qa is not None:
             settings["qa_file_sha256"] = hashlib.sha256(
                 json.dumps([dataclasses.asdict(p) for p in self.user_qa]).encode()).hexdigest()
@@ -200,7 +202,8 @@ class Lift:
         if cfg.qa_pairs == 0:
             return [], {}
         qa_key = store_key(document_sha256(text), self.loaded.model_id, {
-            k: getattr(cfg, k) for k in ("qa_pairs", "qa_generator", "qa_model", "qa_window_sentences")})
+            k: getattr(cfg, k) for k in ("qa_pairs", "qa_generator", "qa_model", "qa_window_sentences")}
+            | {"synthesizer": SYNTH_VERSION})
         cache = self.store.root.parent / "qa" / f"{qa_key}.jsonl"
         if cache.is_file():
             return read_qa(cache), {"generator": cfg.qa_generator, "used": "cache", "cache": str(cache)}

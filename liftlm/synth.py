@@ -23,9 +23,20 @@ from pathlib import Path
 from .errors import LiftError
 
 GENERATORS = ("auto", "keyphrase", "llm")
+SYNTH_VERSION = 2  # part of the QA cache and adapter keys: bump when the items made for a document change
 MIN_LLM_YIELD = 0.5
 PROBE_WINDOWS = 3
 KEYPHRASE_QUESTION = "What does the document say about {phrase}?"
+# "<subject> is/are/was/were <rest>." -> "What is <subject>?": the question a reader asks of a defining sentence.
+_COPULA = re.compile(r"^(?P<subject>[A-Za-z][^,;:()\"]{2,80}?)\s+(?P<verb>is|are|was|were)\s+(?P<rest>\S.*)$", re.DOTALL)
+# words that make a subject a clause ("When I was young, it"): no clean question then
+_CLAUSE_WORDS = {"i", "we", "you", "he", "she", "they", "it", "when", "if", "because", "that", "which", "who",
+                 "whom", "whose", "what", "while", "although", "though", "since", "unless", "until", "as"}
+# subjects that leave the question without its topic ("What is it?")
+_VAGUE_SUBJECT = {"it", "this", "that", "there", "he", "she", "they", "i", "we", "you", "these", "those", "which",
+                  "what", "who", "here", "one", "all", "so", "and", "but", "or", "if", "when", "because",
+                  "what's", "it's", "that's", "there's", "how", "why", "in", "at", "on", "for", "with", "none",
+                  "no", "fortunately", "unfortunately", "then", "now", "also", "still", "perhaps", "maybe"}
 LLM_PROMPT = """Read the passage and write one question that can be answered from it.
 Reply in exactly this format:
 Question: <the question>
@@ -100,8 +111,12 @@ def dedupe(pairs: list[QAPair]) -> list[QAPair]:
 
 
 # --- keyphrase synthesizer ---
-def keyphrase_pairs(text: str, n: int, phrases_per_sentence: int = 2, min_words: int = 5) -> list[QAPair]:
-    """Up to ``n`` items "What does the document say about <phrase>?" → the sentence, spread over all sentences."""
+def keyphrase_pairs(text: str, n: int, phrases_per_sentence: int = 2, min_words: int = 5,
+                    statements: bool = True) -> list[QAPair]:
+    """Up to ``n`` items about the sentences, spread over all of them, each answered by its sentence: for a
+    sentence of the shape "<subject> is <rest>", the question it answers ("What is <subject>?", ``statements``);
+    and "What does the document say about <phrase>?" for its YAKE key phrases (``phrases_per_sentence`` items
+    per sentence in all)."""
     import yake
 
     extractor = yake.KeywordExtractor(lan="en", n=3, top=phrases_per_sentence, dedupLim=0.7)
@@ -113,9 +128,35 @@ def keyphrase_pairs(text: str, n: int, phrases_per_sentence: int = 2, min_words:
     pairs = []
     for a, b in chosen:
         sentence = text[a:b]
-        for phrase, _score in extractor.extract_keywords(sentence)[:per]:
+        asked = statement_question(sentence) if statements else None
+        if asked:
+            pairs.append(QAPair(asked, sentence, sentence, a, b, "statement"))
+        for phrase, _score in extractor.extract_keywords(sentence)[: per - bool(asked) if per > 1 else per]:
             pairs.append(QAPair(KEYPHRASE_QUESTION.format(phrase=phrase), sentence, sentence, a, b, "keyphrase"))
     return dedupe(pairs)[:n]
+
+
+def statement_question(sentence: str) -> str | None:
+    """The question a sentence "<subject> is <rest>" answers ("What is <subject>?"), or None for other shapes
+    and for subjects without a topic of their own (pronouns, "there", one-word subjects)."""
+    m = _COPULA.match(sentence.strip())
+    if m is None:
+        return None
+    subject = m.group("subject").strip()
+    words = subject.split()
+    if (len(words) < 2 or len(words) > 12 or not words[0][:1].isupper() or words[0].lower() in _VAGUE_SUBJECT
+            or any(w.lower() in _CLAUSE_WORDS for w in words)):
+        return None
+    if words[0] not in ("I",) and not (len(words[0]) > 1 and words[0][1:].isupper()):  # keep acronyms' case
+        subject = subject[0].lower() + subject[1:] if not _proper(words[0]) else subject
+    return f"What {m.group('verb')} {subject}?"
+
+
+def _proper(word: str) -> bool:
+    """A capitalised word that is not a common sentence opener (keeps "Paul Graham", lowers "The")."""
+    return word[:1].isupper() and word.lower() not in {"the", "a", "an", "my", "our", "your", "his", "her", "its",
+                                                        "their", "most", "many", "some", "every", "each", "no",
+                                                        "any", "another", "other", "such", "much", "more", "few"}
 
 
 # --- LLM synthesizer ---

@@ -11,6 +11,7 @@ from liftlm.synth import (
     read_qa,
     sentence_windows,
     split_sentences,
+    statement_question,
     synthesize,
     verified,
     write_qa,
@@ -61,11 +62,32 @@ def test_keyphrase_pairs_cover_every_sentence():
     covered = {(p.start, p.end) for p in pairs}
     assert covered == set(split_sentences(TEXT))
     for p in pairs:
-        assert p.question.startswith("What does the document say about ") and p.answer == TEXT[p.start:p.end]
-        assert verified(p, TEXT)
+        assert p.answer == TEXT[p.start:p.end] and verified(p, TEXT)
+        if p.source == "statement":
+            assert p.question == statement_question(p.answer)
+        else:
+            assert p.question.startswith("What does the document say about ")
+    assert [p.question for p in pairs if p.source == "statement"] == ["What is the password written on its lid?"]
+    plain = keyphrase_pairs(TEXT, 1000, statements=False)
+    assert all(p.source == "keyphrase" for p in plain)
     assert len({p.question for p in pairs}) == len(pairs)  # no duplicate questions
     few = keyphrase_pairs(TEXT, 3)
     assert len(few) == 3 and len({(p.start, p.end) for p in few}) == 3  # spread: one per sentence
+
+
+@pytest.mark.parametrize("sentence,question", [
+    ("The best thing to do in Lisbon is eat a pastry by the river.", "What is the best thing to do in Lisbon?"),
+    ("Y Combinator is a startup accelerator.", "What is Y Combinator?"),
+    ("The first version was mostly written in Lisp.", "What was the first version?"),
+    ("Programming languages are just tools.", "What are Programming languages?"),
+    ("It is a good idea.", None),  # pronoun subject: no topic
+    ("There are many startups.", None),
+    ("When I was young it was hard.", None),  # a clause, not a subject
+    ("The museum keeps a key.", None),  # no copula
+    ("Lisp is fun.", None),  # one-word subject: too vague to ask about
+])
+def test_statement_question(sentence, question):
+    assert statement_question(sentence) == question
 
 
 def test_llm_pairs_keep_only_verified_and_retry():
