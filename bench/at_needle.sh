@@ -7,12 +7,13 @@ cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
 OUT=bench/results/at-needle
 GRID=(--benchmark niah --lengths 2000 --depths 0,0.25,0.5,0.75,1 --quiet)
-# Auxiliary tasks: keyphrase questions over every sentence, asked without the document (as mode lift asks).
+# Auxiliary tasks over every sentence, asked without the document (as mode lift asks): statement questions
+# ("What is <subject>?" for "<subject> is ...") and key-phrase questions, answered by the sentence.
 AT=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-rate 5e-4 --qa-epochs 3)
 
 # 1. LIFT alone, segments only, no document in context
 "$LIFTLM" eval "${GRID[@]}" --methods lift --out "$OUT/segments"
-# 2. LIFT alone, segments + auxiliary QA
-"$LIFTLM" eval "${GRID[@]}" --methods lift "${AT[@]}" --out "$OUT/segments+at"
+# 2. LIFT alone, segments + auxiliary QA (synthesizer v2; segments+at holds v1's result, key phrases only)
+"$LIFTLM" eval "${GRID[@]}" --methods lift "${AT[@]}" --out "$OUT/segments+at-v2"
 # 3. a 512-token window that cannot hold a 2k haystack (the needle is outside it at depths 0.25-0.75)
 "$LIFTLM" eval "${GRID[@]}" --methods icl,lift+icl --window 512 "${AT[@]}" --out "$OUT/window512+at"
