@@ -515,7 +515,11 @@ def run_eval(spec: EvalSpec, config: LiftConfig) -> Outcome:
     from .report import write_report
 
     previous = check_out_dir(spec, config)
-    answered, skipped, documents, _ = answer_all(spec, config, previous)
+    try:
+        answered, skipped, documents, _ = answer_all(spec, config, previous)
+    except KeyboardInterrupt:
+        write_report(spec.out)  # the report of what is answered so far; rerunning resumes the rest
+        raise
     _free_memory()  # the evaluated model is gone before a local judge loads
     if spec.judge:
         judge_all(spec)

@@ -132,6 +132,25 @@ def test_resume_skips_finished_examples(tmp_path, tiny_model_dir, longbench_file
     assert "(5.55)" in (out / "summary.md").read_text()
 
 
+def test_interrupt_writes_the_report_of_what_is_done(tmp_path, tiny_model_dir, longbench_file, monkeypatch):
+    out = tmp_path / "out"
+    real, calls = runner.generate_answer, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(runner, "generate_answer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate("--benchmark", "longbench", "--data", longbench_file, "--methods", "icl", "--model",
+                 tiny_model_dir, "--store", tmp_path / "store", "--out", out, *SMALL)
+    assert len(records(out)) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(cell["n"] for cell in summary["cells"]["icl"].values()) == 2
+
+
 def test_resume_refuses_other_settings(tmp_path, tiny_model_dir, longbench_file):
     out = tmp_path / "out"
     common = ["--benchmark", "longbench", "--data", longbench_file, "--methods", "icl", "--model", tiny_model_dir,
