@@ -15,5 +15,14 @@ AT=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-rat
 "$LIFTLM" eval "${GRID[@]}" --methods lift --out "$OUT/segments"
 # 2. LIFT alone, segments + auxiliary QA (synthesizer v2; segments+at holds v1's result, key phrases only)
 "$LIFTLM" eval "${GRID[@]}" --methods lift "${AT[@]}" --out "$OUT/segments+at-v2"
-# 3. a 512-token window that cannot hold a 2k haystack (the needle is outside it at depths 0.25-0.75)
-"$LIFTLM" eval "${GRID[@]}" --methods icl,lift+icl --window 512 "${AT[@]}" --out "$OUT/window512+at"
+# 3. a 512-token window that cannot hold a 2k haystack: at depths 0.25-0.75 the needle is outside it
+"$LIFTLM" eval --benchmark niah --lengths 2000 --depths 0.25,0.5,0.75 --quiet --methods icl,lift+icl --window 512 \
+  "${AT[@]}" --out "$OUT/window512+at"
+# 4. the AT adapters of run 2 (reused from the store: same documents and settings), asked other questions:
+#    a paraphrase of the needle question, and a general-knowledge question unrelated to the document
+"$LIFTLM" eval "${GRID[@]}" --methods lift "${AT[@]}" --out "$OUT/segments+at-v2-paraphrase" \
+  --question "What should you do in San Francisco on a sunny day?"
+"$LIFTLM" eval "${GRID[@]}" --methods lift "${AT[@]}" --out "$OUT/segments+at-v2-unrelated" \
+  --question "What is the capital of France?" --keywords paris
+"$LIFTLM" eval "${GRID[@]}" --methods lift --out "$OUT/segments-unrelated" \
+  --question "What is the capital of France?" --keywords paris
