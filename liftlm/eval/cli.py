@@ -187,8 +187,6 @@ def spec_from_args(args) -> EvalSpec:
         data = str(DEFAULT_HAYSTACK)
     if data is not None and not data.strip():
         raise LiftError("--data is empty")
-    if synthetic and not Path(data).is_dir():
-        raise LiftError(f"--data: {data} is not a folder; give the folder of haystack .txt files")
 
     lengths = _numbers(args.lengths, "--lengths", int, DEFAULT_LENGTHS if synthetic else ())
     if any(n < 1 for n in lengths):
@@ -201,6 +199,8 @@ def spec_from_args(args) -> EvalSpec:
     if bench == "niah":
         needle, question, keywords = _needle(args)
     variants = _choices(args.variants, "--variants", RULER_VARIANTS, RULER_VARIANTS) if bench == "ruler" else ()
+    if synthetic and not Path(data).is_dir():  # after the flags' own checks, so their errors come first
+        raise LiftError(f"--data: {data} is not a folder; give the folder of haystack .txt files")
 
     return EvalSpec(
         benchmark=bench,
