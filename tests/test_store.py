@@ -140,7 +140,7 @@ def test_auxiliary_qa_generated_cached_and_stored(tiny_model_dir, store):
     lift = make(tiny_model_dir, store, qa_pairs=5, qa_generator="keyphrase", qa_epochs=1)
     done = lift.internalize(DOC + " The committee will open the strongbox only in the year 2214.")
     pairs = read_qa(done.adapter / "qa.jsonl")
-    assert len(pairs) >= 2 and all(p.source == "keyphrase" for p in pairs)
+    assert len(pairs) >= 2 and all(p.source in ("keyphrase", "statement") for p in pairs)
     assert done.metadata["qa"]["used"] == "keyphrase" and done.metadata["qa"]["pairs"] == len(pairs)
     # stage 1 (2 epochs of segments) + stage 2 (1 epoch of segments + QA)
     assert len(done.result.epoch_losses) == 3
