@@ -131,11 +131,11 @@ class Lift:
     def training_settings(self) -> dict:
         """The settings that shape the adapter, with the window resolved to a number (and the user's QA pairs)."""
         settings = {**self.config.key_dict(), "window": self.window}
-        if self.user_qa is None and self.config.qa_pairs > 0:
-            settings["qa_synthesizer"] = SYNTH_VERSION  # the items change when the synthesizer does
         if self.user_qa is not None:
             settings["qa_file_sha256"] = hashlib.sha256(
                 json.dumps([dataclasses.asdict(p) for p in self.user_qa]).encode()).hexdigest()
+        elif self.config.qa_pairs > 0:
+            settings["qa_synthesizer"] = SYNTH_VERSION  # the items change when the synthesizer does
         return settings
 
     # --- reading ---

@@ -37,6 +37,9 @@ _VAGUE_SUBJECT = {"it", "this", "that", "there", "he", "she", "they", "i", "we",
                   "what", "who", "here", "one", "all", "so", "and", "but", "or", "if", "when", "because",
                   "what's", "it's", "that's", "there's", "how", "why", "in", "at", "on", "for", "with", "none",
                   "no", "fortunately", "unfortunately", "then", "now", "also", "still", "perhaps", "maybe"}
+# common sentence openers, lower-cased inside the question (other capitalised words may be names: "Paul Graham")
+_OPENERS = {"the", "a", "an", "my", "our", "your", "his", "her", "its", "their", "most", "many", "some", "every",
+            "each", "no", "any", "another", "other", "such", "much", "more", "few"}
 LLM_PROMPT = """Read the passage and write one question that can be answered from it.
 Reply in exactly this format:
 Question: <the question>
@@ -147,16 +150,10 @@ def statement_question(sentence: str) -> str | None:
     if (len(words) < 2 or len(words) > 12 or not words[0][:1].isupper() or words[0].lower() in _VAGUE_SUBJECT
             or any(w.lower() in _CLAUSE_WORDS for w in words)):
         return None
-    if words[0] not in ("I",) and not (len(words[0]) > 1 and words[0][1:].isupper()):  # keep acronyms' case
-        subject = subject[0].lower() + subject[1:] if not _proper(words[0]) else subject
+    first = words[0]
+    if first.lower() in _OPENERS and not (len(first) > 1 and first[1:].isupper()):  # "The" -> "the"; keep "THE"
+        subject = subject[0].lower() + subject[1:]
     return f"What {m.group('verb')} {subject}?"
-
-
-def _proper(word: str) -> bool:
-    """A capitalised word that is not a common sentence opener (keeps "Paul Graham", lowers "The")."""
-    return word[:1].isupper() and word.lower() not in {"the", "a", "an", "my", "our", "your", "his", "her", "its",
-                                                        "their", "most", "many", "some", "every", "each", "no",
-                                                        "any", "another", "other", "such", "much", "more", "few"}
 
 
 # --- LLM synthesizer ---

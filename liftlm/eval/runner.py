@@ -275,13 +275,12 @@ def take_documents(examples: list[Example], documents: int | None) -> list[Examp
     """The examples about the first ``documents`` distinct documents of each task, in file order."""
     if documents is None:
         return examples
-    seen: dict[str, list[str]] = {}
+    kept: dict[str, set[str]] = {}
     out = []
     for ex in examples:
-        docs = seen.setdefault(ex.task, [])
-        if ex.document not in docs and len(docs) < documents:
-            docs.append(ex.document)
-        if ex.document in docs:
+        docs = kept.setdefault(ex.task, set())
+        if ex.document in docs or len(docs) < documents:
+            docs.add(ex.document)
             out.append(ex)
     return out
 
