@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The committed result runs of `liftlm eval` on this machine (2 CPU cores, the embedded SmolLM2-135M-Instruct,
 # default LIFT settings: ℓ=256, s=96, CT context 256, LoRA r16 on q/k/v/o, lr 2e-4, 2 epochs).
-# Each run resumes where it stopped (same --out). Usage: bash bench/eval_runs.sh [ruler] [niah] [loogle]
+# Each run resumes where it stopped (same --out). Usage: bash bench/eval_runs.sh [ruler] [niah] [loogle] [qwen]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
 OUT=bench/results/eval
 LOOGLE=${LOOGLE:-../shared/data/loogle}
 runs=("$@")
-[ ${#runs[@]} -gt 0 ] || runs=(ruler niah loogle)
+[ ${#runs[@]} -gt 0 ] || runs=(ruler niah loogle qwen)
 
 for run in "${runs[@]}"; do
   case "$run" in
@@ -18,9 +18,15 @@ for run in "${runs[@]}"; do
     niah)  # the paper's Figure 4 grid at CPU scale; window 1024 holds the needle only in 1k documents
       "$LIFTLM" eval --benchmark niah --lengths 1000,2000,4000,8000 --depths 0,0.25,0.5,0.75,1 \
         --methods icl,lift,lift+icl,rag --window 1024 --out "$OUT/niah" ;;
-    loogle)  # first 2 documents of each task, cut to their first 6000 tokens (questions with evidence inside)
+    loogle)  # first 2 documents of each task, cut to their first 12000 tokens (questions with evidence inside)
       "$LIFTLM" eval --benchmark loogle --data "$LOOGLE" --task shortdep_qa,longdep_qa --documents 2 \
-        --max-doc-tokens 6000 --methods icl,lift+icl,rag,lift+rag --window 1024 --out "$OUT/loogle" ;;
-    *) echo "unknown run: $run (ruler, niah, loogle)" >&2; exit 2 ;;
+        --max-doc-tokens 12000 --methods icl,lift+icl,rag,lift+rag --window 1024 --out "$OUT/loogle" ;;
+    qwen)  # real QA with a model that can answer: Qwen2.5-Coder-1.5B-Instruct (scripts/fetch_qwen1.5b.sh),
+           # LooGLE shortdep_qa cut to its first 3000 tokens, window 512, answers capped at 96 tokens (CPU time)
+      QWEN=${QWEN:-$(bash scripts/fetch_qwen1.5b.sh)}
+      "$LIFTLM" eval --benchmark loogle --data "$LOOGLE" --task shortdep_qa --documents 2 --model "$QWEN" \
+        --max-doc-tokens 3000 --max-new-tokens 96 --methods icl,lift+icl,rag --window 512 \
+        --out "$OUT/loogle-qwen1.5b" ;;
+    *) echo "unknown run: $run (ruler, niah, loogle, qwen)" >&2; exit 2 ;;
   esac
 done

@@ -9,7 +9,9 @@ Corpus format (JSONL, one document per line)::
     {"text": "...", "qa": [{"question": "...", "answer": "..."}, ...]}     # qa optional
     {"input": "...", "qa_pairs": "[{'Q': ..., 'A': ...}, ...]"}              # LooGLE's own files work as they are
 
-Documents without QA get ``--qa-pairs`` synthesized pairs (as in ``internalize``).
+Documents without QA get ``--qa-pairs`` synthesized pairs (as in ``internalize``). With ``--max-doc-tokens`` a
+document keeps its first N tokens and only the QA pairs whose evidence (``"evidence"``, or LooGLE's ``"S"``)
+lies inside that cut: a pair about text the model never sees would teach it to make answers up.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from .config import LiftConfig
 from .context import PromptBuilder
 from .errors import LiftError
+from .eval.datasets import DocumentCut
 from .models import load_model
 from .recipe import build_samples
 from .synth import QAPair, synthesize
@@ -31,7 +34,12 @@ from .train import attach_adapter, train
 SFT_METADATA = "liftlm_sft.json"
 
 
-def _qa_from_record(record: dict, where: str) -> list[QAPair]:
+def _evidence(item: dict) -> list[str]:
+    ev = item.get("evidence", item.get("S", []))
+    return [str(e) for e in ([ev] if isinstance(ev, str) else ev or []) if str(e).strip()]
+
+
+def _qa_from_record(record: dict, where: str) -> list[tuple[QAPair, list[str]]]:
     items = record.get("qa", record.get("qa_pairs", []))
     if isinstance(items, str):  # LooGLE stores a Python literal; never eval it
         try:
@@ -45,12 +53,13 @@ def _qa_from_record(record: dict, where: str) -> list[QAPair]:
         if isinstance(a, list):
             a = a[0] if a else ""
         if q and a and str(a).strip():
-            pairs.append(QAPair(str(q), str(a), "", -1, -1, "corpus"))
+            evidence = _evidence(item)
+            pairs.append((QAPair(str(q), str(a), " ... ".join(evidence), -1, -1, "corpus"), evidence))
     return pairs
 
 
-def load_corpus(path: str | Path) -> list[tuple[str, list[QAPair]]]:
-    """(document, QA pairs) for every line of a JSONL corpus."""
+def load_corpus(path: str | Path) -> list[tuple[str, list[tuple[QAPair, list[str]]]]]:
+    """(document, [(QA pair, its evidence passages)]) for every line of a JSONL corpus."""
     p = Path(path)
     if not p.is_file():
         raise LiftError(f"--corpus: no such file: {path}")
@@ -84,14 +93,17 @@ def run_sft(corpus: str | Path, out: str | Path, model: str | None = None, confi
     if window > loaded.max_context:
         raise LiftError(f"--window {window} is larger than the model's context limit ({loaded.max_context} tokens)")
     prompts = PromptBuilder(loaded.tokenizer, window)
-    segments, qa_samples, n_tokens = [], [], 0
-    for text, pairs in docs:
-        ids = loaded.tokenizer.encode(text, add_special_tokens=False)
+    segments, qa_samples, n_tokens, outside = [], [], 0, 0
+    for text, given in docs:
+        pairs = [pair for pair, _ in given]
         if max_doc_tokens:
-            ids = ids[:max_doc_tokens]
-            text = loaded.tokenizer.decode(ids)
+            view = DocumentCut.of(text, loaded.tokenizer, max_doc_tokens)
+            pairs = [pair for pair, evidence in given if view.keeps(evidence)]
+            outside += len(given) - len(pairs)
+            text = view.text
+        ids = loaded.tokenizer.encode(text, add_special_tokens=False)
         n_tokens += len(ids)
-        if not pairs and cfg.qa_pairs:
+        if not pairs and cfg.qa_pairs:  # no QA given, or none inside the cut
             pairs, _ = synthesize(text, cfg.qa_pairs, "keyphrase" if cfg.qa_generator == "auto" else cfg.qa_generator)
         try:
             segments += build_samples(ids, cfg, prompts)
@@ -112,7 +124,7 @@ def run_sft(corpus: str | Path, out: str | Path, model: str | None = None, confi
         (tmp / SFT_METADATA).write_text(json.dumps({
             "base_model_id": loaded.model_id, "base_model_spec": model, "corpus": str(Path(corpus).resolve()),
             "documents": len(docs), "document_tokens": n_tokens, "segments": len(segments),
-            "qa_pairs": len(qa_samples), "settings": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "qa_pairs": len(qa_samples), "qa_pairs_outside_cut": outside, "settings": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "training": {"seconds": round(result.seconds, 3), "tokens": result.tokens,
                          "loss_curve": [round(x, 5) for x in result.loss_curve]},
         }, indent=2) + "\n")

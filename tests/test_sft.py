@@ -18,7 +18,8 @@ def test_corpus_formats(tmp_path):
                  + "\n" + json.dumps({"text": DOC}) + "\n")
     docs = load_corpus(p)
     assert [len(q) for _, q in docs] == [1, 1, 0]
-    assert docs[1][1][0].question == "Colour?" and docs[1][1][0].answer == "Red"
+    pair, evidence = docs[1][1][0]
+    assert pair.question == "Colour?" and pair.answer == "Red" and evidence == ["red"]
 
 
 @pytest.mark.skipif(not SHARED.is_file(), reason="shared LooGLE sample not present")
@@ -62,3 +63,24 @@ def test_sft_then_lift_on_top(tmp_path, tiny_model_dir, capsys):
     assert main(["sft", "--corpus", str(corpus), "--out", str(out), "--model", str(tiny_model_dir)]) == 2
     assert main(["ask", "--document", str(doc), "--base", str(tiny_model_dir), "--question", "Why?"]) == 2
     assert "not a model written by `liftlm sft`" in capsys.readouterr().err
+
+
+def test_sft_cut_keeps_only_qa_inside_the_cut(tmp_path, tiny_model_dir):
+    head = "The lighthouse keeper painted the tower white in the spring of that year. "
+    tail = " The ferry to the island stopped running once the new bridge opened."
+    text = head + "Waves broke on the rocks below the tower all through the night. " * 30 + tail
+    qa = [{"Q": "What colour was the tower?", "A": "White", "S": head.strip()},
+          {"Q": "Why did the ferry stop?", "A": "The bridge opened", "S": [tail.strip()]},
+          {"Q": "No evidence given?", "A": "Kept"}]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"input": text, "qa_pairs": repr(qa)}) + "\n")
+    docs = load_corpus(corpus)
+    assert [e for _, e in docs[0][1]] == [[head.strip()], [tail.strip()], []]
+    out = tmp_path / "sft-model"
+    small = ["--segment-length", "32", "--context-tokens", "32", "--epochs", "1", "--qa-epochs", "1",
+             "--lora-rank", "4", "--window", "256", "--quiet"]
+    assert main(["sft", "--corpus", str(corpus), "--out", str(out), "--model", str(tiny_model_dir),
+                 "--max-doc-tokens", "100", *small]) == 0
+    meta = json.loads((out / SFT_METADATA).read_text())
+    assert meta["qa_pairs"] == 2 and meta["qa_pairs_outside_cut"] == 1
+    assert meta["document_tokens"] <= 101

@@ -427,17 +427,17 @@ def cut_document(example: Example, tokenizer: Any, max_doc_tokens: int) -> Examp
     shingle cannot be located and is ignored (counted in ``metadata["unlocated_evidence"]``). A document that
     already fits is returned unchanged (the same object).
     """
-    return _cut_with(example, _DocumentCut.of(example.document, tokenizer, max_doc_tokens))
+    return _cut_with(example, DocumentCut.of(example.document, tokenizer, max_doc_tokens))
 
 
 def cut_documents(examples: Iterable[Example], tokenizer: Any, max_doc_tokens: int) -> list[Example]:
     """:func:`cut_document` over many examples, leaving out those it drops; consecutive examples of one
     document share one tokenization of it."""
     kept: list[Example] = []
-    view: _DocumentCut | None = None
+    view: DocumentCut | None = None
     for example in examples:
         if view is None or view.document != example.document:
-            view = _DocumentCut.of(example.document, tokenizer, max_doc_tokens)
+            view = DocumentCut.of(example.document, tokenizer, max_doc_tokens)
         cut = _cut_with(example, view)
         if cut is not None:
             kept.append(cut)
@@ -445,7 +445,7 @@ def cut_documents(examples: Iterable[Example], tokenizer: Any, max_doc_tokens: i
 
 
 @dataclass
-class _DocumentCut:
+class DocumentCut:
     """A document, its token count, and (when it is too long) its cut and the evidence look-up."""
 
     document: str
@@ -455,7 +455,8 @@ class _DocumentCut:
     cut: str | None = None
 
     @classmethod
-    def of(cls, document: str, tokenizer: Any, max_doc_tokens: int) -> _DocumentCut:
+    def of(cls, document: str, tokenizer: Any, max_doc_tokens: int) -> DocumentCut:
+        """Tokenize ``document`` and cut it after ``max_doc_tokens`` tokens (at a character boundary)."""
         if max_doc_tokens <= 0:
             raise ValueError(f"max_doc_tokens must be a positive number of tokens, got {max_doc_tokens}")
         ids, offsets = token_offsets(tokenizer, document)
@@ -464,8 +465,18 @@ class _DocumentCut:
         cut = document[: cut_offset(offsets, max_doc_tokens)]
         return cls(document, max_doc_tokens, len(ids), _Located(document, cut), cut)
 
+    @property
+    def text(self) -> str:
+        """The document as kept: the cut, or the whole document when it fits."""
+        return self.document if self.cut is None else self.cut
 
-def _cut_with(example: Example, view: _DocumentCut) -> Example | None:
+    def keeps(self, evidence: Iterable[str]) -> bool:
+        """False when some of the evidence is in the document but outside the cut (unlocatable evidence
+        does not count against it)."""
+        return self.located is None or all(self.located.inside(e) is not False for e in evidence)
+
+
+def _cut_with(example: Example, view: DocumentCut) -> Example | None:
     if view.cut is None:
         return example
     unlocated = 0
