@@ -6,6 +6,7 @@ word tokenizer; chunks are cut by the model's own tokenizer so that the context 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,8 @@ def _tokenize(texts: Sequence[str]) -> list[list[str]]:
         import bm25s
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("BM25 retrieval needs the bm25s package: pip install bm25s") from err
+    # bm25s sets its logger to DEBUG; once anything configures the root logger, every index build would print
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
 
 

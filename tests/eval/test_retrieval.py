@@ -92,3 +92,12 @@ def test_build_rag_context(document, tiny_tokenizer):
     assert build_rag_context(document, question, tiny_tokenizer, budget_tokens=5, chunk_tokens=30) == ""
     with pytest.raises(ValueError, match="budget_tokens must be a positive"):
         build_rag_context(document, question, tiny_tokenizer, budget_tokens=0)
+
+
+def test_bm25_does_not_log_debug_lines(caplog):
+    import logging
+
+    logging.warning("configure the root logger, as some libraries do")
+    with caplog.at_level(logging.NOTSET):
+        rank_chunks(["red apples grow here", "blue sea"], "apples")
+    assert not [r for r in caplog.records if r.name.startswith("bm25s") and r.levelno < logging.WARNING]
