@@ -18,9 +18,10 @@ for run in "${runs[@]}"; do
     niah)  # the paper's Figure 4 grid at CPU scale; window 1024 holds the needle only in 1k documents
       "$LIFTLM" eval --benchmark niah --lengths 1000,2000,4000,8000 --depths 0,0.25,0.5,0.75,1 \
         --methods icl,lift,lift+icl,rag --window 1024 --out "$OUT/niah" ;;
-    loogle)  # first 2 documents of each task, cut to their first 12000 tokens (questions with evidence inside)
+    loogle)  # first 2 documents of each task, cut to their first 12000 tokens (questions with evidence inside);
+             # answers capped at 96 tokens: past that the 135M model only rambles (CPU time)
       "$LIFTLM" eval --benchmark loogle --data "$LOOGLE" --task shortdep_qa,longdep_qa --documents 2 \
-        --max-doc-tokens 12000 --methods icl,lift+icl,rag,lift+rag --window 1024 --out "$OUT/loogle" ;;
+        --max-doc-tokens 12000 --max-new-tokens 96 --methods icl,lift+icl,rag,lift+rag --window 1024 --out "$OUT/loogle" ;;
     qwen)  # real QA with a model that can answer: Qwen2.5-Coder-1.5B-Instruct (scripts/fetch_qwen1.5b.sh),
            # LooGLE shortdep_qa cut to its first 3000 tokens, window 512, answers capped at 96 tokens (CPU time)
       QWEN=${QWEN:-$(bash scripts/fetch_qwen1.5b.sh)}

@@ -42,6 +42,7 @@ class TaskSpec:
 
     ``template`` has ``{context}`` and ``{input}`` fields (document and question); ``question_template`` has
     only ``{input}``, for prompting a model that was fine-tuned on the document without showing it again.
+    ``also`` names metrics reported beside the main one.
     """
 
     name: str
@@ -49,6 +50,7 @@ class TaskSpec:
     max_new_tokens: int
     template: str
     question_template: str
+    also: tuple[str, ...] = ()
 
     def build_prompt(self, example: Example, context: str | None) -> str:
         """The prompt for ``example`` with ``context`` as the document text, or without a document if None."""
@@ -109,13 +111,14 @@ TASKS: dict[str, TaskSpec] = {
         'label, written like "Paragraph 4".\n\nSummary:\n{input}\n\nAnswer:',
     ),
     # LooGLE QA: generation limits are LooGLE's own. The paper scores these with METEOR, BERTScore and a
-    # GPT-4 judge; ROUGE-L is the stand-in metric available here.
+    # GPT-4 judge; ROUGE-L is the stand-in metric available here, with SQuAD-style token F1 beside it.
     "shortdep_qa": TaskSpec(
         "shortdep_qa",
         "rouge",
         300,
         "Answer the question using the text below.\n\n{context}\n\n" + _QA_TAIL,
         "Answer the question about the text you have read.\n\n" + _QA_TAIL,
+        ("qa_f1",),
     ),
     "longdep_qa": TaskSpec(
         "longdep_qa",
@@ -123,6 +126,7 @@ TASKS: dict[str, TaskSpec] = {
         500,
         "Answer the question using the text below.\n\n{context}\n\n" + _QA_TAIL,
         "Answer the question about the text you have read.\n\n" + _QA_TAIL,
+        ("qa_f1",),
     ),
     # Synthetic needle tasks (liftlm.eval.niah); generation limits are ours.
     "niah": TaskSpec(

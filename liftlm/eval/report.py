@@ -69,27 +69,48 @@ def _methods(records: list[dict]) -> list[str]:
 
 
 def _column_rank(key: tuple[str, str]) -> tuple:
-    """Benchmark order (LooGLE, LongBench as in the paper's table, NIAH, RULER variants); judge after metric."""
+    """Benchmark order (LooGLE, LongBench as in the paper's table, NIAH, RULER variants); in a task, its main
+    metric, then its other metrics, then the judge."""
     from .datasets import LONGBENCH_TASKS, LOOGLE_TASKS
     from .niah import RULER_VARIANTS
 
     order = [*LOOGLE_TASKS, *LONGBENCH_TASKS, "niah", *(f"ruler/{v}" for v in RULER_VARIANTS)]
+    from .datasets import TASKS
+
     column, metric = key
-    return (order.index(column) if column in order else len(order), column, metric == JUDGE)
+    main = TASKS[column].metric if column in TASKS else metric
+    return (order.index(column) if column in order else len(order), column, metric == JUDGE, metric != main, metric)
+
+
+def _scores(r: dict) -> dict[str, float]:
+    """Main metric, the task's other metrics (recomputed for records written before they were stored) and
+    the judge's verdict."""
+    from .datasets import TASKS
+    from .metrics import score
+
+    out = {r["metric"]: r["score"]}
+    task = TASKS.get(r["task"])
+    for metric in task.also if task else ():
+        out[metric] = r.get("scores", {}).get(metric)
+        if out[metric] is None:
+            out[metric] = score(metric, r["prediction"], r["gold"])
+    if JUDGE in r:
+        out[JUDGE] = r[JUDGE]
+    return out
 
 
 def summarize(records: list[dict]) -> dict:
-    """Mean score (× 100) and count per method and column; a column is (task column, metric), with a
-    ``judge`` column beside a task's metric when its answers were judged."""
+    """Mean score (× 100) and count per method and column; a column is (task column, metric): the task's
+    main metric, its other metrics, and a ``judge`` column when its answers were judged."""
     columns: list[tuple[str, str]] = []
     sums: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for r in records:
         col = r.get("column", r["task"])
-        keys = [(col, r["metric"])] + ([(col, JUDGE)] if JUDGE in r else [])
-        for key in keys:
+        for metric, value in _scores(r).items():
+            key = (col, metric)
             if key not in columns:
                 columns.append(key)
-            sums[(r["method"], *key)].append(r[JUDGE] if key[1] == JUDGE else r["score"])
+            sums[(r["method"], *key)].append(value)
     columns.sort(key=_column_rank)
     cells = {}
     for (method, col, metric), values in sums.items():
@@ -101,15 +122,18 @@ def summarize(records: list[dict]) -> dict:
 def paper_value(column: str, metric: str, method: str, columns: list[dict]) -> tuple[float, bool] | None:
     """The paper's number for this cell and whether its metric matches ours (None if the paper has none).
 
-    A LooGLE figure (a judge score) sits in the judge column when there is one, else beside our metric."""
+    A LooGLE figure (a judge score) sits in the judge column when there is one, else beside our main metric."""
     found = PAPER.get((column, method))
     if found is None:
         return None
     value, paper_metric = found
     if metric == paper_metric:
         return value, True
+    from .datasets import TASKS
+
     judged = any(c["column"] == column and c["metric"] == JUDGE for c in columns)
-    if paper_metric == JUDGE and not judged:
+    main = TASKS[column].metric if column in TASKS else metric
+    if paper_metric == JUDGE and not judged and metric == main:
         return value, False
     return None
 

@@ -397,6 +397,7 @@ def make_record(ex: Example, task: TaskSpec, mode: str, prediction: str, seconds
         "prediction": prediction,
         "score": round(score(task.metric, prediction, ex.answers, all_classes=ex.metadata.get("all_classes")), 6),
         "metric": task.metric,
+        **({"scores": {m: round(score(m, prediction, ex.answers), 6) for m in task.also}} if task.also else {}),
         "seconds": round(seconds, 3),
         "doc": doc_index,
         **(lifted or {}),

@@ -45,9 +45,17 @@ def test_loogle_paper_figure_goes_beside_the_judge_column():
     assert "†" in report.summary_markdown(plain, {})
     judged = [dict(plain[0], judge=1.0)]
     summary = report.summarize(judged)
-    assert [(c["column"], c["metric"]) for c in summary["columns"]] == [("shortdep_qa", "rouge"),
-                                                                        ("shortdep_qa", "judge")]
-    assert "| icl | 20.00 | 100.00 (44.23) |" in report.summary_table(summary)
+    assert [(c["column"], c["metric"]) for c in summary["columns"]] == [
+        ("shortdep_qa", "rouge"), ("shortdep_qa", "qa_f1"), ("shortdep_qa", "judge")]
+    assert "| icl | 20.00 | 0.00 | 100.00 (44.23) |" in report.summary_table(summary)
+
+
+def test_loogle_reports_f1_beside_rouge():
+    stored = dict(rec("shortdep_qa", "icl", 0.5, "rouge"), scores={"qa_f1": 0.25})
+    recomputed = dict(rec("shortdep_qa", "icl", 0.5, "rouge"), gold=["the red house"], prediction="a red house")
+    cells = report.summarize([stored, recomputed])["cells"]["icl"]
+    assert cells["shortdep_qa|qa_f1"] == {"mean": 62.5, "n": 2}  # 0.25 stored, 1.0 recomputed (articles dropped)
+    assert cells["shortdep_qa|rouge"]["mean"] == 50.0
 
 
 def test_niah_grid_values_and_tables():
@@ -81,7 +89,7 @@ def test_write_report_merges_judgments_and_tolerates_a_torn_line(tmp_path):
     assert set(written) == {"summary.md", "summary.json", "summary.png"}
     md = written["summary.md"].read_text()
     assert "0123456789ab (with local changes)" in md and "seed: 1" in md and "segment_length=32" in md
-    assert "| lift+icl | 30.00 | 0.00 (33.42) |" in md
+    assert "| lift+icl | 30.00 | 0.00 | 0.00 (33.42) |" in md  # ROUGE-L, F1, judge
     data = json.loads(written["summary.json"].read_text())
     assert data["run"]["model_id"] == "tiny" and data["cells"]["lift+icl"]["longdep_qa|judge"]["n"] == 1
 

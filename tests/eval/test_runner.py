@@ -242,13 +242,14 @@ def test_loogle_cut_keeps_questions_with_evidence_inside_and_judge_endpoint(tmp_
     recs = records(out)
     assert [r["id"] for r in recs] == ["shortdep_qa/0/0"] * 2  # the second question's evidence was cut away
     assert recs[0]["meta"]["doc_tokens"] > 120
+    assert recs[0]["metric"] == "rouge" and 0 <= recs[0]["scores"]["qa_f1"] <= 1  # F1 stored beside ROUGE-L
     verdicts = records(out, "judge.jsonl")
     assert [v["judge"] for v in verdicts] == [1.0, 1.0]
     path, auth, body = _Endpoint.seen[0]
     assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "judge-model"
     assert "eleven winters" in body["messages"][0]["content"]
     summary = (out / "summary.md").read_text()
-    assert "shortdep_qa · judge" in summary and "100.00 (50.44)" in summary  # the paper's LIFT+ICL ShortQA
+    assert "shortdep_qa · judge" in summary and "shortdep_qa · qa_f1" in summary and "100.00 (50.44)" in summary  # the paper's LIFT+ICL ShortQA
     meta = json.loads((out / "run.json").read_text())
     assert meta["examples"] == {"loaded": 2, "kept_after_cut": 1}
 
