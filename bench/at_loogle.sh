@@ -5,7 +5,8 @@
 # the head and tail of each cut document. SFT corpus, disjoint from them: shortdep_qa documents 3-5 and longdep_qa
 # documents 2-3 (other articles), cut to 1500 tokens, with their own QA pairs inside the cut (30 keyphrase items for
 # documents that keep none), one epoch of segments then one of segments + QA. Answers are capped at 64 tokens (CPU time; the same cap for every row).
-# Usage: bash bench/at_loogle.sh [base] [sft]   (each part resumes; writes bench/results/at-loogle/<variant>/)
+# Usage: bash bench/at_loogle.sh [base] [sft] [table]
+#   (each part resumes; writes bench/results/at-loogle/<variant>/, and table.md over all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
@@ -18,7 +19,7 @@ TEST=(--benchmark loogle --data "$LOOGLE/shortdep_qa.jsonl" --documents 2 --max-
 # AT: statement and key-phrase questions over every sentence, asked without the document, 3 stage-2 epochs
 AT=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --qa-epochs 3)
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(base sft)
+[ ${#parts[@]} -gt 0 ] || parts=(base sft table)
 mkdir -p "$WORK"
 
 for part in "${parts[@]}"; do
@@ -37,6 +38,10 @@ for part in "${parts[@]}"; do
       cp "$SFT_MODEL/liftlm_sft.json" "$OUT/sft/liftlm_sft.json"
       "$LIFTLM" eval "${TEST[@]}" --base "$SFT_MODEL" --methods icl,lift+icl --out "$OUT/sft"
       "$LIFTLM" eval "${TEST[@]}" --base "$SFT_MODEL" --methods lift+icl "${AT[@]}" --out "$OUT/sft+at" ;;
-    *) echo "unknown part: $part (base, sft)" >&2; exit 2 ;;
+    table)
+      "${PYTHON:-.venv/bin/python}" bench/compare_runs.py base="$OUT/base" base+AT="$OUT/base+at" SFT="$OUT/sft" \
+        SFT+AT="$OUT/sft+at" > "$OUT/table.md"
+      cat "$OUT/table.md" ;;
+    *) echo "unknown part: $part (base, sft, table)" >&2; exit 2 ;;
   esac
 done
