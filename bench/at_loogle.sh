@@ -5,7 +5,7 @@
 # the head and tail of each cut document. SFT corpus, disjoint from them: shortdep_qa documents 3-5 and longdep_qa
 # documents 2-3 (other articles), cut to 1500 tokens, with their own QA pairs inside the cut (30 keyphrase items for
 # documents that keep none), one epoch of segments then one of segments + QA. Answers are capped at 64 tokens (CPU time; the same cap for every row).
-# Usage: bash bench/at_loogle.sh [base] [sft] [table]
+# Usage: bash bench/at_loogle.sh [base] [base+at] [sft] [sft+at] [table]
 #   (each part resumes; writes bench/results/at-loogle/<variant>/, and table.md over all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,18 +16,20 @@ WORK=${LIFTLM_HOME:-$HOME/.cache/liftlm}/at-loogle
 SFT_MODEL=$WORK/sft-model
 TEST=(--benchmark loogle --data "$LOOGLE/shortdep_qa.jsonl" --documents 2 --max-doc-tokens 3000 --window 1024
       --max-new-tokens 64 --quiet)
-# AT: statement and key-phrase questions over every sentence, asked without the document, 3 stage-2 epochs
-AT=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --qa-epochs 3)
+# AT: 150 statement and key-phrase questions spread over the sentences, asked without the document, 2 stage-2
+# epochs (CPU time: a 3k-token document has ~250 sentences)
+AT=(--qa-pairs 150 --qa-generator keyphrase --qa-context-tokens 0 --qa-epochs 2)
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(base sft table)
+[ ${#parts[@]} -gt 0 ] || parts=(base base+at sft sft+at table)
 mkdir -p "$WORK"
 
 for part in "${parts[@]}"; do
   case "$part" in
     base)
-      "$LIFTLM" eval "${TEST[@]}" --methods icl,lift+icl --out "$OUT/base"
+      "$LIFTLM" eval "${TEST[@]}" --methods icl,lift+icl --out "$OUT/base" ;;
+    base+at)
       "$LIFTLM" eval "${TEST[@]}" --methods lift+icl "${AT[@]}" --out "$OUT/base+at" ;;
-    sft)
+    sft|sft+at)
       if [ ! -d "$SFT_MODEL" ]; then
         corpus=$WORK/sft-corpus.jsonl
         { sed -n 3,5p "$LOOGLE/shortdep_qa.jsonl"; sed -n 2,3p "$LOOGLE/longdep_qa.jsonl"; } > "$corpus"
@@ -36,12 +38,15 @@ for part in "${parts[@]}"; do
       fi
       mkdir -p "$OUT/sft"
       cp "$SFT_MODEL/liftlm_sft.json" "$OUT/sft/liftlm_sft.json"
-      "$LIFTLM" eval "${TEST[@]}" --base "$SFT_MODEL" --methods icl,lift+icl --out "$OUT/sft"
-      "$LIFTLM" eval "${TEST[@]}" --base "$SFT_MODEL" --methods lift+icl "${AT[@]}" --out "$OUT/sft+at" ;;
+      if [ "$part" = sft ]; then
+        "$LIFTLM" eval "${TEST[@]}" --base "$SFT_MODEL" --methods icl,lift+icl --out "$OUT/sft"
+      else
+        "$LIFTLM" eval "${TEST[@]}" --base "$SFT_MODEL" --methods lift+icl "${AT[@]}" --out "$OUT/sft+at"
+      fi ;;
     table)
       "${PYTHON:-.venv/bin/python}" bench/compare_runs.py base="$OUT/base" base+AT="$OUT/base+at" SFT="$OUT/sft" \
         SFT+AT="$OUT/sft+at" > "$OUT/table.md"
       cat "$OUT/table.md" ;;
-    *) echo "unknown part: $part (base, sft, table)" >&2; exit 2 ;;
+    *) echo "unknown part: $part (base, base+at, sft, sft+at, table)" >&2; exit 2 ;;
   esac
 done

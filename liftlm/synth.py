@@ -23,7 +23,7 @@ from pathlib import Path
 from .errors import LiftError
 
 GENERATORS = ("auto", "keyphrase", "llm")
-SYNTH_VERSION = 2  # part of the QA cache and adapter keys: bump when the items made for a document change
+SYNTH_VERSION = 3  # part of the QA cache and adapter keys: bump when the items made for a document change
 MIN_LLM_YIELD = 0.5
 PROBE_WINDOWS = 3
 KEYPHRASE_QUESTION = "What does the document say about {phrase}?"
@@ -75,20 +75,43 @@ def verified(pair: QAPair, window: str) -> bool:
     return bool(pair.answer.strip()) and bool(pair.question.strip()) and bool(ev) and ev in normalize(window)
 
 
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences (pysbd: rule-based, no download), whitespace trimmed."""
+MAX_SENTENCE_WORDS = 80
+# A sentence end that pysbd missed: . ! ? (and closing quotes/brackets), then a space or none, then a capital.
+_SENTENCE_END = re.compile(r"(?<=[^\s.A-Z][.!?])[\"”’)\]]*(?:\s+|(?=[A-Z]))(?=[\"“‘(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str, max_words: int = MAX_SENTENCE_WORDS) -> list[tuple[int, int]]:
+    """Character spans of the sentences (pysbd: rule-based, no download), whitespace trimmed.
+
+    pysbd keeps everything between mismatched quotation marks as one "sentence" (over a thousand words in
+    some Wikipedia articles); a span longer than ``max_words`` is split again at sentence ends, and what is
+    still too long is cut every ``max_words`` words, so that no item built from a sentence outgrows the window.
+    """
     import pysbd
 
     spans = []
     for s in pysbd.Segmenter(language="en", clean=False, char_span=True).segment(text):
-        a, b = s.start, s.end
-        while a < b and text[a].isspace():
-            a += 1
-        while b > a and text[b - 1].isspace():
-            b -= 1
-        if b > a:
-            spans.append((a, b))
+        for a, b in _bounded(text, s.start, s.end, max_words):
+            while a < b and text[a].isspace():
+                a += 1
+            while b > a and text[b - 1].isspace():
+                b -= 1
+            if b > a:
+                spans.append((a, b))
     return spans
+
+
+def _bounded(text: str, a: int, b: int, max_words: int) -> list[tuple[int, int]]:
+    if len(text[a:b].split()) <= max_words:
+        return [(a, b)]
+    cuts = [a] + [a + m.end() for m in _SENTENCE_END.finditer(text[a:b])] + [b]
+    out = []
+    for x, y in zip(cuts, cuts[1:]):
+        words = [m.span() for m in re.finditer(r"\S+", text[x:y])]
+        for i in range(0, len(words), max_words):
+            chunk = words[i : i + max_words]
+            out.append((x + chunk[0][0], x + chunk[-1][1]))
+    return out
 
 
 def sentence_windows(n_sentences: int, size: int, count: int) -> list[tuple[int, int]]:

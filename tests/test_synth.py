@@ -31,6 +31,19 @@ def test_split_sentences_spans():
     assert sentences[-1].startswith("Mr. Olwen")  # no split after "Mr."
 
 
+def test_overlong_spans_are_split_again():
+    # a stray opening quote makes pysbd keep the rest as one sentence, as in LooGLE's Wikipedia text
+    text = ("He signed the ''Manifiesto de la Alhambra'' of 1952, one of “the best texts\", by him. "
+            + " ".join(f'It had {i} walls.Then it grew. The town "was big".' for i in range(8)))
+    spans = split_sentences(text, max_words=20)
+    pieces = [text[a:b] for a, b in spans]
+    assert all(len(p.split()) <= 20 for p in pieces)
+    assert "It had 7 walls." in pieces and "Then it grew." in pieces  # split at a missing space too
+    assert "".join(pieces).replace(" ", "") == text.replace(" ", "")  # nothing lost, nothing repeated
+    words = " ".join(["word"] * 50)  # no sentence end at all: cut every max_words words
+    assert [b - a for a, b in split_sentences(words, max_words=20)] == [99, 99, 49]
+
+
 def test_sentence_windows_spread_over_the_document():
     assert sentence_windows(10, 3, 4) == [(0, 3), (2, 5), (5, 8), (7, 10)]
     assert sentence_windows(10, 3, 1) == [(3, 6)]
