@@ -23,11 +23,13 @@ for run in "${runs[@]}"; do
       "$LIFTLM" eval --benchmark loogle --data "$LOOGLE" --task shortdep_qa,longdep_qa --documents 2 \
         --max-doc-tokens 12000 --max-new-tokens 96 --methods icl,lift+icl,rag,lift+rag --window 1024 --out "$OUT/loogle" ;;
     qwen)  # real QA with a model that can answer: Qwen2.5-Coder-1.5B-Instruct (scripts/fetch_qwen1.5b.sh),
-           # LooGLE shortdep_qa cut to its first 3000 tokens, window 512, answers capped at 96 tokens (CPU time)
+           # LooGLE shortdep_qa cut to its first 3000 tokens, window 512, answers capped at 96 tokens (CPU time);
+           # the judge verdicts (True/False semantic equivalence, the paper's GPT-4 judge's question) were added
+           # by a second run of the same command after the answers
       QWEN=${QWEN:-$(bash scripts/fetch_qwen1.5b.sh)}
       "$LIFTLM" eval --benchmark loogle --data "$LOOGLE" --task shortdep_qa --documents 2 --model "$QWEN" \
         --max-doc-tokens 3000 --max-new-tokens 96 --methods icl,lift+icl,rag --window 512 \
-        --out "$OUT/loogle-qwen1.5b" ;;
+        --judge "$QWEN" --out "$OUT/loogle-qwen1.5b" ;;  # judge: the same model (no stronger one here)
     *) echo "unknown run: $run (ruler, niah, loogle, qwen)" >&2; exit 2 ;;
   esac
 done
