@@ -1,4 +1,5 @@
-"""Paper mode vs overlap-aware mode on one document, same seed: training time against what was learned.
+"""Paper mode vs the overlap-aware modes (overlap, recurrent) on one document, same seed: training time against
+what was learned.
 
 Quality is the document's mean NLL per token with nothing in context (lower = more of the document in the
 weights), measured after each run; time is the training wall time. Writes a JSON report.
@@ -18,17 +19,16 @@ from liftlm.context import PromptBuilder
 from liftlm.eval.niah import load_haystack
 from liftlm.infer import text_nll
 from liftlm.models import load_model
+from liftlm.overlap import trainer_for
 from liftlm.recipe import build_samples
-from liftlm.train import attach_adapter, train
+from liftlm.train import attach_adapter
 
 
 def run(loaded, doc_ids, text, cfg: LiftConfig) -> dict:
-    from liftlm.overlap import train_overlap
-
     prompts = PromptBuilder(loaded.tokenizer, loaded.max_context)
     samples = build_samples(doc_ids, cfg, prompts)
     model = attach_adapter(loaded.model, cfg)
-    trainer = train_overlap if cfg.training_mode == "overlap" else train
+    trainer = trainer_for(cfg.training_mode)
     start = time.perf_counter()
     result = trainer(model, samples, cfg, progress=False)
     seconds = time.perf_counter() - start
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--haystack", default="../shared/data/niah/PaulGrahamEssays")
     ap.add_argument("--paper-epochs", default="1,2")
     ap.add_argument("--overlap-epochs", default="1,2,3,4")
+    ap.add_argument("--recurrent-epochs", default="1,2,3,4,5")
     ap.add_argument("--out", default="bench/results/overlap-vs-paper.json")
     args = ap.parse_args()
     hf_logging.disable_progress_bar()
@@ -57,7 +58,8 @@ def main() -> None:
              "document_nll": round(text_nll(loaded.model, loaded.tokenizer, text), 4)}]
     print(rows[-1], flush=True)
     for mode, epochs in [("paper", e) for e in args.paper_epochs.split(",")] + \
-                        [("overlap", e) for e in args.overlap_epochs.split(",")]:
+                        [("overlap", e) for e in args.overlap_epochs.split(",") if e] + \
+                        [("recurrent", e) for e in args.recurrent_epochs.split(",") if e]:
         rows.append(run(loaded, doc_ids, text, LiftConfig(training_mode=mode, epochs=int(epochs))))
         print(rows[-1], flush=True)
     with open(args.out, "w") as f:

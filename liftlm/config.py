@@ -14,7 +14,7 @@ from .errors import LiftError
 SCHEDULES = ("constant", "linear", "cosine")
 QA_SCHEDULES = ("two-stage", "mixed")
 QA_GENERATORS = ("auto", "keyphrase", "llm")
-TRAINING_MODES = ("paper", "overlap")
+TRAINING_MODES = ("paper", "overlap", "recurrent")
 FINETUNE_KINDS = ("lora", "full")
 
 
@@ -57,7 +57,9 @@ class LiftConfig:
     # --- training ---
     training_mode: str = _f("paper", "paper: overlapping segments, each trained whole (every token ~ℓ/s times "
                                      "per epoch); overlap: each token trained once per epoch, the previous ℓ−s "
-                                     "tokens and the context run without gradients as a key/value cache")
+                                     "tokens and the context run without gradients as a key/value cache; "
+                                     "recurrent: as overlap, but those keys/values are kept from the steps "
+                                     "that computed them (Transformer-XL memory), not recomputed")
     finetune: str = _f("lora", f"what to train: {' | '.join(FINETUNE_KINDS)}")
     lora_rank: int = _f(16, "LoRA rank r")
     lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / r)")
@@ -101,8 +103,11 @@ class LiftConfig:
             problems.append(f"--grad-accum must be at least 1 (got {self.grad_accum})")
         if self.training_mode not in TRAINING_MODES:
             problems.append(f"--training-mode must be one of {', '.join(TRAINING_MODES)} (got {self.training_mode!r})")
-        if self.training_mode == "overlap" and self.grad_checkpointing:
-            problems.append("--grad-checkpointing does not work with --training-mode overlap (the cache is dropped)")
+        if self.training_mode in ("overlap", "recurrent") and self.grad_checkpointing:
+            problems.append(f"--grad-checkpointing does not work with --training-mode {self.training_mode} "
+                            "(the cache is dropped)")
+        if self.training_mode == "recurrent" and self.effective_stride >= self.segment_length:
+            problems.append("--training-mode recurrent needs overlapping segments (--stride < --segment-length)")
         if self.qa_pairs < 0:
             problems.append(f"--qa-pairs must be 0 or more (got {self.qa_pairs})")
         if self.qa_generator not in QA_GENERATORS:

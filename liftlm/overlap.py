@@ -41,6 +41,7 @@ class StrideSample:
     target_ids: list[int]
     start: int  # document position of target_ids[0]
     end: int  # one past the document position of target_ids[-1]
+    n_prompt: int = 0  # leading tokens of prefix_ids that are the CT prompt (the rest are document tokens)
 
     @property
     def n_loss_tokens(self) -> int:
@@ -87,7 +88,7 @@ def build_stride_samples(doc_ids: list[int], cfg: LiftConfig, prompts: PromptBui
         if not prefix:  # plain mode, first span: nothing predicts doc[0] (as a plain segment's first token)
             prefix, target, a = target[:1], target[1:], a + 1
         if target:
-            samples.append(StrideSample(prefix, target, a, b))
+            samples.append(StrideSample(prefix, target, a, b, len(prompt)))
     return samples
 
 
@@ -193,3 +194,174 @@ def train_overlap(model, samples: list[StrideSample], cfg: LiftConfig, progress:
 
     return optimize(model, plan, compute, cfg, result, progress, desc)
 
+
+
+# --- recurrent mode: the overlap is not recomputed at all (Transformer-XL memory) ---
+# ``train_overlap`` still runs the ℓ - s previous tokens and the CT prompt forward (without gradients) in every
+# step: ~4.6 tokens forward per trained token with the defaults. ``train_recurrent`` keeps instead the keys/values
+# that the previous steps computed for the document tokens — a memory of the last ℓ - s - 1 of them, detached,
+# as Transformer-XL does — and the CT prompt's keys/values, recomputed every ``PROMPT_REFRESH`` stride samples.
+# A step then runs only its s new tokens, forward and backward. The price: the memory was computed with the
+# adapter of one or two steps before (the prompt's with one up to PROMPT_REFRESH steps before), and a memory
+# token's keys carry what it saw when it was new (the ℓ - s tokens before *it*), so the context reaches further
+# back than a paper segment's. Stride samples run in document order within an epoch (QA samples keep their
+# shuffled slots), since each step needs the memory of the span just before it.
+#
+# Rotary positions: a span's tokens take positions right after prompt + memory, as in ``_stride_logits``, so the
+# memory must slide back by the number of tokens it drops. Keys are stored rotated (RoPE), and a rotation by
+# -d moves a key from position p to p - d exactly (R(p - d) = R(-d) R(p)), so the memory is shifted in place of
+# being recomputed. ``check_recurrent_support`` verifies that on the model itself before training.
+
+PROMPT_REFRESH = 8  # stride samples between two recomputations of the CT prompt's keys/values
+
+
+def sequential_plan(plan: list[list[int]], n_segments: int) -> list[list[int]]:
+    """``plan`` (from ``epoch_plan``) with each epoch's stride samples (indices < n_segments) in document order;
+    the QA samples keep their shuffled positions among them."""
+    out = []
+    for epoch in plan:
+        ordered = iter(sorted(i for i in epoch if i < n_segments))
+        out.append([next(ordered) if i < n_segments else i for i in epoch])
+    return out
+
+
+def _rotary(model):
+    for m in model.modules():
+        if type(m).__name__.endswith("RotaryEmbedding") and hasattr(m, "inv_freq"):
+            return m
+    return None
+
+
+def shift_keys(keys: torch.Tensor, rotary, d: int) -> torch.Tensor:
+    """Keys ([..., L, head_dim]) rotated by RoPE at positions p, returned as if computed at positions p - d."""
+    from transformers.models.llama.modeling_llama import rotate_half
+
+    freqs = -d * rotary.inv_freq.to(device=keys.device, dtype=torch.float)  # [head_dim / 2]
+    angle = torch.cat((freqs, freqs))
+    return keys * angle.cos().to(keys.dtype) + rotate_half(keys) * angle.sin().to(keys.dtype)
+
+
+def _kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def check_recurrent_support(model):
+    """The model's rotary module, after checking that its layer-0 keys computed at positions p + 5 and shifted
+    by ``shift_keys`` equal those computed at p (a model whose keys do not move that way is refused)."""
+    from .errors import LiftError
+
+    rotary = _rotary(model)
+    rope_type = str(getattr(rotary, "rope_type", "default"))
+    if rotary is None or "dynamic" in rope_type or "longrope" in rope_type:
+        raise LiftError("--training-mode recurrent needs a model with plain rotary position embeddings (RoPE); "
+                        "use --training-mode overlap for this model")
+    device = next(model.parameters()).device
+    ids = torch.tensor([[1, 2, 3, 4]], device=device)
+    with torch.no_grad():
+        near = _kv(prefix_cache(model, ids))[0][0]
+        out = model(input_ids=ids, position_ids=torch.arange(5, 9, device=device)[None], use_cache=True,
+                    logits_to_keep=1)
+        far = _kv(_output_cache(out))[0][0]
+    if not torch.allclose(shift_keys(far, rotary, 5), near, atol=1e-4, rtol=1e-3):
+        raise LiftError("--training-mode recurrent: this model's keys do not shift like RoPE keys; "
+                        "use --training-mode overlap for this model")
+    return rotary
+
+
+class Memory:
+    """The detached keys/values of the document tokens [end - length, end), at positions after the prompt."""
+
+    def __init__(self, keep: int, rotary):
+        self.keep, self.rotary = keep, rotary
+        self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.end = 0
+
+    @property
+    def length(self) -> int:
+        return self.kv[0][0].shape[-2] if self.kv else 0
+
+    def reset(self) -> None:
+        self.kv, self.end = [], 0
+
+    def extend(self, new: list[tuple[torch.Tensor, torch.Tensor]], end: int) -> None:
+        """Append the keys/values of the document tokens just run (ending at ``end``), keep the last ``keep``."""
+        kv = [(torch.cat((k0, k.detach()), -2), torch.cat((v0, v.detach()), -2)) for (k0, v0), (k, v)
+              in zip(self.kv, new)] if self.kv else [(k.detach(), v.detach()) for k, v in new]
+        over = kv[0][0].shape[-2] - self.keep
+        if over > 0:  # drop the oldest tokens and slide the rest back to the positions they leave free
+            kv = [(shift_keys(k[..., over:, :], self.rotary, over), v[..., over:, :]) for k, v in kv]
+        self.kv, self.end = kv, end
+
+
+def recurrent_logits(model, sample: StrideSample, prompt_kv, memory: Memory) -> torch.Tensor:
+    """Logits ([1, T, V]) whose position i predicts ``sample.target_ids[i]``, attending to the prompt's
+    keys/values ``prompt_kv`` and to ``memory``, which must end right before the sample's first input
+    (doc[start - 1]; a document's first span resets it). Extends the memory with the sample's tokens."""
+    from transformers import DynamicCache
+
+    first_is_doc = sample.start > 0  # the first input is doc[start - 1], or the prompt's last token
+    if memory.end != max(sample.start - 1, 0):
+        if sample.start > 1:
+            raise RuntimeError("recurrent training needs the stride samples in document order "
+                               f"(memory ends at {memory.end}, the sample needs {sample.start - 1})")
+        memory.reset()  # the document's first span: nothing before it
+    n_prompt = sample.n_prompt if first_is_doc else sample.n_prompt - 1
+    device = next(model.parameters()).device
+    inputs = torch.tensor([sample.prefix_ids[-1:] + sample.target_ids[:-1]], device=device)  # [1, T]
+    cached = [(k[..., :n_prompt, :], v[..., :n_prompt, :]) for k, v in prompt_kv] if n_prompt else []
+    if memory.length:
+        cached = [(torch.cat((k, mk), -2), torch.cat((v, mv), -2)) for (k, v), (mk, mv) in zip(cached, memory.kv)] \
+            if cached else list(memory.kv)
+    n_cached = cached[0][0].shape[-2] if cached else 0
+    positions = torch.arange(n_cached, n_cached + inputs.shape[1], device=device)[None]
+    kwargs = {_cache_kwarg(model): DynamicCache(ddp_cache_data=cached)} if cached else {}
+    out = model(input_ids=inputs, position_ids=positions, use_cache=True, **kwargs)
+    cache = _output_cache(out)
+    if cache is None or cache.get_seq_length() != n_cached + inputs.shape[1]:
+        raise RuntimeError("the model did not attend to the cached prompt and memory (its KV cache was not extended)")
+    skip = n_cached + (0 if first_is_doc else 1)  # keep only document tokens in the memory
+    memory.extend([(k[..., skip:, :], v[..., skip:, :]) for k, v in _kv(cache)], sample.end - 1)
+    return out.logits
+
+
+def train_recurrent(model, samples: list[StrideSample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
+                    qa_samples: list[Sample] | None = None) -> OverlapTrainResult:
+    """``train_overlap`` with a Transformer-XL memory in place of the recomputed prefix (see above)."""
+    result = OverlapTrainResult()
+    qa_samples = qa_samples or []
+    n_seg = len(samples)
+    plan = sequential_plan(epoch_plan(n_seg, len(qa_samples), cfg), n_seg)
+    if not any(plan):
+        return result
+    if _checkpointing_on(model) or cfg.grad_checkpointing:
+        raise RuntimeError("recurrent training cannot use gradient checkpointing (it drops the KV cache)")
+    rotary = check_recurrent_support(model)
+    device = next(model.parameters()).device
+    memory = Memory(cfg.segment_length - cfg.effective_stride - 1, rotary)
+    state = {"prompt_kv": [], "age": PROMPT_REFRESH}
+    qa = [(torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device)) for s in qa_samples]
+
+    def compute(i: int) -> tuple[torch.Tensor, float]:
+        if i >= n_seg:
+            ids, labels = qa[i - n_seg]
+            result.tokens += ids.shape[1]
+            return sample_loss(model, ids, labels), cfg.qa_weight
+        s = samples[i]
+        if s.n_prompt and (state["age"] >= PROMPT_REFRESH or s.start == 0):  # a document's first span, or stale
+            prompt = torch.tensor([s.prefix_ids[: s.n_prompt]], device=device)  # (SFT: one prompt per document)
+            state["prompt_kv"], state["age"] = _kv(prefix_cache(model, prompt)), 0
+            result.prefix_tokens += s.n_prompt
+        state["age"] += 1
+        result.tokens += len(s.target_ids)
+        logits = recurrent_logits(model, s, state["prompt_kv"], memory)  # [1, T, V]
+        loss = F.cross_entropy(logits[0].float(), torch.tensor(s.target_ids, device=device))
+        return loss, len(s.target_ids) / cfg.effective_stride
+
+    return optimize(model, plan, compute, cfg, result, progress, desc)
+
+
+def trainer_for(mode: str):
+    """The training loop of a ``--training-mode``: ``train`` (paper), ``train_overlap`` or ``train_recurrent``."""
+    from .train import train
+
+    return {"paper": train, "overlap": train_overlap, "recurrent": train_recurrent}[mode]

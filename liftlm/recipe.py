@@ -24,9 +24,10 @@ from .context import PromptBuilder
 from .errors import LiftError
 from .infer import MODES, base_model_context, generate, uses_adapter, uses_document, uses_retrieval
 from .models import LoadedModel, load_model
+from .overlap import build_stride_samples, trainer_for
 from .segment import segment_spans
 from .synth import SYNTH_VERSION, QAPair, local_completer, openai_completer, read_qa, synthesize, write_qa
-from .train import TrainResult, attach_adapter, train
+from .train import TrainResult, attach_adapter
 
 
 @dataclass
@@ -75,10 +76,8 @@ def read_document_file(path: str | Path) -> str:
 
 def build_samples(doc_ids: list[int], cfg: LiftConfig, prompts: PromptBuilder) -> list:
     """Segments of the document (paper §3.1), each made a training sample (plain or contextualized, §3.2);
-    stride samples with a cached prefix in ``overlap`` mode (``liftlm.overlap``)."""
-    if cfg.training_mode == "overlap":
-        from .overlap import build_stride_samples
-
+    stride samples with a cached prefix in ``overlap`` and ``recurrent`` modes (``liftlm.overlap``)."""
+    if cfg.training_mode in ("overlap", "recurrent"):
         return build_stride_samples(doc_ids, cfg, prompts)
     spans = segment_spans(len(doc_ids), cfg.segment_length, cfg.effective_stride)
     if not cfg.contextualized:
@@ -166,10 +165,7 @@ class Lift:
         except ValueError as e:
             raise LiftError(f"--window/--segment-length: {e}") from None
         model = attach_adapter(copy.deepcopy(base) if cfg.finetune == "full" else base, cfg)
-        trainer = train
-        if cfg.training_mode == "overlap":
-            from .overlap import train_overlap as trainer
-        result = trainer(model, samples, cfg, progress=self.progress, qa_samples=qa_samples)
+        result = trainer_for(cfg.training_mode)(model, samples, cfg, progress=self.progress, qa_samples=qa_samples)
         metadata = {
             "liftlm_version": __version__,
             "kind": cfg.finetune,
@@ -183,7 +179,7 @@ class Lift:
             "training": {
                 "seconds": round(result.seconds, 3),
                 "tokens": result.tokens,
-                "prefix_tokens": getattr(result, "prefix_tokens", 0),  # overlap mode: no-grad cache tokens
+                "prefix_tokens": getattr(result, "prefix_tokens", 0),  # overlap/recurrent modes: tokens run forward only
                 "tokens_per_second": round(result.tokens_per_second, 2),
                 "steps": result.steps,
                 "loss_curve": [round(x, 5) for x in result.loss_curve],

@@ -27,9 +27,10 @@ from .context import PromptBuilder
 from .errors import LiftError
 from .eval.datasets import DocumentCut
 from .models import load_model
+from .overlap import trainer_for
 from .recipe import build_samples
 from .synth import QAPair, synthesize
-from .train import attach_adapter, train
+from .train import attach_adapter
 
 SFT_METADATA = "liftlm_sft.json"
 
@@ -111,10 +112,7 @@ def run_sft(corpus: str | Path, out: str | Path, model: str | None = None, confi
         except ValueError as e:
             raise LiftError(f"--window/--segment-length: {e}") from None
     model_ = attach_adapter(loaded.model, cfg)
-    trainer = train
-    if cfg.training_mode == "overlap":
-        from .overlap import train_overlap as trainer
-    result = trainer(model_, segments, cfg, progress=progress, desc="SFT", qa_samples=qa_samples)
+    result = trainer_for(cfg.training_mode)(model_, segments, cfg, progress=progress, desc="SFT", qa_samples=qa_samples)
     merged = model_.merge_and_unload() if hasattr(model_, "merge_and_unload") else model_
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -5,13 +5,20 @@ import torch
 from liftlm.config import LiftConfig
 from liftlm.context import IGNORE_INDEX, PromptBuilder
 from liftlm.overlap import (
+    PROMPT_REFRESH,
+    Memory,
     build_stride_samples,
+    check_recurrent_support,
     ct_prompt,
     prefix_cache,
+    recurrent_logits,
+    sequential_plan,
+    shift_keys,
     stride_logits,
     stride_loss,
     stride_spans,
     train_overlap,
+    train_recurrent,
 )
 from liftlm.recipe import build_samples
 from liftlm.train import attach_adapter
@@ -198,16 +205,129 @@ def test_training_with_qa_samples_and_accumulation(tiny_loaded):
     assert result.tokens == 2 * len(doc) + len(qa[0].input_ids)
 
 
-def test_overlap_mode_through_the_recipe(tiny_model_dir, tmp_path):
+def test_overlap_modes_through_the_recipe(tiny_model_dir, tmp_path):
     from liftlm import Lift, LiftConfig
 
     text = "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 8
     cfg = LiftConfig(training_mode="overlap", segment_length=32, context_tokens=32, window=256, epochs=1,
                      lora_rank=4)
-    lift = Lift(str(tiny_model_dir), cfg, store=tmp_path, device="cpu", progress=False)
-    done = lift.internalize(text)
-    assert done.trained and done.metadata["training"]["prefix_tokens"] > 0
-    assert done.metadata["training"]["tokens"] < done.metadata["training"]["prefix_tokens"]
-    paper = Lift(str(tiny_model_dir), LiftConfig(**{**cfg.to_dict(), "training_mode": "paper"}), store=tmp_path,
-                 device="cpu", progress=False).internalize(text)
-    assert paper.adapter != done.adapter  # the mode is part of the adapter key
+    runs = {mode: Lift(str(tiny_model_dir), LiftConfig(**{**cfg.to_dict(), "training_mode": mode}), store=tmp_path,
+                       device="cpu", progress=False).internalize(text) for mode in ("overlap", "recurrent", "paper")}
+    assert all(r.trained for r in runs.values())
+    assert len({r.adapter for r in runs.values()}) == 3  # the mode is part of the adapter key
+    overlap, recurrent = runs["overlap"].metadata["training"], runs["recurrent"].metadata["training"]
+    assert overlap["tokens"] == recurrent["tokens"] == runs["paper"].metadata["document_tokens"]  # once each
+    assert overlap["tokens"] < overlap["prefix_tokens"]  # recomputes the prompt and the overlap every step
+    assert 0 < recurrent["prefix_tokens"] < overlap["prefix_tokens"] / 3  # keeps them
+
+
+# --- recurrent mode (Transformer-XL memory) ---
+def _one_layer_model(tokenizer):
+    """A 1-layer Llama: its keys/values depend only on each token and its position, so a memory kept from
+    earlier steps equals a recomputed prefix exactly, trimming and rotary shift included."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                         initializer_range=0.2)
+    return LlamaForCausalLM(config).eval()
+
+
+def _run_recurrent(model, samples, cfg):
+    rotary = check_recurrent_support(model)
+    memory = Memory(cfg.segment_length - cfg.effective_stride - 1, rotary)
+    out = []
+    with torch.no_grad():
+        for s in samples:
+            prompt_kv = [(layer.keys, layer.values) for layer in
+                         prefix_cache(model, torch.tensor([s.prefix_ids[: s.n_prompt]])).layers] if s.n_prompt else []
+            out.append(recurrent_logits(model, s, prompt_kv, memory))
+            assert memory.length <= cfg.segment_length - cfg.effective_stride - 1
+    return out
+
+
+def test_shift_keys_moves_rotary_keys_exactly(tiny_loaded):
+    model = tiny_loaded.model.float().eval()
+    rotary = check_recurrent_support(model)
+    ids = torch.tensor([[5, 9, 13, 17, 21]])
+    with torch.no_grad():
+        near = prefix_cache(model, ids).layers[0].keys
+        far = model(input_ids=ids, position_ids=torch.arange(40, 45)[None], use_cache=True).past_key_values
+    torch.testing.assert_close(shift_keys(far.layers[0].keys, rotary, 40), near, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("contextualized", [True, False])
+def test_recurrent_memory_equals_the_recomputed_prefix_on_one_layer(tiny_tokenizer, contextualized):
+    """Memory trimmed and shifted each step: the logits equal overlap mode's (a fresh prefix per span)."""
+    model = _one_layer_model(tiny_tokenizer)
+    cfg, prompts, doc, _ = _setup(tiny_tokenizer, contextualized=contextualized)
+    samples = build_stride_samples(doc, cfg, prompts)
+    assert len(samples) > 5  # the memory is trimmed many times
+    for s, logits in zip(samples, _run_recurrent(model, samples, cfg)):
+        torch.testing.assert_close(logits, stride_logits(model, s), atol=1e-4, rtol=1e-4)
+
+
+def test_recurrent_logits_equal_a_full_forward_pass_while_the_memory_holds_the_past(tiny_loaded):
+    """Two layers, a memory long enough for everything before each span: exactly one forward pass."""
+    model = tiny_loaded.model.float().eval()
+    cfg, prompts, doc, _ = _setup(tiny_loaded.tokenizer, segment_length=160, stride=20)
+    samples = build_stride_samples(doc[:120], cfg, prompts)
+    assert len(samples) == 6 and samples[-1].prefix_ids[samples[-1].n_prompt:] == doc[:100]
+    for s, logits in zip(samples, _run_recurrent(model, samples, cfg)):
+        torch.testing.assert_close(logits, _full_logits(model, s), atol=1e-4, rtol=1e-4)
+
+
+def test_recurrent_memory_is_detached_and_needs_document_order(tiny_loaded):
+    cfg, _, _, samples = _setup(tiny_loaded.tokenizer)
+    model = attach_adapter(tiny_loaded.model.float(), cfg)
+    model.train()
+    rotary = check_recurrent_support(model)
+    memory = Memory(cfg.segment_length - cfg.effective_stride - 1, rotary)
+    prompt_kv = [(layer.keys, layer.values) for layer in
+                 prefix_cache(model, torch.tensor([samples[0].prefix_ids[: samples[0].n_prompt]])).layers]
+    for s in samples[:3]:
+        logits = recurrent_logits(model, s, prompt_kv, memory)
+        torch.nn.functional.cross_entropy(logits[0], torch.tensor(s.target_ids)).backward()
+        assert all(k.grad_fn is None and v.grad_fn is None for k, v in memory.kv)
+    assert memory.end == samples[2].end - 1
+    assert all(p.grad is None for n, p in model.named_parameters() if "lora_" not in n)
+    with pytest.raises(RuntimeError, match="document order"):
+        recurrent_logits(model, samples[5], prompt_kv, memory)
+
+
+def test_sequential_plan_orders_spans_and_keeps_qa_slots():
+    plan = [[3, 0, 2, 1], [1, 5, 0, 3, 4, 2]]  # 4 spans; 4 and 5 are QA samples
+    assert sequential_plan(plan, 4) == [[0, 1, 2, 3], [0, 5, 1, 2, 4, 3]]
+
+
+def test_recurrent_training_lowers_the_loss_and_runs_each_token_once(tiny_loaded):
+    cfg, prompts, doc, samples = _setup(tiny_loaded.tokenizer, epochs=3, training_mode="recurrent")
+    model = attach_adapter(tiny_loaded.model.float(), cfg)
+
+    def mean_loss():
+        model.eval()
+        with torch.no_grad():
+            return sum(stride_loss(model, s).item() for s in samples) / len(samples)
+
+    before = mean_loss()
+    result = train_recurrent(model, samples, cfg, progress=False)
+    after = mean_loss()
+    assert after < 0.8 * before, (before, after)
+    assert result.steps == 3 * len(samples) and result.tokens == 3 * len(doc)
+    refreshes = -(-len(samples) // PROMPT_REFRESH)  # per epoch: at the first span, then every PROMPT_REFRESH
+    assert result.prefix_tokens == 3 * refreshes * samples[0].n_prompt
+
+
+def test_recurrent_mode_refuses_what_it_cannot_do(tiny_tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from liftlm.errors import LiftError
+
+    learned_positions = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=16, n_layer=1, n_head=2))
+    with pytest.raises(LiftError, match="rotary"):
+        check_recurrent_support(learned_positions)
+    with pytest.raises(ValueError, match="overlapping segments"):
+        LiftConfig(training_mode="recurrent", segment_length=32, stride=32)
+    with pytest.raises(ValueError, match="grad-checkpointing"):
+        LiftConfig(training_mode="recurrent", grad_checkpointing=True)

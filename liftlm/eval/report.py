@@ -11,6 +11,10 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from .datasets import LONGBENCH_TASKS, LOOGLE_TASKS, TASKS
+from .metrics import score
+from .niah import RULER_VARIANTS
+
 METHOD_ORDER = ("icl", "lift", "lift+icl", "rag", "lift+rag")
 JUDGE = "judge"
 
@@ -71,12 +75,7 @@ def _methods(records: list[dict]) -> list[str]:
 def _column_rank(key: tuple[str, str]) -> tuple:
     """Benchmark order (LooGLE, LongBench as in the paper's table, NIAH, RULER variants); in a task, its main
     metric, then its other metrics, then the judge."""
-    from .datasets import LONGBENCH_TASKS, LOOGLE_TASKS
-    from .niah import RULER_VARIANTS
-
     order = [*LOOGLE_TASKS, *LONGBENCH_TASKS, "niah", *(f"ruler/{v}" for v in RULER_VARIANTS)]
-    from .datasets import TASKS
-
     column, metric = key
     main = TASKS[column].metric if column in TASKS else metric
     return (order.index(column) if column in order else len(order), column, metric == JUDGE, metric != main, metric)
@@ -85,9 +84,6 @@ def _column_rank(key: tuple[str, str]) -> tuple:
 def _scores(r: dict) -> dict[str, float]:
     """Main metric, the task's other metrics (recomputed for records written before they were stored) and
     the judge's verdict."""
-    from .datasets import TASKS
-    from .metrics import score
-
     out = {r["metric"]: r["score"]}
     task = TASKS.get(r["task"])
     for metric in task.also if task else ():
@@ -129,8 +125,6 @@ def paper_value(column: str, metric: str, method: str, columns: list[dict]) -> t
     value, paper_metric = found
     if metric == paper_metric:
         return value, True
-    from .datasets import TASKS
-
     judged = any(c["column"] == column and c["metric"] == JUDGE for c in columns)
     main = TASKS[column].metric if column in TASKS else metric
     if paper_metric == JUDGE and not judged and metric == main:

@@ -76,11 +76,11 @@ def haystack_dir(tmp_path, haystack) -> Path:
 
 
 def test_longbench_end_to_end_one_adapter_per_document(tmp_path, tiny_model_dir, longbench_file, monkeypatch):
-    import liftlm.recipe
+    import liftlm.train
 
     trained = []
-    real_train = liftlm.recipe.train
-    monkeypatch.setattr(liftlm.recipe, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    real_train = liftlm.train.train
+    monkeypatch.setattr(liftlm.train, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
     out, store = tmp_path / "out", tmp_path / "store"
     assert evaluate("--benchmark", "longbench", "--data", longbench_file, "--methods", "icl,lift+icl,rag",
                     "--model", tiny_model_dir, "--store", store, "--out", out, *SMALL) == 0
