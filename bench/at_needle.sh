@@ -9,7 +9,9 @@ OUT=bench/results/at-needle
 GRID=(--benchmark niah --lengths 2000 --depths 0,0.25,0.5,0.75,1 --quiet)
 # Auxiliary tasks over every sentence, asked without the document (as mode lift asks): statement questions
 # ("What is <subject>?" for "<subject> is ...") and key-phrase questions, answered by the sentence.
+# 3 stage-2 epochs (runs 2-4, synthesizer v2), then 5 (runs 5-7, synthesizer v3).
 AT=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-rate 5e-4 --qa-epochs 3)
+AT5=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-rate 5e-4 --qa-epochs 5)
 
 # 1. LIFT alone, segments only, no document in context
 "$LIFTLM" eval "${GRID[@]}" --methods lift --out "$OUT/segments"
@@ -26,3 +28,12 @@ AT=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-rat
   --question "What is the capital of France?" --keywords paris
 "$LIFTLM" eval "${GRID[@]}" --methods lift --out "$OUT/segments-unrelated" \
   --question "What is the capital of France?" --keywords paris
+# 5. five stage-2 epochs instead of three; the same adapters asked the paraphrase and the unrelated question
+"$LIFTLM" eval "${GRID[@]}" --methods lift "${AT5[@]}" --out "$OUT/segments+at5"
+"$LIFTLM" eval "${GRID[@]}" --methods lift "${AT5[@]}" --out "$OUT/segments+at5-paraphrase" \
+  --question "What should you do in San Francisco on a sunny day?"
+"$LIFTLM" eval "${GRID[@]}" --methods lift "${AT5[@]}" --out "$OUT/segments+at5-unrelated" \
+  --question "What is the capital of France?" --keywords paris
+# 6. the same with --training-mode recurrent (each document token trained once per epoch, overlap kept as a
+#    Transformer-XL memory): recall and training time against run 5
+"$LIFTLM" eval "${GRID[@]}" --methods lift "${AT5[@]}" --training-mode recurrent --out "$OUT/segments+at5-recurrent"

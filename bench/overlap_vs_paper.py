@@ -57,7 +57,7 @@ def main() -> None:
     rows = [{"mode": "base", "epochs": 0, "seconds": 0.0,
              "document_nll": round(text_nll(loaded.model, loaded.tokenizer, text), 4)}]
     print(rows[-1], flush=True)
-    for mode, epochs in [("paper", e) for e in args.paper_epochs.split(",")] + \
+    for mode, epochs in [("paper", e) for e in args.paper_epochs.split(",") if e] + \
                         [("overlap", e) for e in args.overlap_epochs.split(",") if e] + \
                         [("recurrent", e) for e in args.recurrent_epochs.split(",") if e]:
         rows.append(run(loaded, doc_ids, text, LiftConfig(training_mode=mode, epochs=int(epochs))))
