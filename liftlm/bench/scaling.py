@@ -175,8 +175,9 @@ def prefill_and_answer(model, prompt_ids: list[int], new_tokens: int) -> dict:
 
 def _lift_work(loaded, doc_ids: list[int], cfg: LiftConfig, window: int) -> dict:
     from ..context import PromptBuilder
+    from ..overlap import trainer_for
     from ..recipe import build_samples
-    from ..train import attach_adapter, train
+    from ..train import attach_adapter
 
     start = time.perf_counter()
     try:
@@ -184,7 +185,7 @@ def _lift_work(loaded, doc_ids: list[int], cfg: LiftConfig, window: int) -> dict
     except ValueError as e:
         raise LiftError(f"--window/--segment-length: {e}") from None
     model = attach_adapter(loaded.model, cfg)
-    result = train(model, samples, cfg, progress=False, desc="LIFT")
+    result = trainer_for(cfg.training_mode)(model, samples, cfg, progress=False, desc="LIFT")
     synchronize(loaded.device)
     return {"seconds": time.perf_counter() - start, "tokens": result.tokens, "samples": len(samples),
             "train_seconds": result.seconds}

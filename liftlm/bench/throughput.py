@@ -186,6 +186,9 @@ def run_throughput(opts: ThroughputOptions) -> dict:
     cfg = opts.config
     if cfg.finetune != "lora":
         raise LiftError("the throughput benchmark compares LoRA training (--finetune lora)")
+    if cfg.training_mode != "paper":
+        raise LiftError("the throughput benchmark's bare loop is the paper mode's (--training-mode paper); "
+                        "compare the other modes with bench/overlap_vs_paper.py or `liftlm bench scaling`")
     if opts.tokens < 1 or opts.samples < 0 or opts.repeats < 1 or opts.warmup < 0:
         raise LiftError("--tokens and --repeats must be at least 1; --samples and --warmup 0 or more")
     if opts.threads is not None and opts.threads < 1:

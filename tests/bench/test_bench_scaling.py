@@ -125,3 +125,12 @@ def test_cli_refuses_config_without_random_weights(tmp_path, capsys):
 
     assert main(["scaling", "--config", "tiny", "--out", str(tmp_path)]) == 2
     assert "--random-weights" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["overlap", "recurrent"])
+def test_lift_points_in_the_overlap_aware_modes(tiny_model_dir, haystack_dir, tmp_path, mode):
+    cfg = LiftConfig(**{**TINY_LIFT.to_dict(), "training_mode": mode})
+    run_scaling(options(tiny_model_dir, haystack_dir, tmp_path / mode, config=cfg, methods=["lift"]))
+    rows = json.loads((tmp_path / mode / "results.json").read_text())
+    assert [(r["length"], r["status"]) for r in rows] == [(96, "ok"), (192, "ok")]
+    assert [r["tokens"] for r in rows] == [96, 192]  # each document token trained once in one epoch

@@ -50,3 +50,9 @@ def test_matmul_weights_and_flops(tiny_loaded):
 def test_matmul_probe_reports_gflops():
     p = matmul_probe("cpu", size=64, seconds=0.01, rounds=1)
     assert p["gflops"] > 0 and p["size"] == 64 and p["dtype"] == "float32"
+
+
+def test_throughput_refuses_the_other_training_modes(tiny_model_dir, haystack_dir, capsys):
+    status = main(["throughput", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "160",
+                   "--training-mode", "recurrent", "--quiet"])
+    assert status != 0 and "--training-mode paper" in capsys.readouterr().err
