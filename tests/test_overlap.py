@@ -331,3 +331,22 @@ def test_recurrent_mode_refuses_what_it_cannot_do(tiny_tokenizer):
         LiftConfig(training_mode="recurrent", segment_length=32, stride=32)
     with pytest.raises(ValueError, match="grad-checkpointing"):
         LiftConfig(training_mode="recurrent", grad_checkpointing=True)
+
+
+def test_recurrent_training_takes_each_documents_own_prompt(tiny_loaded, monkeypatch):
+    """SFT concatenates the stride samples of several documents: each document's spans see its own prompt."""
+    import liftlm.overlap as overlap
+
+    cfg, prompts, doc, first = _setup(tiny_loaded.tokenizer, training_mode="recurrent")
+    other = tiny_loaded.tokenizer.encode("A brass telescope was made in Glasgow for a sailor. " * 8,
+                                         add_special_tokens=False)
+    second = build_stride_samples(other, cfg, prompts)
+    seen = []
+    real = overlap.prefix_cache
+    monkeypatch.setattr(overlap, "prefix_cache", lambda model, ids: seen.append(ids[0].tolist()) or real(model, ids))
+    model = attach_adapter(tiny_loaded.model.float(), cfg)
+    result = train_recurrent(model, first + second, cfg, progress=False)
+    assert result.tokens == len(doc) + len(other)
+    prompts_used = {tuple(p) for p in seen if len(p) > 4}  # (the 4-token rotary check is not a prompt)
+    assert prompts_used == {tuple(first[0].prefix_ids[: first[0].n_prompt]),
+                            tuple(second[0].prefix_ids[: second[0].n_prompt])}

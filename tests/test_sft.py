@@ -84,3 +84,17 @@ def test_sft_cut_keeps_only_qa_inside_the_cut(tmp_path, tiny_model_dir):
     meta = json.loads((out / SFT_METADATA).read_text())
     assert meta["qa_pairs"] == 2 and meta["qa_pairs_outside_cut"] == 1
     assert meta["document_tokens"] <= 101
+
+
+def test_sft_recurrent_mode_over_several_documents(tmp_path, tiny_model_dir, capsys):
+    """Recurrent training keeps one memory per document: each document's first span resets it and takes that
+    document's own prompt, so a corpus of several documents trains every token of each once per epoch."""
+    corpus = tmp_path / "c.jsonl"
+    docs = [DOC, "A brass telescope was made in Glasgow and sold to a sailor from Leith. " * 6]
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    out = tmp_path / "sft-recurrent"
+    assert main(["sft", "--corpus", str(corpus), "--out", str(out), "--model", str(tiny_model_dir),
+                 "--training-mode", "recurrent", "--segment-length", "32", "--context-tokens", "32", "--epochs", "2",
+                 "--lora-rank", "4", "--window", "256", "--quiet"]) == 0
+    meta = json.loads((out / SFT_METADATA).read_text())
+    assert meta["documents"] == 2 and meta["training"]["tokens"] == 2 * meta["document_tokens"]
