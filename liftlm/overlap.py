@@ -165,6 +165,11 @@ def stride_loss(model, sample: StrideSample) -> torch.Tensor:
 
 
 # --- training ---
+def _qa_tensors(qa_samples: list[Sample], device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(input ids [1, L], labels [1, L]) of each QA sample, made once (QA samples train as in paper mode)."""
+    return [(torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device)) for s in qa_samples]
+
+
 def train_overlap(model, samples: list[StrideSample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
                   qa_samples: list[Sample] | None = None) -> OverlapTrainResult:
     """``liftlm.train.train`` for stride samples: the same optimizer, schedule, accumulation, clipping, seeded
@@ -180,8 +185,7 @@ def train_overlap(model, samples: list[StrideSample], cfg: LiftConfig, progress:
     # tokenised once: ("stride", ids [1, P+T], P, weight) or ("qa", ids [1, L], labels [1, L], weight)
     items = [("stride", _tensor(model, s), len(s.prefix_ids), len(s.target_ids) / cfg.effective_stride)
              for s in samples]
-    items += [("qa", torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device),
-               cfg.qa_weight) for s in qa_samples]
+    items += [("qa", ids, labels, cfg.qa_weight) for ids, labels in _qa_tensors(qa_samples, device)]
 
     def compute(i: int) -> tuple[torch.Tensor, float]:
         kind, ids, extra, weight = items[i]
@@ -293,7 +297,14 @@ class Memory:
         self.kv, self.end = kv, end
 
 
-def recurrent_logits(model, sample: StrideSample, prompt_kv, memory: Memory) -> torch.Tensor:
+def _recurrent_inputs(sample: StrideSample, device) -> torch.Tensor:
+    """The span's inputs ([1, T]): the token before it (doc[start - 1] or the prompt's last), then its own but
+    the last — position i predicts ``sample.target_ids[i]``."""
+    return torch.tensor([sample.prefix_ids[-1:] + sample.target_ids[:-1]], device=device)
+
+
+def recurrent_logits(model, sample: StrideSample, prompt_kv, memory: Memory,
+                     inputs: torch.Tensor | None = None) -> torch.Tensor:
     """Logits ([1, T, V]) whose position i predicts ``sample.target_ids[i]``, attending to the prompt's
     keys/values ``prompt_kv`` and to ``memory``, which must end right before the sample's first input
     (doc[start - 1]; a document's first span resets it). Extends the memory with the sample's tokens."""
@@ -307,7 +318,8 @@ def recurrent_logits(model, sample: StrideSample, prompt_kv, memory: Memory) -> 
         memory.reset()  # the document's first span: nothing before it
     n_prompt = sample.n_prompt if first_is_doc else sample.n_prompt - 1
     device = next(model.parameters()).device
-    inputs = torch.tensor([sample.prefix_ids[-1:] + sample.target_ids[:-1]], device=device)  # [1, T]
+    if inputs is None:
+        inputs = _recurrent_inputs(sample, device)  # [1, T]
     cached = [(k[..., :n_prompt, :], v[..., :n_prompt, :]) for k, v in prompt_kv] if n_prompt else []
     if memory.length:
         cached = [(torch.cat((k, mk), -2), torch.cat((v, mv), -2)) for (k, v), (mk, mv) in zip(cached, memory.kv)] \
@@ -333,13 +345,15 @@ def train_recurrent(model, samples: list[StrideSample], cfg: LiftConfig, progres
     plan = sequential_plan(epoch_plan(n_seg, len(qa_samples), cfg), n_seg)
     if not any(plan):
         return result
-    if _checkpointing_on(model) or cfg.grad_checkpointing:
+    if _checkpointing_on(model):  # (LiftConfig refuses --grad-checkpointing with this mode)
         raise RuntimeError("recurrent training cannot use gradient checkpointing (it drops the KV cache)")
     rotary = check_recurrent_support(model)
     device = next(model.parameters()).device
     memory = Memory(cfg.segment_length - cfg.effective_stride - 1, rotary)
     state = {"prompt_kv": [], "age": PROMPT_REFRESH}
-    qa = [(torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device)) for s in qa_samples]
+    # tokenised once: nothing but model compute inside the loop
+    spans = [(_recurrent_inputs(s, device), torch.tensor(s.target_ids, device=device)) for s in samples]
+    qa = _qa_tensors(qa_samples, device)
 
     def compute(i: int) -> tuple[torch.Tensor, float]:
         if i >= n_seg:
@@ -353,8 +367,9 @@ def train_recurrent(model, samples: list[StrideSample], cfg: LiftConfig, progres
             result.prefix_tokens += s.n_prompt
         state["age"] += 1
         result.tokens += len(s.target_ids)
-        logits = recurrent_logits(model, s, state["prompt_kv"], memory)  # [1, T, V]
-        loss = F.cross_entropy(logits[0].float(), torch.tensor(s.target_ids, device=device))
+        inputs, targets = spans[i]
+        logits = recurrent_logits(model, s, state["prompt_kv"], memory, inputs)  # [1, T, V]
+        loss = F.cross_entropy(logits[0].float(), targets)
         return loss, len(s.target_ids) / cfg.effective_stride
 
     return optimize(model, plan, compute, cfg, result, progress, desc)

@@ -174,19 +174,20 @@ def test_gradient_checkpointing_is_refused_not_silently_wrong(tiny_loaded):
         stride_loss(model, samples[2])
 
 
+def _mean_stride_loss(model, samples) -> float:
+    """Mean cross-entropy of the stride samples, evaluated (eval mode, no gradients)."""
+    model.eval()
+    with torch.no_grad():
+        return sum(stride_loss(model, s).item() for s in samples) / len(samples)
+
+
 # (5) training
 def test_training_on_the_text_lowers_its_loss(tiny_loaded):
     cfg, prompts, doc, samples = _setup(tiny_loaded.tokenizer, epochs=3)
     model = attach_adapter(tiny_loaded.model.float(), cfg)
-
-    def mean_loss():
-        model.eval()
-        with torch.no_grad():
-            return sum(stride_loss(model, s).item() for s in samples) / len(samples)
-
-    before = mean_loss()
+    before = _mean_stride_loss(model, samples)
     result = train_overlap(model, samples, cfg, progress=False)
-    after = mean_loss()
+    after = _mean_stride_loss(model, samples)
     assert after < 0.8 * before, (before, after)
     assert not model.training
     assert result.steps == 3 * len(samples) and len(result.epoch_losses) == 3
@@ -304,15 +305,9 @@ def test_sequential_plan_orders_spans_and_keeps_qa_slots():
 def test_recurrent_training_lowers_the_loss_and_runs_each_token_once(tiny_loaded):
     cfg, prompts, doc, samples = _setup(tiny_loaded.tokenizer, epochs=3, training_mode="recurrent")
     model = attach_adapter(tiny_loaded.model.float(), cfg)
-
-    def mean_loss():
-        model.eval()
-        with torch.no_grad():
-            return sum(stride_loss(model, s).item() for s in samples) / len(samples)
-
-    before = mean_loss()
+    before = _mean_stride_loss(model, samples)
     result = train_recurrent(model, samples, cfg, progress=False)
-    after = mean_loss()
+    after = _mean_stride_loss(model, samples)
     assert after < 0.8 * before, (before, after)
     assert result.steps == 3 * len(samples) and result.tokens == 3 * len(doc)
     refreshes = -(-len(samples) // PROMPT_REFRESH)  # per epoch: at the first span, then every PROMPT_REFRESH
