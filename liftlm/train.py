@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -18,11 +19,14 @@ from tqdm.auto import tqdm
 from .config import LiftConfig
 from .context import IGNORE_INDEX, Sample
 
+EpochHook = Callable[[int, "TrainResult"], None]
+
 
 @dataclass
 class TrainResult:
     loss_curve: list[float] = field(default_factory=list)  # mean loss of each optimizer step
     epoch_losses: list[float] = field(default_factory=list)  # mean loss of each epoch
+    epoch_seconds: list[float] = field(default_factory=list)  # training time at the end of each epoch
     seconds: float = 0.0
     tokens: int = 0  # tokens run forward and backward
     steps: int = 0
@@ -88,9 +92,10 @@ def epoch_plan(n_segments: int, n_qa: int, cfg: LiftConfig) -> list[list[int]]:
 
 
 def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
-          qa_samples: list[Sample] | None = None) -> TrainResult:
+          qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None) -> TrainResult:
     """Train ``model`` (already wrapped by ``attach_adapter``) in place on the segment ``samples`` and, per
-    ``epoch_plan``, the auxiliary ``qa_samples`` (their loss weighted by ``cfg.qa_weight``)."""
+    ``epoch_plan``, the auxiliary ``qa_samples`` (their loss weighted by ``cfg.qa_weight``). ``on_epoch``: see
+    ``optimize``."""
     result = TrainResult()
     qa_samples = qa_samples or []
     n_segments = len(samples)
@@ -105,13 +110,18 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
         result.tokens += ids.shape[1]
         return sample_loss(model, ids, labels), (cfg.qa_weight if i >= n_segments else 1.0)
 
-    return optimize(model, epoch_plan(n_segments, len(qa_samples), cfg), compute, cfg, result, progress, desc)
+    return optimize(model, epoch_plan(n_segments, len(qa_samples), cfg), compute, cfg, result, progress, desc,
+                    on_epoch)
 
 
 def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: TrainResult, progress: bool,
-             desc: str) -> TrainResult:
-    """The loop both trainers share: AdamW over the samples in ``plan`` (epochs of sample indices), batch 1,
-    ``cfg.grad_accum`` samples a step. ``compute(i)`` returns sample i's loss and its weight."""
+             desc: str, on_epoch: EpochHook | None = None) -> TrainResult:
+    """The loop the trainers share: AdamW over the samples in ``plan`` (epochs of sample indices), batch 1,
+    ``cfg.grad_accum`` samples a step. ``compute(i)`` returns sample i's loss and its weight.
+
+    ``on_epoch(epoch, result)`` is called after each epoch's last optimizer step, with the model in eval mode
+    (e.g. to measure what the adapter knows so far); its time is not counted in ``result.seconds`` nor in
+    ``result.epoch_seconds``."""
     if not any(plan):
         return result
     params = [p for p in model.parameters() if p.requires_grad]
@@ -126,6 +136,7 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     model.train()
     bar = tqdm(total=len(order), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
+    hook_seconds = 0.0
     step_losses: list[float] = []
     try:
         for k in range(0, len(order), cfg.grad_accum):
@@ -148,12 +159,20 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
                 e = len(result.epoch_losses)
                 begin = epoch_ends[e - 1] if e else 0
                 result.epoch_losses.append(sum(step_losses[begin : epoch_ends[e]]) / (epoch_ends[e] - begin))
+                result.epoch_seconds.append(time.perf_counter() - start - hook_seconds)
+                if on_epoch is not None:
+                    hook_start = time.perf_counter()
+                    model.eval()
+                    with torch.no_grad():
+                        on_epoch(e, result)
+                    model.train()
+                    hook_seconds += time.perf_counter() - hook_start
     finally:
         bar.close()
         model.eval()
         if cfg.grad_checkpointing:
             _checkpointing(model, False)
-    result.seconds = time.perf_counter() - start
+    result.seconds = time.perf_counter() - start - hook_seconds
     return result
 
 

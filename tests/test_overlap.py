@@ -345,3 +345,39 @@ def test_recurrent_training_takes_each_documents_own_prompt(tiny_loaded, monkeyp
     prompts_used = {tuple(p) for p in seen if len(p) > 4}  # (the 4-token rotary check is not a prompt)
     assert prompts_used == {tuple(first[0].prefix_ids[: first[0].n_prompt]),
                             tuple(second[0].prefix_ids[: second[0].n_prompt])}
+
+
+@pytest.mark.parametrize("mode", ["paper", "overlap", "recurrent"])
+def test_epoch_hook_sees_each_epoch_and_does_not_change_training(tiny_model_dir, mode):
+    """``on_epoch`` runs after each epoch in eval mode; its forward passes and its time leave the training alone:
+    the same final weights as a run without the hook, and its sleep is not counted in the training time."""
+    import time
+
+    from liftlm.models import load_model
+    from liftlm.overlap import trainer_for
+
+    finals, seen = [], []
+    for hook in (False, True):
+        loaded = load_model(str(tiny_model_dir), device="cpu")
+        cfg, prompts, doc, _ = _setup(loaded.tokenizer, epochs=3, training_mode=mode)
+        samples = build_samples(doc, cfg, prompts)
+        model = attach_adapter(loaded.model.float(), cfg)
+        probe = torch.tensor([doc[:24]])
+
+        def on_epoch(epoch, result, model=model, probe=probe):
+            assert not model.training and not torch.is_grad_enabled()
+            seen.append((epoch, result.steps, len(result.epoch_seconds), model(input_ids=probe).logits.sum().item()))
+            time.sleep(0.3)
+
+        start = time.perf_counter()
+        result = trainer_for(mode)(model, samples, cfg, progress=False, on_epoch=on_epoch if hook else None)
+        wall = time.perf_counter() - start
+        finals.append(model(input_ids=probe).logits)
+        assert len(result.epoch_seconds) == 3 and result.epoch_seconds == sorted(result.epoch_seconds)
+        assert result.epoch_seconds[-1] <= result.seconds
+        if hook:
+            assert wall - result.seconds >= 0.9  # the three sleeps are not training time
+    torch.testing.assert_close(finals[0], finals[1])
+    n = len(samples)
+    assert [s[:3] for s in seen] == [(0, n, 1), (1, 2 * n, 2), (2, 3 * n, 3)]
+    assert len({s[3] for s in seen}) == 3  # the adapter changed between epochs
