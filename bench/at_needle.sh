@@ -37,3 +37,6 @@ AT5=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-ra
 # 6. the same with --training-mode recurrent (each document token trained once per epoch, overlap kept as a
 #    Transformer-XL memory): recall and training time against run 5
 "$LIFTLM" eval "${GRID[@]}" --methods lift "${AT5[@]}" --training-mode recurrent --out "$OUT/segments+at5-recurrent"
+# 7. run 6 with 3 stage-1 epochs of segments instead of 2 (a recurrent epoch costs a third of a paper epoch)
+"$LIFTLM" eval "${GRID[@]}" --methods lift "${AT5[@]}" --training-mode recurrent --epochs 3 \
+  --out "$OUT/segments+at5-recurrent-ep3"
