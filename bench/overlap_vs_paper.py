@@ -58,12 +58,10 @@ def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | No
 
 def summarize(base_nll: float, rows: list[dict], modes: list[str]) -> dict:
     rounds = sorted({r["round"] for r in rows})
-
-    def curve(mode, rnd):
-        pts = sorted((r["epoch"], r["seconds"], r["document_nll"]) for r in rows if r["mode"] == mode
-                     and r["round"] == rnd)
-        return [(0.0, base_nll)] + [(t, y) for _, t, y in pts]
-
+    curves = {(m, rnd): [(0.0, base_nll)] + [(r["seconds"], r["document_nll"]) for r in
+                                             sorted((r for r in rows if r["mode"] == m and r["round"] == rnd),
+                                                    key=lambda r: r["epoch"])]
+              for m in modes for rnd in rounds}  # (seconds, NLL) from the start of training, epoch by epoch
     epochs = {m: sorted({r["epoch"] for r in rows if r["mode"] == m}) for m in modes}
     per_epoch = []
     for m in modes:
@@ -75,20 +73,16 @@ def summarize(base_nll: float, rows: list[dict], modes: list[str]) -> dict:
                               "nll_median": round(statistics.median(nlls), 4), "nll_spread": round(max(nlls) - min(nlls), 4)})
     speedups = []
     for e in epochs.get("paper", []):
+        paper_points = [curves["paper", rnd][e] for rnd in rounds]  # (seconds, NLL) after e paper epochs
         for m in modes:
             if m == "paper":
                 continue
-            ratios, times = [], []
-            for rnd in rounds:
-                paper_curve = curve("paper", rnd)
-                target = paper_curve[e][1]
-                t_mode = time_to_reach(curve(m, rnd), target)
-                if t_mode:
-                    ratios.append(paper_curve[e][0] / t_mode)
-                    times.append(t_mode)
+            reached = [(t_paper, t) for (t_paper, target), rnd in zip(paper_points, rounds)
+                       if (t := time_to_reach(curves[m, rnd], target))]
+            ratios, times = [tp / t for tp, t in reached], [t for _, t in reached]
             speedups.append({"paper_epochs": e, "mode": m,
-                             "target_nll": statistics.median(curve("paper", r)[e][1] for r in rounds),
-                             "paper_seconds": statistics.median(curve("paper", r)[e][0] for r in rounds),
+                             "target_nll": statistics.median(y for _, y in paper_points),
+                             "paper_seconds": statistics.median(t for t, _ in paper_points),
                              "mode_seconds": round(statistics.median(times), 1) if times else None,
                              "speedup_median": round(statistics.median(ratios), 2) if ratios else None,
                              "speedup_min": round(min(ratios), 2) if ratios else None,
@@ -117,12 +111,10 @@ def write_report(out: Path, meta: dict, summary: dict) -> None:
 
 
 def plot(out: Path, summary: dict) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot, as liftlm.bench.analysis (Agg canvas)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    ax = fig.subplots()
     for mode in dict.fromkeys(r["mode"] for r in summary["per_epoch"]):
         pts = [(0.0, summary["base_nll"])] + [(r["seconds_median"], r["nll_median"]) for r in summary["per_epoch"]
                                               if r["mode"] == mode]
@@ -134,9 +126,7 @@ def plot(out: Path, summary: dict) -> None:
     ax.set_ylabel("document NLL per token, nothing in context")
     ax.set_title("Time to learn the document: paper mode vs overlap-aware modes")
     ax.legend()
-    fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
 
 
 def main() -> None:
