@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .config import LiftConfig
 from .context import PromptBuilder, Sample
-from .train import EpochHook, TrainResult, epoch_plan, optimize, sample_loss
+from .train import EpochHook, StepHook, TrainResult, epoch_plan, optimize, sample_loss
 
 
 @dataclass
@@ -171,7 +171,8 @@ def _qa_tensors(qa_samples: list[Sample], device) -> list[tuple[torch.Tensor, to
 
 
 def train_overlap(model, samples: list[StrideSample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
-                  qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None) -> OverlapTrainResult:
+                  qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None,
+                  on_step: StepHook | None = None) -> OverlapTrainResult:
     """``liftlm.train.train`` for stride samples: the same optimizer, schedule, accumulation, clipping, seeded
     order (``epoch_plan``) and QA handling (QA samples train as in paper mode). Gradient checkpointing is
     refused with this mode (``LiftConfig``): it would drop the cache, and only the s target tokens per sample keep
@@ -196,7 +197,7 @@ def train_overlap(model, samples: list[StrideSample], cfg: LiftConfig, progress:
         result.tokens += ids.shape[1]
         return sample_loss(model, ids, extra), weight
 
-    return optimize(model, plan, compute, cfg, result, progress, desc, on_epoch)
+    return optimize(model, plan, compute, cfg, result, progress, desc, on_epoch, on_step)
 
 
 
@@ -337,7 +338,8 @@ def recurrent_logits(model, sample: StrideSample, prompt_kv, memory: Memory,
 
 
 def train_recurrent(model, samples: list[StrideSample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
-                    qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None) -> OverlapTrainResult:
+                    qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None,
+                  on_step: StepHook | None = None) -> OverlapTrainResult:
     """``train_overlap`` with a Transformer-XL memory in place of the recomputed prefix (see above)."""
     result = OverlapTrainResult()
     qa_samples = qa_samples or []
@@ -372,7 +374,7 @@ def train_recurrent(model, samples: list[StrideSample], cfg: LiftConfig, progres
         loss = F.cross_entropy(logits[0].float(), targets)
         return loss, len(s.target_ids) / cfg.effective_stride
 
-    return optimize(model, plan, compute, cfg, result, progress, desc, on_epoch)
+    return optimize(model, plan, compute, cfg, result, progress, desc, on_epoch, on_step)
 
 
 def trainer_for(mode: str):

@@ -101,6 +101,7 @@ class Lift:
         loaded: LoadedModel | None = None,
         rag_chunk_tokens: int = 128,
         qa_file: str | Path | None = None,
+        on_step=None,
     ):
         self.config = config or LiftConfig()
         self.model_spec = model
@@ -110,6 +111,7 @@ class Lift:
         self.prompts = PromptBuilder(self.tokenizer, self.window)
         self.store = AdapterStore(store)
         self.progress = progress
+        self.on_step = on_step  # called with a liftlm.train.StepProgress after every optimizer step
         self.rag_chunk_tokens = rag_chunk_tokens
         self.user_qa = read_qa(qa_file) if qa_file is not None else None
         self._base = self.loaded.model  # LoRA is injected into it and unloaded again; a full fine-tune trains a copy
@@ -165,7 +167,8 @@ class Lift:
         except ValueError as e:
             raise LiftError(f"--window/--segment-length: {e}") from None
         model = attach_adapter(copy.deepcopy(base) if cfg.finetune == "full" else base, cfg)
-        result = trainer_for(cfg.training_mode)(model, samples, cfg, progress=self.progress, qa_samples=qa_samples)
+        result = trainer_for(cfg.training_mode)(model, samples, cfg, progress=self.progress, qa_samples=qa_samples,
+                                                on_step=self.on_step)
         metadata = {
             "liftlm_version": __version__,
             "kind": cfg.finetune,

@@ -20,6 +20,18 @@ from .config import LiftConfig
 from .context import IGNORE_INDEX, Sample
 
 EpochHook = Callable[[int, "TrainResult"], None]
+StepHook = Callable[["StepProgress"], None]
+
+
+@dataclass
+class StepProgress:
+    """Where training stands after an optimizer step (given to an ``on_step`` hook, e.g. a service's progress)."""
+
+    epoch: int  # 0-based epoch the step belongs to
+    epochs: int
+    step: int  # optimizer steps done (1-based)
+    steps: int  # optimizer steps in the whole run
+    loss: float  # mean loss of this step
 
 
 @dataclass
@@ -92,10 +104,11 @@ def epoch_plan(n_segments: int, n_qa: int, cfg: LiftConfig) -> list[list[int]]:
 
 
 def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
-          qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None) -> TrainResult:
+          qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None,
+          on_step: StepHook | None = None) -> TrainResult:
     """Train ``model`` (already wrapped by ``attach_adapter``) in place on the segment ``samples`` and, per
-    ``epoch_plan``, the auxiliary ``qa_samples`` (their loss weighted by ``cfg.qa_weight``). ``on_epoch``: see
-    ``optimize``."""
+    ``epoch_plan``, the auxiliary ``qa_samples`` (their loss weighted by ``cfg.qa_weight``). ``on_epoch`` and
+    ``on_step``: see ``optimize``."""
     result = TrainResult()
     qa_samples = qa_samples or []
     n_segments = len(samples)
@@ -111,17 +124,18 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
         return sample_loss(model, ids, labels), (cfg.qa_weight if i >= n_segments else 1.0)
 
     return optimize(model, epoch_plan(n_segments, len(qa_samples), cfg), compute, cfg, result, progress, desc,
-                    on_epoch)
+                    on_epoch, on_step)
 
 
 def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: TrainResult, progress: bool,
-             desc: str, on_epoch: EpochHook | None = None) -> TrainResult:
+             desc: str, on_epoch: EpochHook | None = None, on_step: StepHook | None = None) -> TrainResult:
     """The loop the trainers share: AdamW over the samples in ``plan`` (epochs of sample indices), batch 1,
     ``cfg.grad_accum`` samples a step. ``compute(i)`` returns sample i's loss and its weight.
 
     ``on_epoch(epoch, result)`` is called after each epoch's last optimizer step, with the model in eval mode
     (e.g. to measure what the adapter knows so far); its time is not counted in ``result.seconds`` nor in
-    ``result.epoch_seconds``."""
+    ``result.epoch_seconds``. ``on_step(StepProgress)`` is called after every optimizer step (keep it cheap: its
+    time counts as training time)."""
     if not any(plan):
         return result
     params = [p for p in model.parameters() if p.requires_grad]
@@ -130,7 +144,8 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     )
     order = [i for epoch in plan for i in epoch]
     epoch_ends = [sum(len(e) for e in plan[: k + 1]) for k in range(len(plan))]
-    scheduler = _scheduler(opt, cfg, math.ceil(len(order) / cfg.grad_accum))
+    total_steps = math.ceil(len(order) / cfg.grad_accum)
+    scheduler = _scheduler(opt, cfg, total_steps)
     if cfg.grad_checkpointing:
         _checkpointing(model, True)
     model.train()
@@ -155,6 +170,9 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
             result.steps += 1
             bar.set_postfix(loss=f"{result.loss_curve[-1]:.3f}")
             done = k + len(group)
+            if on_step is not None:
+                epoch = next(e for e, end in enumerate(epoch_ends) if end > k)  # the epoch of its first sample
+                on_step(StepProgress(epoch, len(plan), result.steps, total_steps, result.loss_curve[-1]))
             while len(result.epoch_losses) < len(epoch_ends) and epoch_ends[len(result.epoch_losses)] <= done:
                 e = len(result.epoch_losses)
                 begin = epoch_ends[e - 1] if e else 0

@@ -381,3 +381,20 @@ def test_epoch_hook_sees_each_epoch_and_does_not_change_training(tiny_model_dir,
     n = len(samples)
     assert [s[:3] for s in seen] == [(0, n, 1), (1, 2 * n, 2), (2, 3 * n, 3)]
     assert len({s[3] for s in seen}) == 3  # the adapter changed between epochs
+
+
+@pytest.mark.parametrize("mode", ["paper", "overlap", "recurrent"])
+def test_step_hook_reports_every_optimizer_step(tiny_loaded, mode):
+    """``on_step`` sees each optimizer step once, in order, with its epoch, the run's step count and its loss."""
+    from liftlm.overlap import trainer_for
+
+    cfg, prompts, doc, _ = _setup(tiny_loaded.tokenizer, epochs=2, grad_accum=2, training_mode=mode)
+    samples = build_samples(doc, cfg, prompts)
+    model = attach_adapter(tiny_loaded.model.float(), cfg)
+    seen = []
+    result = trainer_for(mode)(model, samples, cfg, progress=False, on_step=seen.append)
+    per_epoch = -(-len(samples) // 2)
+    assert [p.step for p in seen] == list(range(1, result.steps + 1))
+    assert {p.steps for p in seen} == {result.steps} and {p.epochs for p in seen} == {2}
+    assert [p.epoch for p in seen] == [0] * per_epoch + [1] * (result.steps - per_epoch)
+    assert [p.loss for p in seen] == result.loss_curve
