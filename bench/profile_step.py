@@ -34,8 +34,7 @@ def main() -> None:
     from liftlm.bench.common import haystack_ids, load_bench_model, read_haystack
     from liftlm.config import LiftConfig
     from liftlm.context import PromptBuilder
-    from liftlm.recipe import build_samples
-    from liftlm.train import attach_adapter, sample_loss
+    from liftlm.train import attach_adapter, build_samples, sample_loss
 
     torch.manual_seed(0)
     text = read_haystack(None)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from .errors import LiftError
+from .fileio import atomic_directory
 from .models import liftlm_home
 
 FORMAT_VERSION = 1
@@ -62,23 +61,15 @@ class AdapterStore:
         return p
 
     def save(self, key: str, model, metadata: dict, document: str, qa: list | None = None) -> Path:
-        """Write atomically: everything goes to a temporary sibling directory, renamed at the end."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Write atomically: everything goes to a temporary sibling directory, renamed at the end. An identical
+        adapter that landed meanwhile (same key = same inputs) is kept."""
         final = self.path(key)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=self.root))
-        try:
+        with atomic_directory(final) as tmp:
             write_adapter(tmp, model, metadata, document)
             if qa:
                 from .synth import write_qa
 
                 write_qa(tmp / QA_FILE, qa)
-            if final.exists():  # an identical adapter landed meanwhile (same key = same inputs)
-                shutil.rmtree(tmp)
-            else:
-                tmp.rename(final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return final
 
 
@@ -128,6 +119,23 @@ def _check_safetensors(d: Path, kind: str) -> None:
                 st.keys()
         except Exception as e:  # safetensors raises its own error types for a bad header
             raise LiftError(f"--adapter: {f} is corrupted ({e})") from None
+
+
+def check_adapter(directory: str | Path, model_id: str, max_context: int, document: str | None = None) -> dict:
+    """Read a stored adapter's metadata and check that it fits: trained for ``model_id``, within the model's
+    context limit, its document intact (and equal to ``document`` when one is given). Returns the metadata."""
+    meta = read_metadata(directory)
+    if meta["model_id"] != model_id:
+        raise LiftError(f"--adapter: {directory} was trained for model {meta['model_id']!r}, not "
+                        f"{model_id!r}; pass the matching --model")
+    if meta["settings"].get("window") and meta["settings"]["window"] > max_context:
+        raise LiftError(f"--adapter: {directory} was trained with window {meta['settings']['window']}, larger "
+                        f"than the model's limit {max_context}")
+    if document_sha256(read_document(directory)) != meta["document_sha256"]:
+        raise LiftError(f"--adapter: {directory} is corrupted (its document does not match its sha256)")
+    if document is not None and document_sha256(document) != meta["document_sha256"]:
+        raise LiftError(f"--adapter: {directory} was trained on another document than --document")
+    return meta
 
 
 def read_document(directory: str | Path) -> str:

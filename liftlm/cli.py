@@ -10,67 +10,23 @@ print one line on stderr and exit with status 2, before anything is written.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import types
-import typing
-from pathlib import Path
 
 from . import __version__
+from .bench.cli import register as register_bench
 from .config import LiftConfig
 from .errors import LiftError
-
-MODES = ("icl", "lift", "lift+icl", "rag", "lift+rag")  # kept equal to liftlm.infer.MODES (not imported: torch loads slowly)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _field_type(f: dataclasses.Field):
-    hint = typing.get_type_hints(LiftConfig)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and args:
-        hint = args[0]
-    return hint
-
-
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per ``LiftConfig`` field, its help taken from the field's metadata."""
-    group = parser.add_argument_group("LIFT settings")
-    for f in dataclasses.fields(LiftConfig):
-        kind = _field_type(f)
-        help_text = f"{f.metadata['help']} (default: {f.default})"
-        if kind is bool:
-            group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
-                               default=None, help=help_text)
-        else:
-            group.add_argument(_flag(f.name), dest=f.name, type=kind, default=None, metavar=f.name.upper(),
-                               help=help_text)
-
-
-def config_from_args(args: argparse.Namespace) -> LiftConfig:
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(LiftConfig)
-             if getattr(args, f.name) is not None}
-    return LiftConfig(**given)
-
-
-def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None,
-                        help="hub id, local model directory, or .gguf file (default: the embedded "
-                             "SmolLM2-135M-Instruct)")
-    parser.add_argument("--base", default=None,
-                        help="start from a model written by `liftlm sft` (a directory; same as --model DIR)")
-    parser.add_argument("--store", default=None,
-                        help="adapter store directory (default: $LIFTLM_HOME/adapters, ~/.cache/liftlm/adapters)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
-    parser.add_argument("--force", action="store_true", help="train again even if a stored adapter matches")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--qa-file", default=None,
-                        help="auxiliary QA pairs to train on instead of generated ones: JSONL with \"question\" "
-                             "and \"answer\" (optional \"evidence\", \"start\", \"end\")")
-    add_config_flags(parser)
+from .eval.cli import register as register_eval
+from .options import (
+    MODES,
+    add_common,
+    config_from_args,
+    given_config_flags,
+    model_spec,
+    quiet_libraries,
+    read_questions,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,43 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one JSON object per answer (question, answer, mode, adapter, trained, seconds)")
     add_common(p)
 
-    from .eval.cli import register as register_eval
-
     register_eval(verbs)
-    from .bench.cli import register as register_bench
-
     register_bench(verbs)
     return parser
-
-
-def read_questions(args) -> list[str]:
-    if args.question is not None:
-        if not args.question.strip():
-            raise LiftError("--question is empty; ask something")
-        return [args.question]
-    path = Path(args.questions_file)
-    if not path.is_file():
-        raise LiftError(f"--questions-file: no such file: {path}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise LiftError(f"--questions-file: {path} is not UTF-8 text") from None
-    questions = [line.strip() for line in lines if line.strip()]
-    if not questions:
-        raise LiftError(f"--questions-file: {path} holds no questions (one per line)")
-    return questions
-
-
-def model_spec(args) -> str | None:
-    if args.base is not None and args.model is not None:
-        raise LiftError("give --model or --base, not both (--base is an SFT model directory)")
-    if args.base is not None:
-        from .sft import SFT_METADATA
-
-        if not (Path(args.base) / SFT_METADATA).is_file():
-            raise LiftError(f"--base: {args.base} is not a model written by `liftlm sft`")
-        return args.base
-    return args.model
 
 
 def run_sft(args) -> int:
@@ -155,7 +77,8 @@ def run_sft(args) -> int:
 
 
 def run_internalize(args) -> int:
-    from .recipe import Lift, read_document_file
+    from .documents import read_document_file
+    from .recipe import Lift
 
     config = config_from_args(args)
     text = read_document_file(args.document)
@@ -175,7 +98,8 @@ def run_internalize(args) -> int:
 
 def run_ask(args) -> int:
     from .adapters import read_metadata
-    from .recipe import Lift, read_document_file
+    from .documents import read_document_file
+    from .recipe import Lift
 
     if args.max_new_tokens < 1:
         raise LiftError(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens})")
@@ -183,7 +107,7 @@ def run_ask(args) -> int:
     config = config_from_args(args)
     spec = model_spec(args)
     if args.adapter is not None:
-        given = [_flag(f.name) for f in dataclasses.fields(LiftConfig) if getattr(args, f.name) is not None]
+        given = given_config_flags(args)
         if given or args.qa_file or args.force:
             extra = given + (["--qa-file"] if args.qa_file else []) + (["--force"] if args.force else [])
             raise LiftError(f"--adapter carries its own training settings; drop {', '.join(extra)}")
@@ -215,18 +139,6 @@ def run_ask(args) -> int:
         else:
             print(answer.answer, flush=True)
     return 0
-
-
-def quiet_libraries() -> None:
-    """Keep stderr for liftlm's own messages and progress: no library progress bars or advice."""
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

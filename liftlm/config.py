@@ -15,6 +15,9 @@ SCHEDULES = ("constant", "linear", "cosine")
 QA_SCHEDULES = ("two-stage", "mixed")
 QA_GENERATORS = ("auto", "keyphrase", "llm")
 TRAINING_MODES = ("paper", "overlap", "recurrent")
+# How a question is answered (liftlm.infer): icl, the truncated document in context; lift, the adapted model
+# alone; lift+icl, both; rag / lift+rag, BM25-retrieved chunks in place of the truncated document.
+MODES = ("icl", "lift", "lift+icl", "rag", "lift+rag")
 FINETUNE_KINDS = ("lora", "full")
 
 

@@ -126,6 +126,15 @@ class PromptBuilder:
         prompt = self.chat.before + truncate_head_tail(doc_ids, room, self.sep) + tail + self.chat.after
         return Sample(prompt + answer_ids, [IGNORE_INDEX] * len(prompt) + answer_ids)
 
+    # --- prompts of one's own (e.g. a benchmark's task templates) ---
+    def chat_prompt(self, before: list[int], after: list[int] = ()) -> tuple[list[int], list[int]]:
+        """The ids before and after a slot inside one user turn, with the chat format around them."""
+        return self.chat.before + list(before), list(after) + self.chat.after
+
+    def truncate(self, doc_ids: list[int], budget: int) -> list[int]:
+        """The document's head and tail within ``budget`` tokens, joined as every prompt here joins them."""
+        return truncate_head_tail(doc_ids, budget, self.sep)
+
     # --- inference ---
     def question_prompt(self, question: str, doc_ids: list[int] | None, max_new_tokens: int) -> list[int]:
         """The prompt for one question; ``doc_ids`` None means no document in context (mode ``lift``).

@@ -12,7 +12,10 @@ import contextlib
 
 import torch
 
-MODES = ("icl", "lift", "lift+icl", "rag", "lift+rag")
+from .config import MODES
+from .context import PromptBuilder
+from .errors import LiftError
+from .retrieval import build_rag_context
 
 
 def uses_adapter(mode: str) -> bool:
@@ -57,3 +60,45 @@ def text_nll(model, tokenizer, text: str) -> float:
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)], device=device)
     return float(model(input_ids=ids, labels=ids).loss)
+
+
+class Answerer:
+    """Answers questions about one document in any mode: checks that a question fits, builds its prompt
+    (truncated document, retrieved chunks or none), and decodes greedily with the model it is given."""
+
+    def __init__(self, tokenizer, prompts: PromptBuilder, rag_chunk_tokens: int = 128):
+        self.tokenizer = tokenizer
+        self.prompts = prompts
+        self.rag_chunk_tokens = rag_chunk_tokens
+
+    def check(self, question: str, mode: str = "lift+icl", max_new_tokens: int = 64) -> None:
+        """Raise ``LiftError`` for a question that cannot be asked (before any training is spent on it)."""
+        if mode not in MODES:
+            raise LiftError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
+        if not question.strip():
+            raise LiftError("--question is empty; ask something")
+        try:
+            self.prompts.question_prompt(question.strip(), [0] if uses_document(mode) else None, max_new_tokens)
+        except ValueError as e:
+            raise LiftError(f"--window: {e}") from None
+
+    def retrieve(self, document: str, question: str, budget: int) -> list[int]:
+        """The BM25-best chunks of ``document`` for ``question``, in document order, within ``budget`` tokens."""
+        text = build_rag_context(document, question, self.tokenizer, budget,
+                                 chunk_tokens=min(self.rag_chunk_tokens, budget))
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def prompt(self, question: str, mode: str, document: str | None, doc_ids: list[int] | None,
+               max_new_tokens: int) -> list[int]:
+        """The prompt of ``question`` in ``mode``: the document's head and tail, its retrieved chunks, or none."""
+        context = doc_ids if uses_document(mode) else None
+        if uses_retrieval(mode):
+            context = self.retrieve(document, question, self.prompts.document_room(question, max_new_tokens))
+        return self.prompts.question_prompt(question, context, max_new_tokens)
+
+    def generate(self, model, prompt_ids: list[int], max_new_tokens: int, without_adapter: bool = False) -> str:
+        """Greedy answer to a ready-made prompt; ``without_adapter`` runs a PEFT model as its base model."""
+        if without_adapter:
+            with base_model_context(model):
+                return generate(model, self.tokenizer, prompt_ids, max_new_tokens)
+        return generate(model, self.tokenizer, prompt_ids, max_new_tokens)

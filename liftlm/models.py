@@ -10,15 +10,14 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .errors import LiftError
+from .fileio import atomic_directory
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_ALIASES = (EMBEDDED_NAME, "default", "embedded")
@@ -117,6 +116,15 @@ def load_model(spec: str | None = None, device: str | None = None, dtype: torch.
     return LoadedModel(model, tokenizer, model_id, context_limit(model, tokenizer))
 
 
+def resolve_window(loaded: LoadedModel, window: int | None) -> int:
+    """The context budget in tokens: ``window``, or the model's own limit when None; refused above the limit."""
+    limit = loaded.max_context
+    window = limit if window is None else window
+    if window > limit:
+        raise LiftError(f"--window {window} is larger than the model's context limit ({limit} tokens)")
+    return window
+
+
 def context_limit(model, tokenizer) -> int:
     limit = getattr(model.config, "max_position_embeddings", None)
     tok_limit = getattr(tokenizer, "model_max_length", None)
@@ -148,16 +156,7 @@ def convert_gguf(gguf: Path) -> Path:
     plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.to_dict()), dtype=torch.float32)
     plain.load_state_dict(quantized.state_dict())
     plain.generation_config = quantized.generation_config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:  # another process that finished first keeps its copy
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .config import LiftConfig
 from .context import PromptBuilder, Sample
-from .train import EpochHook, StepHook, TrainResult, epoch_plan, optimize, sample_loss
+from .loop import EpochHook, StepHook, TrainResult, epoch_plan, optimize, sample_loss
 
 
 @dataclass
@@ -375,10 +375,3 @@ def train_recurrent(model, samples: list[StrideSample], cfg: LiftConfig, progres
         return loss, len(s.target_ids) / cfg.effective_stride
 
     return optimize(model, plan, compute, cfg, result, progress, desc, on_epoch, on_step)
-
-
-def trainer_for(mode: str):
-    """The training loop of a ``--training-mode``: ``train`` (paper), ``train_overlap`` or ``train_recurrent``."""
-    from .train import train
-
-    return {"paper": train, "overlap": train_overlap, "recurrent": train_recurrent}[mode]

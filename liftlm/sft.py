@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from .config import LiftConfig
 from .context import PromptBuilder
+from .documents import DocumentCut
 from .errors import LiftError
-from .eval.datasets import DocumentCut
-from .models import load_model
-from .overlap import trainer_for
-from .recipe import build_samples
+from .fileio import atomic_directory
+from .models import load_model, resolve_window
 from .synth import QAPair, synthesize
-from .train import attach_adapter
+from .train import train_on_documents
 
 SFT_METADATA = "liftlm_sft.json"
 
@@ -90,11 +87,8 @@ def run_sft(corpus: str | Path, out: str | Path, model: str | None = None, confi
         raise LiftError(f"--out: {out} already exists; choose a new directory")
     docs = load_corpus(corpus)
     loaded = load_model(model)
-    window = cfg.window or loaded.max_context
-    if window > loaded.max_context:
-        raise LiftError(f"--window {window} is larger than the model's context limit ({loaded.max_context} tokens)")
-    prompts = PromptBuilder(loaded.tokenizer, window)
-    segments, qa_samples, n_tokens, outside = [], [], 0, 0
+    prompts = PromptBuilder(loaded.tokenizer, resolve_window(loaded, cfg.window))
+    documents, n_tokens, outside = [], 0, 0
     for text, given in docs:
         pairs = [pair for pair, _ in given]
         if max_doc_tokens:
@@ -106,28 +100,18 @@ def run_sft(corpus: str | Path, out: str | Path, model: str | None = None, confi
         n_tokens += len(ids)
         if not pairs and cfg.qa_pairs:  # no QA given, or none inside the cut
             pairs, _ = synthesize(text, cfg.qa_pairs, "keyphrase" if cfg.qa_generator == "auto" else cfg.qa_generator)
-        try:
-            segments += build_samples(ids, cfg, prompts)
-            qa_samples += [prompts.qa_sample(ids, p.question, p.answer, cfg.qa_context) for p in pairs]
-        except ValueError as e:
-            raise LiftError(f"--window/--segment-length: {e}") from None
-    model_ = attach_adapter(loaded.model, cfg)
-    result = trainer_for(cfg.training_mode)(model_, segments, cfg, progress=progress, desc="SFT", qa_samples=qa_samples)
+        documents.append((ids, pairs))
+    trained = train_on_documents(loaded.model, documents, cfg, prompts, progress=progress, desc="SFT")
+    model_, result = trained.model, trained.result
     merged = model_.merge_and_unload() if hasattr(model_, "merge_and_unload") else model_
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out, if_exists="error") as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         loaded.tokenizer.save_pretrained(tmp)
         (tmp / SFT_METADATA).write_text(json.dumps({
             "base_model_id": loaded.model_id, "base_model_spec": model, "corpus": str(Path(corpus).resolve()),
-            "documents": len(docs), "document_tokens": n_tokens, "segments": len(segments),
-            "qa_pairs": len(qa_samples), "qa_pairs_outside_cut": outside, "settings": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "documents": len(docs), "document_tokens": n_tokens, "segments": trained.samples,
+            "qa_pairs": trained.qa_samples, "qa_pairs_outside_cut": outside, "settings": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "training": {"seconds": round(result.seconds, 3), "tokens": result.tokens,
                          "loss_curve": [round(x, 5) for x in result.loss_curve]},
         }, indent=2) + "\n")
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

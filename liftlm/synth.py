@@ -243,24 +243,13 @@ def local_completer(model, tokenizer, max_new_tokens: int = 160) -> Callable[[st
     return complete
 
 
-def openai_completer(base_url: str, model: str, api_key: str | None) -> Callable[[str], str]:
-    """Chat completion through an OpenAI-compatible endpoint (``LIFTLM_QA_API_KEY`` or ``OPENAI_API_KEY``)."""
-    import urllib.request
+def openai_completer(spec: str) -> Callable[[str], str]:
+    """Chat completion through an OpenAI-compatible endpoint ``http(s)://HOST/v1#MODEL`` (key in
+    ``LIFTLM_QA_API_KEY`` or ``OPENAI_API_KEY``; the model name defaults to ``default``)."""
+    from .endpoint import ChatEndpoint
 
-    url = base_url.rstrip("/") + "/chat/completions"
-
-    def complete(prompt: str) -> str:
-        body = json.dumps({"model": model, "temperature": 0,
-                           "messages": [{"role": "user", "content": prompt}]}).encode()
-        req = urllib.request.Request(url, body, {"Content-Type": "application/json",
-                                                 **({"Authorization": f"Bearer {api_key}"} if api_key else {})})
-        try:
-            with urllib.request.urlopen(req, timeout=120) as resp:
-                return json.load(resp)["choices"][0]["message"]["content"]
-        except Exception as e:  # network, HTTP and format errors all mean the endpoint cannot be used
-            raise LiftError(f"--qa-model: the endpoint {url} failed: {e}") from None
-
-    return complete
+    endpoint = ChatEndpoint(spec, "--qa-model", ("LIFTLM_QA_API_KEY", "OPENAI_API_KEY"), default_model="default")
+    return lambda prompt: endpoint.chat([{"role": "user", "content": prompt}])
 
 
 def synthesize(text: str, n: int, generator: str = "auto", complete: Callable[[str], str] | None = None,
@@ -289,8 +278,10 @@ def synthesize(text: str, n: int, generator: str = "auto", complete: Callable[[s
 
 # --- QA files (JSONL: question, answer, evidence, start, end, source) ---
 def write_qa(path: str | Path, pairs: list[QAPair]) -> None:
-    Path(path).write_text("".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs),
-                          encoding="utf-8")
+    """Write the pairs as JSONL, atomically (a reader never sees half a file)."""
+    from .fileio import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs))
 
 
 def read_qa(path: str | Path) -> list[QAPair]:
@@ -313,3 +304,56 @@ def read_qa(path: str | Path) -> list[QAPair]:
     if not pairs:
         raise LiftError(f"--qa-file: {path} holds no QA pairs")
     return pairs
+
+
+# --- the QA source of one LIFT setup: the user's file, or synthesized pairs cached per document ---
+class QASource:
+    """Where a document's auxiliary QA pairs come from: the user's pairs (``--qa-file``), none (``qa_pairs``
+    0), or ``synthesize`` with the configured generator, cached under ``cache_dir`` by document, model and the
+    synthesis settings (the LLM generator is slow; a cached document costs nothing the second time).
+
+    ``completer``: a function returning the ``complete(prompt) -> reply`` of the LLM generator, called only
+    when a generator is needed."""
+
+    SETTINGS = ("qa_pairs", "qa_generator", "qa_model", "qa_window_sentences")
+
+    def __init__(self, cfg, model_id: str, cache_dir: str | Path, completer: Callable[[], Callable[[str], str]],
+                 user_pairs: list[QAPair] | None = None, progress: bool = False):
+        self.cfg = cfg
+        self.model_id = model_id
+        self.cache_dir = Path(cache_dir)
+        self.completer = completer
+        self.user_pairs = user_pairs
+        self.progress = progress
+
+    def key_settings(self) -> dict:
+        """What the pairs add to the adapter's store key: the user's pairs' hash, or the synthesizer version."""
+        import hashlib
+
+        if self.user_pairs is not None:
+            return {"qa_file_sha256": hashlib.sha256(
+                json.dumps([asdict(p) for p in self.user_pairs]).encode()).hexdigest()}
+        return {"qa_synthesizer": SYNTH_VERSION} if self.cfg.qa_pairs > 0 else {}
+
+    def cache_path(self, text: str) -> Path:
+        from .adapters import document_sha256, store_key
+
+        key = store_key(document_sha256(text), self.model_id,
+                        {k: getattr(self.cfg, k) for k in self.SETTINGS} | {"synthesizer": SYNTH_VERSION})
+        return self.cache_dir / f"{key}.jsonl"
+
+    def pairs(self, text: str) -> tuple[list[QAPair], dict]:
+        """The pairs for ``text`` and a report of where they came from."""
+        cfg = self.cfg
+        if self.user_pairs is not None:
+            return self.user_pairs, {"generator": "user", "used": "user"}
+        if cfg.qa_pairs == 0:
+            return [], {}
+        cache = self.cache_path(text)
+        if cache.is_file():
+            return read_qa(cache), {"generator": cfg.qa_generator, "used": "cache", "cache": str(cache)}
+        complete = self.completer() if cfg.qa_generator != "keyphrase" else None
+        pairs, report = synthesize(text, cfg.qa_pairs, cfg.qa_generator, complete, cfg.qa_window_sentences,
+                                   progress=self.progress)
+        write_qa(cache, pairs)
+        return pairs, {**report, "cache": str(cache)}

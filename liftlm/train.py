@@ -1,51 +1,40 @@
-"""Training: attach a LoRA adapter (PEFT) or unfreeze the whole model, then run AdamW over the samples.
+"""Training on documents: the samples of a training mode, a LoRA adapter (PEFT) or the whole model, and the
+trainer of that mode; ``train_on_documents`` puts them together and is what every caller uses (the ``Lift``
+recipe, pre-LIFT SFT, the benchmarks).
 
-Samples are trained one at a time (batch 1, no padding, as the paper); ``grad_accum`` samples make one optimizer
-step. The loss is computed only where labels are set: the logits of the prompt part of a contextualized sample
-are never materialised (``logits_to_keep``), which saves the vocabulary projection for those positions.
+Training modes (``--training-mode``), registered in ``TRAINERS``:
+
+* ``paper``: the paper's overlapping segments (§3.1), each a sample trained whole (``train``, below);
+* ``overlap`` / ``recurrent``: each document token trained once per epoch (``liftlm.overlap``).
+
+Samples are trained one at a time (batch 1, no padding, as the paper); the loop is ``liftlm.loop.optimize``.
 """
 from __future__ import annotations
 
-import math
-import time
+import copy
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .config import LiftConfig
-from .context import IGNORE_INDEX, Sample
+from .context import PromptBuilder, Sample
+from .errors import LiftError
+from .loop import (
+    EpochHook,
+    StepHook,
+    StepProgress,
+    TrainResult,
+    epoch_plan,
+    optimize,
+    sample_loss,
+)
+from .overlap import build_stride_samples, train_overlap, train_recurrent
+from .segment import segment_spans
 
-EpochHook = Callable[[int, "TrainResult"], None]
-StepHook = Callable[["StepProgress"], None]
-
-
-@dataclass
-class StepProgress:
-    """Where training stands after an optimizer step (given to an ``on_step`` hook, e.g. a service's progress)."""
-
-    epoch: int  # 0-based epoch the step belongs to
-    epochs: int
-    step: int  # optimizer steps done (1-based)
-    steps: int  # optimizer steps in the whole run
-    loss: float  # mean loss of this step
-
-
-@dataclass
-class TrainResult:
-    loss_curve: list[float] = field(default_factory=list)  # mean loss of each optimizer step
-    epoch_losses: list[float] = field(default_factory=list)  # mean loss of each epoch
-    epoch_seconds: list[float] = field(default_factory=list)  # training time at the end of each epoch
-    seconds: float = 0.0
-    tokens: int = 0  # tokens run forward and backward
-    steps: int = 0
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+__all__ = ["TRAINERS", "StepProgress", "Trained", "TrainResult", "attach_adapter", "build_samples",
+           "detach_adapter", "epoch_plan", "optimize", "sample_loss", "train", "train_on_documents", "trainer_for"]
 
 
 def attach_adapter(model, cfg: LiftConfig):
@@ -74,33 +63,27 @@ def attach_adapter(model, cfg: LiftConfig):
         raise LiftError(f"--target-modules: {e}") from None
 
 
-def sample_loss(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the labelled positions of one sample (shapes [1, L])."""
-    labelled = (labels[0] != IGNORE_INDEX).nonzero()
-    first = int(labelled[0]) if len(labelled) else input_ids.shape[1]
-    # Position t predicts token t+1, so logits are needed from position first-1 on (at least 1 position back).
-    keep = input_ids.shape[1] - max(first - 1, 0)
-    logits = model(input_ids=input_ids, logits_to_keep=keep, use_cache=False).logits  # [1, keep, V]
-    targets = labels[:, input_ids.shape[1] - keep + 1 :]  # [1, keep-1]
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+def detach_adapter(model):
+    """The base model of ``model`` without LoRA layers (PEFT's ``unload``); ``model`` itself when it has none."""
+    if not hasattr(model, "peft_config"):
+        return model
+    base = model.unload()
+    if hasattr(base, "peft_config"):  # left behind by unload(); PEFT would warn on the next wrap
+        del base.peft_config
+    return base
 
 
-def epoch_plan(n_segments: int, n_qa: int, cfg: LiftConfig) -> list[list[int]]:
-    """Which samples each epoch sees, in order. Indices < n_segments are segments, the rest QA pairs.
-
-    two-stage (the paper): ``epochs`` epochs of segments, then ``qa_epochs`` epochs of segments + QA;
-    mixed: ``epochs`` epochs of segments + QA. Without QA: ``epochs`` epochs of segments."""
-    g = torch.Generator().manual_seed(cfg.seed)
-
-    def perm(n: int) -> list[int]:
-        return torch.randperm(n, generator=g).tolist()
-
-    if n_qa == 0:
-        return [perm(n_segments) for _ in range(cfg.epochs)]
-    both = n_segments + n_qa
-    if cfg.qa_schedule == "mixed":
-        return [perm(both) for _ in range(cfg.epochs)]
-    return [perm(n_segments) for _ in range(cfg.epochs)] + [perm(both) for _ in range(cfg.qa_epochs)]
+def build_samples(doc_ids: list[int], cfg: LiftConfig, prompts: PromptBuilder) -> list:
+    """Segments of the document (paper §3.1), each made a training sample (plain or contextualized, §3.2);
+    stride samples with a cached prefix in ``overlap`` and ``recurrent`` modes (``liftlm.overlap``)."""
+    if cfg.training_mode in ("overlap", "recurrent"):
+        return build_stride_samples(doc_ids, cfg, prompts)
+    spans = segment_spans(len(doc_ids), cfg.segment_length, cfg.effective_stride)
+    if not cfg.contextualized:
+        if cfg.segment_length > prompts.window:
+            raise ValueError(f"segment length {cfg.segment_length} exceeds the window {prompts.window}")
+        return [prompts.plain_sample(doc_ids[a:b]) for a, b in spans]
+    return [prompts.ct_sample(doc_ids, doc_ids[a:b], cfg.context_tokens) for a, b in spans]
 
 
 def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
@@ -127,85 +110,50 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
                     on_epoch, on_step)
 
 
-def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: TrainResult, progress: bool,
-             desc: str, on_epoch: EpochHook | None = None, on_step: StepHook | None = None) -> TrainResult:
-    """The loop the trainers share: AdamW over the samples in ``plan`` (epochs of sample indices), batch 1,
-    ``cfg.grad_accum`` samples a step. ``compute(i)`` returns sample i's loss and its weight.
+TRAINERS = {"paper": train, "overlap": train_overlap, "recurrent": train_recurrent}
 
-    ``on_epoch(epoch, result)`` is called after each epoch's last optimizer step, with the model in eval mode
-    (e.g. to measure what the adapter knows so far); its time is not counted in ``result.seconds`` nor in
-    ``result.epoch_seconds``. ``on_step(StepProgress)`` is called after every optimizer step (keep it cheap: its
-    time counts as training time)."""
-    if not any(plan):
-        return result
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        params, lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-8, weight_decay=cfg.weight_decay
-    )
-    order = [i for epoch in plan for i in epoch]
-    epoch_ends = [sum(len(e) for e in plan[: k + 1]) for k in range(len(plan))]
-    total_steps = math.ceil(len(order) / cfg.grad_accum)
-    scheduler = _scheduler(opt, cfg, total_steps)
-    if cfg.grad_checkpointing:
-        _checkpointing(model, True)
-    model.train()
-    bar = tqdm(total=len(order), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
-    start = time.perf_counter()
-    hook_seconds = 0.0
-    step_losses: list[float] = []
+
+def trainer_for(mode: str):
+    """The training loop of a ``--training-mode``."""
+    return TRAINERS[mode]
+
+
+@dataclass
+class Trained:
+    """What ``train_on_documents`` returns: the trained model (the PEFT wrapper around the base for LoRA, a
+    trained copy or the base itself for a full fine-tune), the trainer's result and the sample counts."""
+
+    model: torch.nn.Module
+    result: TrainResult
+    samples: int
+    qa_samples: int
+
+
+def train_on_documents(base, documents: Sequence[tuple[list[int], Sequence]], cfg: LiftConfig,
+                       prompts: PromptBuilder, *, keep_base: bool = False, progress: bool = True,
+                       desc: str = "LIFT", on_epoch: EpochHook | None = None,
+                       on_step: StepHook | None = None) -> Trained:
+    """LIFT's training, for one document or several (pre-LIFT SFT): every document's samples (its segments per
+    ``cfg.training_mode``, and its auxiliary QA pairs as QA samples), an adapter on ``base`` (``attach_adapter``),
+    then the mode's trainer over all of them.
+
+    ``documents``: (token ids, QA pairs) per document; a QA pair has ``question`` and ``answer``.
+    ``keep_base``: a full fine-tune trains a copy and leaves ``base`` untouched (LoRA never changes it).
+    A window too small for the samples raises ``LiftError`` before any training. If training fails, the LoRA layers are taken out
+    of ``base`` again before the error goes on, so ``base`` stays usable."""
+    samples: list = []
+    qa_samples: list[Sample] = []
     try:
-        for k in range(0, len(order), cfg.grad_accum):
-            group = order[k : k + cfg.grad_accum]
-            for i in group:
-                loss, weight = compute(i)
-                (loss * (weight / len(group))).backward()
-                step_losses.append(loss.item())
-                bar.update(1)
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            scheduler.step()
-            opt.zero_grad(set_to_none=True)
-            result.loss_curve.append(sum(step_losses[-len(group) :]) / len(group))
-            result.steps += 1
-            bar.set_postfix(loss=f"{result.loss_curve[-1]:.3f}")
-            done = k + len(group)
-            if on_step is not None:
-                epoch = next(e for e, end in enumerate(epoch_ends) if end > k)  # the epoch of its first sample
-                on_step(StepProgress(epoch, len(plan), result.steps, total_steps, result.loss_curve[-1]))
-            while len(result.epoch_losses) < len(epoch_ends) and epoch_ends[len(result.epoch_losses)] <= done:
-                e = len(result.epoch_losses)
-                begin = epoch_ends[e - 1] if e else 0
-                result.epoch_losses.append(sum(step_losses[begin : epoch_ends[e]]) / (epoch_ends[e] - begin))
-                result.epoch_seconds.append(time.perf_counter() - start - hook_seconds)
-                if on_epoch is not None:
-                    hook_start = time.perf_counter()
-                    model.eval()
-                    with torch.no_grad():
-                        on_epoch(e, result)
-                    model.train()
-                    hook_seconds += time.perf_counter() - hook_start
-    finally:
-        bar.close()
-        model.eval()
-        if cfg.grad_checkpointing:
-            _checkpointing(model, False)
-    result.seconds = time.perf_counter() - start - hook_seconds
-    return result
-
-
-def _checkpointing(model, on: bool) -> None:
-    # transformers 5 renamed gradient_* to activation_checkpointing_* (the old names warn)
-    prefix = "activation" if hasattr(model, "activation_checkpointing_enable") else "gradient"
-    if on:
-        getattr(model, f"{prefix}_checkpointing_enable")(**{f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}})
-    else:
-        getattr(model, f"{prefix}_checkpointing_disable")()
-
-
-def _scheduler(opt, cfg: LiftConfig, total_steps: int):
-    from transformers import get_scheduler
-
-    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.lr_schedule]
-    return get_scheduler(name, opt, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-                         num_training_steps=total_steps)
+        for doc_ids, qa in documents:
+            samples += build_samples(doc_ids, cfg, prompts)
+            qa_samples += [prompts.qa_sample(doc_ids, p.question, p.answer, cfg.qa_context) for p in qa]
+    except ValueError as e:
+        raise LiftError(f"--window/--segment-length: {e}") from None
+    model = attach_adapter(copy.deepcopy(base) if keep_base and cfg.finetune == "full" else base, cfg)
+    try:
+        result = TRAINERS[cfg.training_mode](model, samples, cfg, progress=progress, desc=desc,
+                                             qa_samples=qa_samples, on_epoch=on_epoch, on_step=on_step)
+    except BaseException:
+        detach_adapter(model)
+        raise
+    return Trained(model, result, len(samples), len(qa_samples))

@@ -20,8 +20,7 @@ from liftlm.overlap import (
     train_overlap,
     train_recurrent,
 )
-from liftlm.recipe import build_samples
-from liftlm.train import attach_adapter
+from liftlm.train import attach_adapter, build_samples
 
 torch.set_num_threads(1)
 
@@ -354,7 +353,7 @@ def test_epoch_hook_sees_each_epoch_and_does_not_change_training(tiny_model_dir,
     import time
 
     from liftlm.models import load_model
-    from liftlm.overlap import trainer_for
+    from liftlm.train import trainer_for
 
     finals, seen = [], []
     for hook in (False, True):
@@ -386,7 +385,7 @@ def test_epoch_hook_sees_each_epoch_and_does_not_change_training(tiny_model_dir,
 @pytest.mark.parametrize("mode", ["paper", "overlap", "recurrent"])
 def test_step_hook_reports_every_optimizer_step(tiny_loaded, mode):
     """``on_step`` sees each optimizer step once, in order, with its epoch, the run's step count and its loss."""
-    from liftlm.overlap import trainer_for
+    from liftlm.train import trainer_for
 
     cfg, prompts, doc, _ = _setup(tiny_loaded.tokenizer, epochs=2, grad_accum=2, training_mode=mode)
     samples = build_samples(doc, cfg, prompts)

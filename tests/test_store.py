@@ -130,7 +130,7 @@ def test_rag_prompt_holds_the_retrieved_chunk(tiny_model_dir, store):
     lift = make(tiny_model_dir, store, window=128)
     filler = "The harbour wall is built of red sandstone blocks. " * 30
     lift.read(filler + "The telescope was made in Glasgow in 1881. " + filler)
-    ids = lift._retrieve("Where was the telescope made in Glasgow?", 60)
+    ids = lift.retrieve("Where was the telescope made in Glasgow?", 60)
     assert len(ids) <= 60 and "Glasgow" in lift.tokenizer.decode(ids)
 
 

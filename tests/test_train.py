@@ -1,9 +1,9 @@
+import pytest
 import torch
 
 from liftlm.config import LiftConfig
 from liftlm.context import IGNORE_INDEX, PromptBuilder
-from liftlm.recipe import build_samples
-from liftlm.train import attach_adapter, epoch_plan, sample_loss, train
+from liftlm.train import attach_adapter, build_samples, epoch_plan, sample_loss, train
 
 TEXT = "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 6
 
@@ -103,3 +103,64 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir):
 def test_zero_epochs_trains_nothing(tiny_loaded):
     cfg = LiftConfig(epochs=0)
     assert train(attach_adapter(tiny_loaded.model, cfg), [], cfg, progress=False).steps == 0
+
+
+def _has_lora(model) -> bool:
+    return any("lora_" in name for name, _ in model.named_modules())
+
+
+def test_train_on_documents_counts_every_documents_samples(tiny_loaded):
+    from liftlm.synth import QAPair
+    from liftlm.train import detach_adapter, train_on_documents
+
+    cfg = LiftConfig(segment_length=32, context_tokens=16, epochs=1, qa_pairs=1, qa_schedule="mixed")
+    prompts = PromptBuilder(tiny_loaded.tokenizer, 256)
+    one = tiny_loaded.tokenizer.encode(TEXT, add_special_tokens=False)
+    two = tiny_loaded.tokenizer.encode("A brass telescope was made in Glasgow. " * 8, add_special_tokens=False)
+    pair = QAPair("Where was the telescope made?", "In Glasgow.", "", -1, -1)
+    trained = train_on_documents(tiny_loaded.model.float(), [(one, []), (two, [pair])], cfg, prompts, progress=False)
+    assert trained.samples == len(build_samples(one, cfg, prompts)) + len(build_samples(two, cfg, prompts))
+    assert trained.qa_samples == 1 and trained.result.steps == trained.samples + 1
+    assert _has_lora(trained.model)
+    assert not _has_lora(detach_adapter(trained.model))
+
+
+def test_a_failed_training_hands_the_base_model_back_without_lora(tiny_loaded, monkeypatch):
+    """Whatever goes wrong inside the trainer, the base model is left as it was (no LoRA layers inside)."""
+    import liftlm.train
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setitem(liftlm.train.TRAINERS, "paper", broken)
+    base = tiny_loaded.model.float()
+    doc = tiny_loaded.tokenizer.encode(TEXT, add_special_tokens=False)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        liftlm.train.train_on_documents(base, [(doc, [])], LiftConfig(segment_length=32, context_tokens=16),
+                                        PromptBuilder(tiny_loaded.tokenizer, 256), progress=False)
+    assert not _has_lora(base) and not hasattr(base, "peft_config")
+
+
+def test_a_window_too_small_is_one_clear_error_before_training(tiny_loaded):
+    from liftlm.errors import LiftError
+    from liftlm.train import train_on_documents
+
+    doc = tiny_loaded.tokenizer.encode(TEXT, add_special_tokens=False)
+    with pytest.raises(LiftError, match="--window/--segment-length"):
+        train_on_documents(tiny_loaded.model, [(doc, [])], LiftConfig(segment_length=64),
+                           PromptBuilder(tiny_loaded.tokenizer, 48), progress=False)
+    assert not _has_lora(tiny_loaded.model)
+
+
+def test_full_fine_tune_with_keep_base_leaves_the_base_untouched(tiny_loaded):
+    from liftlm.train import train_on_documents
+
+    base = tiny_loaded.model.float()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    doc = tiny_loaded.tokenizer.encode(TEXT, add_special_tokens=False)
+    cfg = LiftConfig(segment_length=32, context_tokens=16, epochs=1, finetune="full", learning_rate=1e-3)
+    trained = train_on_documents(base, [(doc, [])], cfg, PromptBuilder(tiny_loaded.tokenizer, 256),
+                                 keep_base=True, progress=False)
+    assert trained.model is not base
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in trained.model.state_dict().items())

@@ -1,16 +1,16 @@
-"""``liftlm bench scaling|throughput``: the benchmark verbs. ``register(subparsers)`` adds them to the ``liftlm``
+"""``liftlm bench scaling|throughput|overlap-vs-paper``: the benchmark verbs. ``register(subparsers)`` adds them to the ``liftlm``
 parser; ``run(args)`` runs the chosen one and returns the exit status (``LiftError`` is left to the caller,
 which prints it as one line and exits with status 2)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
 from ..config import LiftConfig
 from ..errors import LiftError
+from ..options import add_config_flags, config_from_args, quiet_libraries
 from .common import RANDOM_CONFIGS, parse_length, parse_lengths
 
 
@@ -39,8 +39,6 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``bench`` verb (sub-verbs ``scaling`` and ``throughput``) to ``subparsers``."""
-    from ..cli import add_config_flags  # here, not at import time: liftlm.cli imports this module
-
     bench = subparsers.add_parser("bench", help="benchmarks: time and memory against length; trainer throughput")
     verbs = bench.add_subparsers(dest="bench_verb", required=True, metavar="BENCH")
 
@@ -87,17 +85,30 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--strict", action="store_true", help="exit with status 1 when the ratio is below 0.9")
     _model_flags(t)
     add_config_flags(t)
+
+    o = verbs.add_parser(
+        "overlap-vs-paper", help="paper mode vs the overlap-aware modes: time to reach the paper's document NLL",
+        description="Train each mode on the first N haystack tokens (embedded model), measuring the document's "
+                    "NLL after every epoch; rounds rotate the mode order; medians, speed-ups and a plot in --out.")
+    o.add_argument("--tokens", type=int, default=2000, help="document length in tokens (default: 2000)")
+    o.add_argument("--haystack", default=None, metavar="DIR",
+                   help="folder of .txt files whose text is the document (default: the Paul Graham essays)")
+    o.add_argument("--modes", default="paper:2,overlap:4,recurrent:4",
+                   help="MODE:EPOCHS, comma-separated; paper must be one (default: paper:2,overlap:4,recurrent:4)")
+    o.add_argument("--rounds", type=int, default=3, help="rounds, each training every mode once (default: 3)")
+    o.add_argument("--out", default="bench/results/overlap-vs-paper", metavar="DIR", help="output folder")
+    o.add_argument("--replot", default=None, metavar="DIR",
+                   help="measure nothing: redo summary, report and plot from DIR/results.json")
+    o.add_argument("--quiet", action="store_true", help="no progress lines")
     return bench
 
 
 def bench_config(args) -> LiftConfig:
     """The LIFT settings from the flags; one epoch unless --epochs says otherwise."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(LiftConfig)
-             if getattr(args, f.name, None) is not None}
-    given.setdefault("epochs", 1)
-    if given.get("qa_pairs"):
+    config = config_from_args(args, epochs=1)
+    if config.qa_pairs:
         raise LiftError("--qa-pairs: the benchmarks time LIFT's segment training; auxiliary QA is not part of it")
-    return LiftConfig(**given)
+    return config
 
 
 def _random_config(args) -> str | None:
@@ -150,15 +161,29 @@ def run_throughput_cli(args) -> int:
     return 1 if args.strict and not report["ratio_ok"] else 0
 
 
+def run_overlap_cli(args) -> int:
+    from .overlap_vs_paper import OverlapOptions, replot, run_overlap_vs_paper
+
+    if args.replot:
+        out = Path(args.replot)
+        replot(out)
+    else:
+        out = Path(args.out)
+        run_overlap_vs_paper(OverlapOptions(tokens=args.tokens, haystack=args.haystack, modes=args.modes,
+                                            rounds=args.rounds, out=out, progress=not args.quiet))
+    print((out / "summary.md").read_text())
+    print(f"wrote {out / 'results.json'}, {out / 'summary.json'}, {out / 'summary.md'}, {out / 'curves.png'}")
+    return 0
+
+
 def run(args) -> int:
-    """Run ``liftlm bench <scaling|throughput>``; returns the exit status."""
-    return {"scaling": run_scaling_cli, "throughput": run_throughput_cli}[args.bench_verb](args)
+    """Run ``liftlm bench <scaling|throughput|overlap-vs-paper>``; returns the exit status."""
+    return {"scaling": run_scaling_cli, "throughput": run_throughput_cli,
+            "overlap-vs-paper": run_overlap_cli}[args.bench_verb](args)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m liftlm.bench ...``: the same verbs without going through ``liftlm``."""
-    from ..cli import quiet_libraries
-
     parser = argparse.ArgumentParser(prog="python -m liftlm.bench")
     register(parser.add_subparsers(dest="verb", required=True, metavar="VERB"))
     args = parser.parse_args(["bench", *(argv if argv is not None else sys.argv[1:])])

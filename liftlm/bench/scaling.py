@@ -175,20 +175,14 @@ def prefill_and_answer(model, prompt_ids: list[int], new_tokens: int) -> dict:
 
 def _lift_work(loaded, doc_ids: list[int], cfg: LiftConfig, window: int) -> dict:
     from ..context import PromptBuilder
-    from ..overlap import trainer_for
-    from ..recipe import build_samples
-    from ..train import attach_adapter
+    from ..train import train_on_documents
 
     start = time.perf_counter()
-    try:
-        samples = build_samples(doc_ids, cfg, PromptBuilder(loaded.tokenizer, window))
-    except ValueError as e:
-        raise LiftError(f"--window/--segment-length: {e}") from None
-    model = attach_adapter(loaded.model, cfg)
-    result = trainer_for(cfg.training_mode)(model, samples, cfg, progress=False, desc="LIFT")
+    trained = train_on_documents(loaded.model, [(doc_ids, [])], cfg, PromptBuilder(loaded.tokenizer, window),
+                                 progress=False)
     synchronize(loaded.device)
-    return {"seconds": time.perf_counter() - start, "tokens": result.tokens, "samples": len(samples),
-            "train_seconds": result.seconds}
+    return {"seconds": time.perf_counter() - start, "tokens": trained.result.tokens, "samples": trained.samples,
+            "train_seconds": trained.result.seconds}
 
 
 def measure(spec: dict) -> dict:
@@ -286,7 +280,7 @@ def child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one", required=True, help="JSON file with the point's spec")
     parser.add_argument("--result", required=True, help="where to write the row (JSON)")
     args = parser.parse_args(argv)
-    from ..cli import quiet_libraries
+    from ..options import quiet_libraries
 
     quiet_libraries()
     spec = json.loads(Path(args.one).read_text())

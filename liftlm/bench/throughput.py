@@ -112,7 +112,7 @@ def bare_loop(model, samples, cfg: LiftConfig) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from ..train import _checkpointing, epoch_plan
+    from ..loop import _checkpointing, epoch_plan
 
     synchronize(next(model.parameters()).device)
     start = time.perf_counter()
@@ -163,14 +163,14 @@ def trainer_run(model, samples, cfg: LiftConfig) -> dict:
 
 def _with_adapter(base, cfg: LiftConfig, fn, samples) -> tuple[dict, object]:
     """Attach a fresh adapter (same seed every time), run ``fn``, remove the adapter; returns (result, base)."""
-    from ..train import attach_adapter
+    from ..train import attach_adapter, detach_adapter
 
     model = attach_adapter(base, cfg)
     lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     try:
         result = fn(model, samples, cfg)
     finally:
-        base = model.unload() if hasattr(model, "peft_config") else model
+        base = detach_adapter(model)
     result["lora_params"] = lora
     return result, base
 
@@ -180,15 +180,15 @@ def _with_adapter(base, cfg: LiftConfig, fn, samples) -> tuple[dict, object]:
 
 def run_throughput(opts: ThroughputOptions) -> dict:
     from ..context import PromptBuilder
-    from ..models import pick_device
-    from ..recipe import build_samples
+    from ..models import pick_device, resolve_window
+    from ..train import build_samples
 
     cfg = opts.config
     if cfg.finetune != "lora":
         raise LiftError("the throughput benchmark compares LoRA training (--finetune lora)")
     if cfg.training_mode != "paper":
         raise LiftError("the throughput benchmark's bare loop is the paper mode's (--training-mode paper); "
-                        "compare the other modes with bench/overlap_vs_paper.py or `liftlm bench scaling`")
+                        "compare the other modes with `liftlm bench overlap-vs-paper` or `liftlm bench scaling`")
     if opts.tokens < 1 or opts.samples < 0 or opts.repeats < 1 or opts.warmup < 0:
         raise LiftError("--tokens and --repeats must be at least 1; --samples and --warmup 0 or more")
     if opts.threads is not None and opts.threads < 1:
@@ -199,11 +199,8 @@ def run_throughput(opts: ThroughputOptions) -> dict:
         check_random_size(opts.random_config, pick_device(opts.device).type, opts.force)
     loaded = load_bench_model(opts.model, opts.device, opts.random_config, opts.tokenizer, text)
     doc_ids, _ = haystack_ids(loaded.tokenizer, text, opts.tokens)
-    window = cfg.window or loaded.max_context
-    if window > loaded.max_context:
-        raise LiftError(f"--window {window} is larger than the model's context limit ({loaded.max_context})")
     try:
-        samples = build_samples(doc_ids, cfg, PromptBuilder(loaded.tokenizer, window))
+        samples = build_samples(doc_ids, cfg, PromptBuilder(loaded.tokenizer, resolve_window(loaded, cfg.window)))
     except ValueError as e:
         raise LiftError(f"--window/--segment-length: {e}") from None
     if opts.samples:

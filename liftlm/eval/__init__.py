@@ -1,6 +1,7 @@
 """Model-independent pieces of the evaluation harness: benchmark loaders, needle-in-a-haystack
 generation, answer metrics and a BM25 retrieval baseline."""
 
+from ..retrieval import build_rag_context, chunk_document, retrieve
 from .datasets import (
     TASKS,
     Example,
@@ -13,7 +14,6 @@ from .datasets import (
 )
 from .metrics import METRICS, get_metric, score
 from .niah import load_haystack, load_niah_defaults, make_niah, make_ruler_niah
-from .retrieval import build_rag_context, chunk_document, retrieve
 
 __all__ = [
     "METRICS",

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LiftError
+from ..options import add_common, config_from_args, model_spec
 from .runner import BENCHMARKS, DEFAULT_METHODS, METHODS, EvalSpec
 
 SHARED_NIAH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "niah"
@@ -25,8 +26,6 @@ DEFAULT_DEPTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # the LIFT authors' grid
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``eval`` verb to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
-    from ..cli import add_common  # here, not at import time: liftlm.cli imports this module
-
     p = subparsers.add_parser("eval", help="evaluate methods on a benchmark (LooGLE, LongBench, NIAH, RULER)",
                               description=__doc__.split("\n\n")[0])
     g = p.add_argument_group("what to evaluate")
@@ -148,7 +147,6 @@ def _needle(args) -> tuple[str | None, str | None, tuple[str, ...]]:
 
 def spec_from_args(args) -> EvalSpec:
     """Check every eval flag (before anything loads) and gather them into an ``EvalSpec``."""
-    from ..cli import model_spec
     from .niah import RULER_VARIANTS
 
     bench = args.benchmark
@@ -239,7 +237,6 @@ def _looks_remote(data: str | None) -> bool:
 
 def run(args) -> int:
     """Run ``liftlm eval``: print the summary table, and where the results are."""
-    from ..cli import config_from_args
     from .runner import run_eval
 
     spec = spec_from_args(args)

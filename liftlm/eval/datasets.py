@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..documents import DocumentCut
+
 LOOGLE_TASKS = ("shortdep_qa", "longdep_qa")
 LONGBENCH_TASKS = ("narrativeqa", "musique", "qmsum", "gov_report", "passage_retrieval_en")
 
@@ -353,75 +355,6 @@ def load_longbench(
 # ---------------------------------------------------------------- cutting long documents
 
 
-def token_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids of ``text`` (no special tokens) and each token's (start, end) character span.
-
-    Needs a tokenizer that reports offsets (a Hugging Face "fast" tokenizer).
-    """
-    try:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-    except (NotImplementedError, TypeError, ValueError) as err:
-        raise ValueError(
-            f"{type(tokenizer).__name__} cannot report token offsets ({err}); use a fast tokenizer "
-            "(AutoTokenizer.from_pretrained(..., use_fast=True))"
-        ) from None
-    return list(enc["input_ids"]), [tuple(span) for span in enc["offset_mapping"]]
-
-
-def cut_offset(offsets: list[tuple[int, int]], n_tokens: int) -> int:
-    """Character offset that ends the first ``n_tokens`` tokens (0 for none, the end for all or more).
-
-    A character split over tokens ``n_tokens - 1`` and ``n_tokens`` (a byte-level piece of a multi-byte
-    character) is left out, so the cut never holds more than ``n_tokens`` tokens' worth of text.
-    """
-    if n_tokens <= 0 or not offsets:
-        return 0
-    if n_tokens >= len(offsets):
-        return offsets[-1][1]
-    return min(offsets[n_tokens - 1][1], offsets[n_tokens][0])
-
-
-def normalize_ws(text: str) -> str:
-    """Collapse every run of whitespace to one space and strip the ends."""
-    return " ".join(text.split())
-
-
-_WORD = re.compile(r"\w+")
-_SHINGLE = 4
-
-
-def _shingles(text: str) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
-    if len(words) <= _SHINGLE:
-        return {tuple(words)} if words else set()
-    return {tuple(words[i : i + _SHINGLE]) for i in range(len(words) - _SHINGLE + 1)}
-
-
-class _Located:
-    """Lazily built views of the full and the cut document for evidence look-ups."""
-
-    def __init__(self, full: str, cut: str):
-        self.full, self.cut = normalize_ws(full), normalize_ws(cut)
-        self._full_sh: set | None = None
-        self._cut_sh: set | None = None
-
-    def inside(self, evidence: str) -> bool | None:
-        """True/False: the evidence is / is not inside the cut; None: it cannot be found in the document."""
-        ev = normalize_ws(evidence)
-        if not ev:
-            return None
-        if ev in self.full:
-            return ev in self.cut
-        # Not verbatim (benchmarks often quote loosely): every 4-word shingle of the evidence that the
-        # document contains must also be in the cut.
-        if self._full_sh is None:
-            self._full_sh, self._cut_sh = _shingles(self.full), _shingles(self.cut)
-        found = _shingles(ev) & self._full_sh
-        if not found:
-            return None
-        return found <= self._cut_sh
-
-
 def cut_document(example: Example, tokenizer: Any, max_doc_tokens: int) -> Example | None:
     """Keep the first ``max_doc_tokens`` tokens of the document; None if that loses some of the evidence.
 
@@ -446,38 +379,6 @@ def cut_documents(examples: Iterable[Example], tokenizer: Any, max_doc_tokens: i
         if cut is not None:
             kept.append(cut)
     return kept
-
-
-@dataclass
-class DocumentCut:
-    """A document, its token count, and (when it is too long) its cut and the evidence look-up."""
-
-    document: str
-    max_doc_tokens: int
-    n_tokens: int
-    located: _Located | None = None
-    cut: str | None = None
-
-    @classmethod
-    def of(cls, document: str, tokenizer: Any, max_doc_tokens: int) -> DocumentCut:
-        """Tokenize ``document`` and cut it after ``max_doc_tokens`` tokens (at a character boundary)."""
-        if max_doc_tokens <= 0:
-            raise ValueError(f"max_doc_tokens must be a positive number of tokens, got {max_doc_tokens}")
-        ids, offsets = token_offsets(tokenizer, document)
-        if len(ids) <= max_doc_tokens:
-            return cls(document, max_doc_tokens, len(ids))
-        cut = document[: cut_offset(offsets, max_doc_tokens)]
-        return cls(document, max_doc_tokens, len(ids), _Located(document, cut), cut)
-
-    @property
-    def text(self) -> str:
-        """The document as kept: the cut, or the whole document when it fits."""
-        return self.document if self.cut is None else self.cut
-
-    def keeps(self, evidence: Iterable[str]) -> bool:
-        """False when some of the evidence is in the document but outside the cut (unlocatable evidence
-        does not count against it)."""
-        return self.located is None or all(self.located.inside(e) is not False for e in evidence)
 
 
 def _cut_with(example: Example, view: DocumentCut) -> Example | None:

@@ -10,13 +10,9 @@ A judge is called as ``judge(question, gold, prediction) -> (verdict, reply)``.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import time
-import urllib.error
-import urllib.request
 
+from ..endpoint import ChatEndpoint, is_endpoint
 from ..errors import LiftError
 
 JUDGE_PROMPT = """You are grading an answer to a question about a long text.
@@ -43,50 +39,19 @@ def parse_verdict(reply: str) -> bool:
     return bool(match) and match.group(1).lower() == "true"
 
 
-def is_endpoint(spec: str) -> bool:
-    return spec.startswith(("http://", "https://"))
-
-
 class EndpointJudge:
-    """An OpenAI-compatible ``/chat/completions`` endpoint, temperature 0."""
+    """An OpenAI-compatible ``/chat/completions`` endpoint, temperature 0 (``liftlm.endpoint.ChatEndpoint``)."""
 
     def __init__(self, spec: str, timeout: float = 120.0, retries: int = 3):
-        base, _, model = spec.partition("#")
-        if not model.strip():
-            raise LiftError(f"--judge: name the endpoint's model after '#', e.g. {base}#gpt-4o (got {spec!r})")
-        self.url = base.rstrip("/") + "/chat/completions"
-        self.model = model.strip()
-        self.name = f"{base}#{self.model}"
-        self.timeout = timeout
-        self.retries = retries
-        self.key = next((os.environ[v] for v in KEY_VARIABLES if os.environ.get(v)), None)
-
-    def _post(self, payload: dict) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        request = urllib.request.Request(self.url, json.dumps(payload).encode(), headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            return json.loads(response.read().decode("utf-8"))
+        self.endpoint = ChatEndpoint(spec, "--judge", KEY_VARIABLES, timeout=timeout, retries=retries)
+        self.name = self.endpoint.name
 
     def __call__(self, question: str, gold: str, prediction: str) -> tuple[bool, str]:
-        payload = {"model": self.model, "messages": judge_messages(question, gold, prediction),
-                   "temperature": 0, "max_tokens": 8}
-        error: Exception | None = None
-        for attempt in range(self.retries):
-            try:
-                reply = self._post(payload)["choices"][0]["message"]["content"] or ""
-                return parse_verdict(reply), reply.strip()
-            except urllib.error.HTTPError as e:
-                error = e
-                if e.code < 500 and e.code != 429:  # a client error will not fix itself
-                    break
-            except (urllib.error.URLError, TimeoutError, OSError) as e:
-                error = e
-            except (KeyError, IndexError, TypeError, ValueError) as e:
-                raise LiftError(f"--judge: {self.url} did not answer like an OpenAI chat endpoint ({e!r})") from None
-            time.sleep(2**attempt)
-        raise LiftError(f"--judge: {self.url} failed ({error}); the predictions are kept, rerun to judge them")
+        try:
+            reply = self.endpoint.chat(judge_messages(question, gold, prediction), max_tokens=8)
+        except LiftError as e:
+            raise LiftError(f"{e}; the predictions are kept, rerun to judge them") from None
+        return parse_verdict(reply), reply.strip()
 
 
 class LocalJudge:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .datasets import Example, cut_offset, token_offsets
+from ..documents import cut_offset, token_offsets
+from .datasets import Example
 
 # The standard needle of the original needle-in-a-haystack test (and the LIFT paper's code).
 DEFAULT_NEEDLE = (

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..config import LiftConfig
+from ..config import MODES, LiftConfig
 from ..errors import LiftError
 from .datasets import LONGBENCH_TASKS, LOOGLE_TASKS, Example, TaskSpec, cut_documents, get_task
 
 BENCHMARKS = ("loogle", "longbench", "niah", "ruler")
-METHODS = ("icl", "lift", "lift+icl", "rag", "lift+rag")  # equal to liftlm.infer.MODES (torch-free import)
+METHODS = MODES
 DEFAULT_METHODS = ("icl", "lift", "lift+icl")
 PREDICTIONS = "predictions.jsonl"
 JUDGMENTS = "judge.jsonl"
@@ -336,12 +336,11 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 def prompt_parts(lift, task: TaskSpec, question: str, with_document: bool) -> tuple[list[int], list[int]]:
     """Token ids before and after the document slot of the task's prompt, chat format included."""
-    chat, tok = lift.prompts.chat, lift.tokenizer
+    prompts, tok = lift.prompts, lift.tokenizer
     if not with_document:
-        return chat.before + _encode(tok, task.question_template.format(input=question)) + chat.after, []
+        return sum(prompts.chat_prompt(_encode(tok, task.question_template.format(input=question))), []), []
     head, tail = task.template.split("{context}")
-    return (chat.before + _encode(tok, head.format(input=question)),
-            _encode(tok, tail.format(input=question)) + chat.after)
+    return prompts.chat_prompt(_encode(tok, head.format(input=question)), _encode(tok, tail.format(input=question)))
 
 
 def fit_prompt(lift, task: TaskSpec, ex: Example, mode: str, max_new_tokens: int) -> tuple[list[int], list[int], int]:
@@ -361,19 +360,15 @@ def fit_prompt(lift, task: TaskSpec, ex: Example, mode: str, max_new_tokens: int
 
 def task_prompt(lift, task: TaskSpec, ex: Example, doc_ids: list[int], mode: str, max_new_tokens: int) -> list[int]:
     """The full prompt: head + truncated (head+tail) or retrieved document + tail, within the window."""
-    from ..context import truncate_head_tail
     from ..infer import uses_document, uses_retrieval
-    from .retrieval import build_rag_context
 
     head, tail, room = fit_prompt(lift, task, ex, mode, max_new_tokens)
     if not uses_document(mode):
         return head
     if uses_retrieval(mode):
-        text = build_rag_context(ex.document, ex.question, lift.tokenizer, room,
-                                 chunk_tokens=min(lift.rag_chunk_tokens, room))
-        context = _encode(lift.tokenizer, text)[:room]
+        context = lift.retrieve(ex.question, room, document=ex.document)[:room]
     else:
-        context = truncate_head_tail(doc_ids, room, lift.prompts.sep)
+        context = lift.prompts.truncate(doc_ids, room)
     return head + context + tail
 
 
@@ -449,7 +444,7 @@ def answer_all(spec: EvalSpec, config: LiftConfig, previous: dict | None) -> tup
     for ex in examples:  # every prompt must fit before any training is spent
         for mode in spec.methods:
             fit_prompt(lift, tasks[ex.task], ex, mode, new_tokens(ex))
-    write_run_file(spec, config, previous, {"model_id": lift.loaded.model_id, "window": lift.window,
+    write_run_file(spec, config, previous, {"model_id": lift.model_id, "window": lift.window,
                                             "examples": notes})
     path = spec.out / PREDICTIONS
     done = {(r.get("id"), r.get("method")) for r in read_jsonl(path)}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from liftlm.documents import token_offsets
 from liftlm.eval.datasets import (
     LONGBENCH_TASKS,
     TASKS,
@@ -17,7 +18,6 @@ from liftlm.eval.datasets import (
     get_task,
     load_longbench,
     load_loogle,
-    token_offsets,
 )
 
 SAMPLE = Path(__file__).parent / "fixtures" / "longbench_sample.jsonl"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from liftlm.eval.datasets import token_offsets
+from liftlm.documents import token_offsets
 from liftlm.eval.niah import (
     DEFAULT_KEYWORDS,
     DEFAULT_NEEDLE,

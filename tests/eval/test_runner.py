@@ -80,7 +80,7 @@ def test_longbench_end_to_end_one_adapter_per_document(tmp_path, tiny_model_dir,
 
     trained = []
     real_train = liftlm.train.train
-    monkeypatch.setattr(liftlm.train, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    monkeypatch.setitem(liftlm.train.TRAINERS, "paper", lambda *a, **k: trained.append(1) or real_train(*a, **k))
     out, store = tmp_path / "out", tmp_path / "store"
     assert evaluate("--benchmark", "longbench", "--data", longbench_file, "--methods", "icl,lift+icl,rag",
                     "--model", tiny_model_dir, "--store", store, "--out", out, *SMALL) == 0

@@ -6,45 +6,40 @@ weights), measured after every epoch of one training run per mode (the measureme
 time). Each round trains every mode once, in a rotated order, so that the machine's drifts in speed hit all
 modes alike; times are reported per round and as the median over rounds.
 
-    .venv/bin/python bench/overlap_vs_paper.py --tokens 2000 --rounds 3 --out bench/results/overlap-vs-paper
+    liftlm bench overlap-vs-paper --tokens 2000 --rounds 3 --out bench/results/overlap-vs-paper
+    liftlm bench overlap-vs-paper --replot bench/results/overlap-vs-paper     # re-summarise, measure nothing
 
 Writes ``results.json`` (every epoch of every run), ``summary.json``, ``summary.md`` and ``curves.png``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
-from transformers.utils import logging as hf_logging
-
-from liftlm import LiftConfig
-from liftlm.context import PromptBuilder
-from liftlm.eval.niah import load_haystack
-from liftlm.infer import text_nll
-from liftlm.models import load_model
-from liftlm.overlap import trainer_for
-from liftlm.recipe import build_samples
-from liftlm.train import attach_adapter
+from ..config import TRAINING_MODES, LiftConfig
+from ..errors import LiftError
 
 
-def run(loaded, doc_ids, text, cfg: LiftConfig) -> list[dict]:
+def run(loaded, doc_ids, text, cfg: LiftConfig, progress: bool = True) -> list[dict]:
     """One training run of ``cfg.epochs`` epochs; a row per epoch: training seconds so far and document NLL."""
-    prompts = PromptBuilder(loaded.tokenizer, loaded.max_context)
-    samples = build_samples(doc_ids, cfg, prompts)
-    model = attach_adapter(loaded.model, cfg)
+    from ..context import PromptBuilder
+    from ..infer import text_nll
+    from ..train import detach_adapter, train_on_documents
+
     rows: list[dict] = []
+    base = loaded.model  # LoRA layers are injected into it in place: it runs with the adapter while training
 
     def measure(epoch, result):
         rows.append({"mode": cfg.training_mode, "epoch": epoch + 1, "seconds": round(result.epoch_seconds[-1], 2),
-                     "document_nll": round(text_nll(model, loaded.tokenizer, text), 4)})
-        print(rows[-1], flush=True)
+                     "document_nll": round(text_nll(base, loaded.tokenizer, text), 4)})
+        if progress:
+            print(rows[-1], flush=True)
 
-    trainer_for(cfg.training_mode)(model, samples, cfg, progress=False, on_epoch=measure)
-    loaded.model = model.unload()
-    if hasattr(loaded.model, "peft_config"):
-        del loaded.model.peft_config
+    prompts = PromptBuilder(loaded.tokenizer, loaded.max_context)
+    trained = train_on_documents(base, [(doc_ids, [])], cfg, prompts, progress=False, on_epoch=measure)
+    loaded.model = detach_adapter(trained.model)
     return rows
 
 
@@ -129,38 +124,73 @@ def plot(out: Path, summary: dict) -> None:
     fig.savefig(out / "curves.png", dpi=120)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tokens", type=int, default=2000)
-    ap.add_argument("--haystack", default="../shared/data/niah/PaulGrahamEssays")
-    ap.add_argument("--modes", default="paper:2,overlap:4,recurrent:4", help="mode:epochs, comma-separated")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", default="bench/results/overlap-vs-paper")
-    args = ap.parse_args()
-    plan = [(m, int(e)) for m, e in (x.split(":") for x in args.modes.split(","))]
-    modes = [m for m, _ in plan]
-    hf_logging.disable_progress_bar()
-    loaded = load_model()
-    doc_ids = loaded.tokenizer.encode(load_haystack(args.haystack), add_special_tokens=False)[: args.tokens]
-    text = loaded.tokenizer.decode(doc_ids)
-    base_nll = round(text_nll(loaded.model, loaded.tokenizer, text), 4)
-    print({"base_nll": base_nll}, flush=True)
-    rows = []
-    for rnd in range(args.rounds):
-        k = rnd % len(plan)
-        for mode, epochs in plan[k:] + plan[:k]:
-            rows += [dict(r, round=rnd + 1) for r in run(loaded, doc_ids, text,
-                                                          LiftConfig(training_mode=mode, epochs=epochs))]
-    out = Path(args.out)
+@dataclass
+class OverlapOptions:
+    tokens: int = 2000
+    haystack: str | None = None  # default: the Paul Graham essays beside the repository
+    modes: str = "paper:2,overlap:4,recurrent:4"  # mode:epochs, comma-separated
+    rounds: int = 3
+    out: Path = Path("bench/results/overlap-vs-paper")
+    progress: bool = True
+
+
+def parse_modes(spec: str) -> list[tuple[str, int]]:
+    """``"paper:2,recurrent:4"`` → [("paper", 2), ("recurrent", 4)]; ``LiftError`` for anything else."""
+    plan = []
+    for item in (x.strip() for x in spec.split(",") if x.strip()):
+        mode, _, epochs = item.partition(":")
+        if mode not in TRAINING_MODES or not epochs.isdigit() or int(epochs) < 1:
+            raise LiftError(f"--modes: {item!r} is not MODE:EPOCHS with MODE one of {', '.join(TRAINING_MODES)}")
+        plan.append((mode, int(epochs)))
+    if not plan or "paper" not in {m for m, _ in plan}:
+        raise LiftError("--modes must include paper:EPOCHS (the other modes are measured against it)")
+    return plan
+
+
+def write_outputs(out: Path, meta: dict, rows: list[dict], modes: list[str]) -> dict:
+    """results.json, summary.json, summary.md and curves.png in ``out``; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"document_tokens": len(doc_ids), "model": loaded.model_id, "base_nll": base_nll}
     (out / "results.json").write_text(json.dumps(dict(meta, rows=rows), indent=2) + "\n")
-    summary = summarize(base_nll, rows, modes)
+    summary = summarize(meta["base_nll"], rows, modes)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(out, meta, summary)
     plot(out, summary)
-    print((out / "summary.md").read_text())
+    return summary
 
 
-if __name__ == "__main__":
-    main()
+def replot(out: Path) -> dict:
+    """Re-summarise ``out/results.json`` (no measuring): the same summary.json, summary.md and plot."""
+    path = Path(out) / "results.json"
+    if not path.is_file():
+        raise LiftError(f"--replot: {path} not found")
+    data = json.loads(path.read_text())
+    rows = data.pop("rows")
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    return write_outputs(Path(out), data, rows, modes)
+
+
+def run_overlap_vs_paper(opts: OverlapOptions) -> dict:
+    """Measure every mode of ``opts.modes`` for ``opts.rounds`` rounds and write the outputs; returns the summary."""
+    from ..infer import text_nll
+    from ..models import load_model
+    from .common import read_haystack
+
+    plan = parse_modes(opts.modes)
+    if opts.tokens < 1 or opts.rounds < 1:
+        raise LiftError("--tokens and --rounds must be at least 1")
+    text_all = read_haystack(opts.haystack)
+    loaded = load_model()
+    doc_ids = loaded.tokenizer.encode(text_all, add_special_tokens=False)[: opts.tokens]
+    text = loaded.tokenizer.decode(doc_ids)
+    base_nll = round(text_nll(loaded.model, loaded.tokenizer, text), 4)
+    if opts.progress:
+        print({"base_nll": base_nll}, flush=True)
+    rows = []
+    for rnd in range(opts.rounds):
+        k = rnd % len(plan)
+        for mode, epochs in plan[k:] + plan[:k]:
+            rows += [dict(r, round=rnd + 1) for r in run(loaded, doc_ids, text,
+                                                          LiftConfig(training_mode=mode, epochs=epochs),
+                                                          opts.progress)]
+    meta = {"document_tokens": len(doc_ids), "model": loaded.model_id, "base_nll": base_nll}
+    return write_outputs(Path(opts.out), meta, rows, [m for m, _ in plan])

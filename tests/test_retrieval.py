@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from liftlm.eval.datasets import token_offsets
-from liftlm.eval.retrieval import bm25_scores, build_rag_context, chunk_document, rank_chunks, retrieve
+from liftlm.documents import token_offsets
+from liftlm.retrieval import bm25_scores, build_rag_context, chunk_document, rank_chunks, retrieve
 
 TOPICS = [
     "The harbour master counted the boats twice because he did not believe the number.",

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from .datasets import cut_offset, token_offsets
+from .documents import cut_offset, token_offsets
 
 
 def chunk_document(text: str, tokenizer: Any, chunk_tokens: int, overlap: int = 0) -> list[str]:
