@@ -6,6 +6,7 @@
         liftlm.json                  document sha256, model, every setting, loss curve, training time
         document.txt                 the document, so `ask --adapter DIR` can also put it in context
         qa.jsonl                     the auxiliary QA pairs it was trained on (when --qa-pairs or --qa-file)
+        distill.jsonl                the teacher's answers it was distilled from (--objective distill, ct+distill)
 
 A directory is written under a temporary name and renamed into place, so an interrupted run leaves no
 half-written adapter behind. The key hashes the document, the model and the settings that shape training.
@@ -28,6 +29,7 @@ FULL_CONFIG = "config.json"
 METADATA = "liftlm.json"
 DOCUMENT = "document.txt"
 QA_FILE = "qa.jsonl"  # the auxiliary QA pairs trained on, if any
+DISTILL_FILE = "distill.jsonl"  # the teacher's answers distilled into the adapter, if any
 REQUIRED_METADATA = ("format_version", "kind", "document_sha256", "model_id", "settings")
 
 
@@ -60,7 +62,8 @@ class AdapterStore:
         read_metadata(p)  # validates
         return p
 
-    def save(self, key: str, model, metadata: dict, document: str, qa: list | None = None) -> Path:
+    def save(self, key: str, model, metadata: dict, document: str, qa: list | None = None,
+             distill: list | None = None) -> Path:
         """Write atomically: everything goes to a temporary sibling directory, renamed at the end. An identical
         adapter that landed meanwhile (same key = same inputs) is kept."""
         final = self.path(key)
@@ -70,6 +73,10 @@ class AdapterStore:
                 from .synth import write_qa
 
                 write_qa(tmp / QA_FILE, qa)
+            if distill:
+                from .distill import write_items
+
+                write_items(tmp / DISTILL_FILE, distill)
         return final
 
 

@@ -53,10 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = p.add_argument_group("questions").add_mutually_exclusive_group(required=True)
     q.add_argument("--question", help="the question")
     q.add_argument("--questions-file", help="a file with one question per line (one LIFT, many answers)")
-    p.add_argument("--mode", choices=MODES, default="lift+icl",
+    p.add_argument("--mode", default="lift+icl", metavar="MODE[,MODE...]",
                    help="icl: truncated document in context, no training; lift: adapted model, no document in "
                         "context; lift+icl: both (the paper's main setting; default); rag / lift+rag: BM25-best "
-                        "chunks of the document in context instead of its head and tail")
+                        "chunks of the document in context instead of its head and tail. Several, comma-separated "
+                        "(e.g. icl,lift+icl), answer each question in each mode, side by side")
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default: 64)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per answer (question, answer, mode, adapter, trained, seconds)")
@@ -104,6 +105,10 @@ def run_ask(args) -> int:
     if args.max_new_tokens < 1:
         raise LiftError(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens})")
     questions = read_questions(args)
+    modes = list(dict.fromkeys(m.strip() for m in args.mode.split(",") if m.strip()))
+    unknown = [m for m in modes if m not in MODES]
+    if not modes or unknown:
+        raise LiftError(f"--mode must be one or more of {', '.join(MODES)}, comma-separated (got {args.mode!r})")
     config = config_from_args(args)
     spec = model_spec(args)
     if args.adapter is not None:
@@ -121,23 +126,30 @@ def run_ask(args) -> int:
     lift = Lift(spec, config, store=args.store, device=args.device, progress=not args.quiet,
                 qa_file=args.qa_file if args.adapter is None else None)
     for question in questions:  # every question must fit before any training is spent
-        lift.check_question(question, args.mode, args.max_new_tokens)
+        for mode in modes:
+            lift.check_question(question, mode, args.max_new_tokens)
     if args.adapter is not None:
         lift.use_adapter(args.adapter)
-    elif args.mode in ("icl", "rag"):
+    elif all(mode in ("icl", "rag") for mode in modes):
         lift.read(text)
     else:
         done = lift.internalize(text, force=args.force)
         if not done.trained and not args.quiet:
             print(f"liftlm: reusing stored adapter {done.adapter} (no training)", file=sys.stderr)
+    width = max(len(m) for m in modes)
     for question in questions:
-        answer = lift.ask(question, mode=args.mode, max_new_tokens=args.max_new_tokens)
+        answers = [lift.ask(question, mode=mode, max_new_tokens=args.max_new_tokens) for mode in modes]
         if args.json:
-            print(json.dumps(answer.to_dict(), ensure_ascii=False), flush=True)
-        elif len(questions) > 1:
-            print(f"Q: {answer.question}\nA: {answer.answer}\n", flush=True)
-        else:
-            print(answer.answer, flush=True)
+            for answer in answers:
+                print(json.dumps(answer.to_dict(), ensure_ascii=False), flush=True)
+            continue
+        if len(questions) > 1:
+            print(f"Q: {answers[0].question}", flush=True)
+        for answer in answers:
+            label = "A: " if len(modes) == 1 and len(questions) > 1 else f"{answer.mode:>{width}}: " if len(modes) > 1 else ""
+            print(f"{label}{answer.answer}", flush=True)
+        if len(questions) > 1:
+            print(flush=True)
     return 0
 
 

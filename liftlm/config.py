@@ -19,6 +19,8 @@ TRAINING_MODES = ("paper", "overlap", "recurrent")
 # alone; lift+icl, both; rag / lift+rag, BM25-retrieved chunks in place of the truncated document.
 MODES = ("icl", "lift", "lift+icl", "rag", "lift+rag")
 FINETUNE_KINDS = ("lora", "full")
+OBJECTIVES = ("ct", "distill", "ct+distill")
+DISTILL_VIEWS = ("lift+icl", "lift")
 
 
 def _f(default, help: str, key: bool = True, **kw):
@@ -37,6 +39,9 @@ class LiftConfig:
     contextualized: bool = _f(True, "contextualized training: prefix each segment with the head+tail "
                                     "truncated document and a recite instruction (loss on the segment only); "
                                     "off = plain next-token training on the segments")
+    ct_format: str = _f("raw", "how a contextualized sample is laid out: raw (plain text, as the authors' code: no chat "
+                               "template, so no default system turn is trained) | chat (inside one chat turn, with "
+                               "whatever system turn the template inserts)")
     context_tokens: int | None = _f(256, "most tokens of the truncated document shown before each segment in "
                                          "contextualized training (0 or less = fill the window); bounds "
                                          "the cost per sample")
@@ -57,6 +62,18 @@ class LiftConfig:
     qa_context_tokens: int | None = _f(None, "most tokens of the truncated document before each QA question "
                                              "(default: as --context-tokens; 0 = the question alone, as mode "
                                              "lift asks it: ~5x cheaper per QA sample)")
+    # --- context distillation (beyond the paper; liftlm.distill) ---
+    objective: str = _f("ct", "what the adapter learns: ct (the paper: recite the segments after the head+tail "
+                              "view) | distill (answer as the model does with a chunk in context: teacher "
+                              "answers to generated prompts, top-k distillation) | ct+distill (segments, then "
+                              "segments + distillation items, as the two-stage QA schedule)")
+    distill_prompts: int = _f(8, "distillation prompts per chunk (questions about its names and key phrases in "
+                                 "several phrasings, a summary, a what-happens-next)")
+    distill_answer_tokens: int = _f(48, "most tokens of each teacher answer")
+    distill_retention: float = _f(0.15, "share of distillation items that are general requests unrelated to the "
+                                        "document (the student keeps answering them as the base model does)")
+    distill_views: str = _f("lift+icl,lift", "what the student sees before each prompt: lift+icl (the head+tail "
+                                             "view of the document) and/or lift (nothing)")
     # --- training ---
     training_mode: str = _f("paper", "paper: overlapping segments, each trained whole (every token ~ℓ/s times "
                                      "per epoch); overlap: each token trained once per epoch, the previous ℓ−s "
@@ -111,6 +128,8 @@ class LiftConfig:
                             "(the cache is dropped)")
         if self.training_mode == "recurrent" and self.effective_stride >= self.segment_length:
             problems.append("--training-mode recurrent needs overlapping segments (--stride < --segment-length)")
+        if self.ct_format not in ("raw", "chat"):
+            problems.append(f"--ct-format must be raw or chat (got {self.ct_format!r})")
         if self.qa_pairs < 0:
             problems.append(f"--qa-pairs must be 0 or more (got {self.qa_pairs})")
         if self.qa_generator not in QA_GENERATORS:
@@ -119,6 +138,16 @@ class LiftConfig:
             problems.append(f"--qa-schedule must be one of {', '.join(QA_SCHEDULES)} (got {self.qa_schedule!r})")
         if self.qa_epochs < 0 or self.qa_weight < 0 or self.qa_window_sentences < 1:
             problems.append("--qa-epochs and --qa-weight must be 0 or more, --qa-window-sentences at least 1")
+        if self.objective not in OBJECTIVES:
+            problems.append(f"--objective must be one of {', '.join(OBJECTIVES)} (got {self.objective!r})")
+        elif self.objective != "ct" and self.training_mode != "paper":
+            problems.append(f"--objective {self.objective} trains with --training-mode paper only")
+        if self.distill_prompts < 1 or self.distill_answer_tokens < 1 or not 0 <= self.distill_retention < 1:
+            problems.append("--distill-prompts and --distill-answer-tokens must be at least 1, "
+                            "--distill-retention in [0, 1)")
+        if not self.views or set(self.views) - set(DISTILL_VIEWS):
+            problems.append(f"--distill-views: a comma-separated subset of {', '.join(DISTILL_VIEWS)} "
+                            f"(got {self.distill_views!r})")
         if problems:
             raise LiftError("; ".join(problems))
 
@@ -133,6 +162,10 @@ class LiftConfig:
         if self.qa_context_tokens is not None:
             return max(self.qa_context_tokens, 0)
         return self.context_tokens if self.context_tokens and self.context_tokens > 0 else None
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return tuple(v.strip() for v in self.distill_views.split(",") if v.strip())
 
     @property
     def lora_targets(self) -> str | list[str]:

@@ -3,10 +3,12 @@
 * ``truncate_head_tail`` keeps the beginning and the end of the document joined by "..." (paper §3.2 and its
   ICL baseline).
 * ``ct_sample`` builds one contextualized-training sample: the truncated document, an instruction to recite the
-  following segment, then the segment; the loss is on the segment tokens only.
+  following segment, then the segment; the loss is on the segment tokens only. As raw text by default, as the
+  authors build them (``ct_format="raw"``: no chat template, so no system turn that a template would insert and
+  that training would then tie to the document), or inside one chat turn (``"chat"``).
 * ``question_prompt`` builds the prompt of the three inference modes (icl, lift, lift+icl).
 
-Prompts go through the tokenizer's chat template when it has one. Everything is assembled at the token level
+Question prompts go through the tokenizer's chat template when it has one. Everything is assembled at the token level
 (template text around a slot, document ids spliced in), so a truncation is exact to the token.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ IGNORE_INDEX = -100  # label of positions that carry no loss (PyTorch's cross-en
 
 ELLIPSIS = "\n...\n"
 RECITE_INSTRUCTION = "Given the above context, please recite the following segment of the context."
+CT_FORMATS = ("raw", "chat")
 ICL_INSTRUCTION = "Please answer the question based on the text above."
 LIFT_INSTRUCTION = "Please answer the question based on the document you have read."
 
@@ -49,6 +52,14 @@ class ChatFormat:
 
 def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False) if text else []
+
+
+def _default_prefix(tokenizer) -> list[int]:
+    """The special tokens the tokenizer adds in front of plain text by default (Llama's BOS; none for ChatML
+    models such as Qwen2.5 and SmolLM2)."""
+    plain = tokenizer.encode("a", add_special_tokens=False)
+    full = tokenizer.encode("a", add_special_tokens=True)
+    return full[: len(full) - len(plain)] if full[len(full) - len(plain):] == plain else []
 
 
 def truncate_head_tail(ids: list[int], budget: int, sep: list[int]) -> list[int]:
@@ -87,15 +98,22 @@ class PromptBuilder:
         self.chat = ChatFormat.for_tokenizer(tokenizer)
         self.sep = _encode(tokenizer, ELLIPSIS)
         self.recite = _encode(tokenizer, "\n\n" + RECITE_INSTRUCTION)
+        self.raw_before = _default_prefix(tokenizer)  # what the tokenizer puts before plain text (a BOS, or nothing)
+        self.raw_after = _encode(tokenizer, ":\n")
 
     # --- training ---
     def plain_sample(self, segment: list[int]) -> Sample:
         """Next-token loss on the segment itself (every token but the first is a target)."""
         return Sample(list(segment), list(segment))
 
-    def ct_sample(self, doc_ids: list[int], segment: list[int], context_tokens: int | None) -> Sample:
-        """[chat prefix] truncated document + recite instruction [assistant cue] segment; loss on the segment."""
-        room = self.window - self.chat.overhead - len(self.recite) - len(segment)
+    def ct_sample(self, doc_ids: list[int], segment: list[int], context_tokens: int | None,
+                  fmt: str = "raw") -> Sample:
+        """Truncated document + recite instruction + segment, as raw text (``fmt="raw"``) or inside the chat
+        format (``"chat"``: [chat prefix] ... [assistant cue]); loss on the segment only."""
+        if fmt not in CT_FORMATS:
+            raise ValueError(f"unknown CT format {fmt!r}; choose from {', '.join(CT_FORMATS)}")
+        before, after = (self.raw_before, self.raw_after) if fmt == "raw" else (self.chat.before, self.chat.after)
+        room = self.window - len(before) - len(after) - len(self.recite) - len(segment)
         if context_tokens is not None and context_tokens > 0:
             room = min(room, context_tokens)
         if room <= len(self.sep):
@@ -104,7 +122,7 @@ class PromptBuilder:
                 "use a smaller segment length or a larger window"
             )
         context = truncate_head_tail(doc_ids, room, self.sep)
-        prompt = self.chat.before + context + self.recite + self.chat.after
+        prompt = before + context + self.recite + after
         return Sample(prompt + list(segment), [IGNORE_INDEX] * len(prompt) + list(segment))
 
     def qa_sample(self, doc_ids: list[int], question: str, answer: str, context_tokens: int | None) -> Sample:

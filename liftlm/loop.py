@@ -72,6 +72,8 @@ def epoch_plan(n_segments: int, n_qa: int, cfg: LiftConfig) -> list[list[int]]:
 
     if n_qa == 0:
         return [perm(n_segments) for _ in range(cfg.epochs)]
+    if n_segments == 0:  # auxiliary items alone (--objective distill)
+        return [perm(n_qa) for _ in range(cfg.epochs)]
     both = n_segments + n_qa
     if cfg.qa_schedule == "mixed":
         return [perm(both) for _ in range(cfg.epochs)]

@@ -61,10 +61,11 @@ def stride_spans(n_tokens: int, length: int, stride: int) -> list[tuple[int, int
     return [(a, min(a + stride, n_tokens)) for a in range(0, max(n_tokens, 0), stride)]
 
 
-def ct_prompt(prompts: PromptBuilder, doc_ids: list[int], segment_length: int, context_tokens: int | None) -> list[int]:
+def ct_prompt(prompts: PromptBuilder, doc_ids: list[int], segment_length: int, context_tokens: int | None,
+              fmt: str = "raw") -> list[int]:
     """The CT prompt (everything before the segment) of a paper-mode sample with a ``segment_length``-token
     segment: the same truncated context as paper mode, so the two modes differ only in how segments train."""
-    first = prompts.ct_sample(doc_ids, doc_ids[:segment_length], context_tokens)  # raises if the window is too small
+    first = prompts.ct_sample(doc_ids, doc_ids[:segment_length], context_tokens, fmt)  # raises if the window is too small
     return first.input_ids[: len(first.input_ids) - segment_length]
 
 
@@ -76,7 +77,7 @@ def build_stride_samples(doc_ids: list[int], cfg: LiftConfig, prompts: PromptBui
     if n == 0:
         return []
     if cfg.contextualized:
-        prompt = ct_prompt(prompts, doc_ids, min(length, n), cfg.context_tokens)
+        prompt = ct_prompt(prompts, doc_ids, min(length, n), cfg.context_tokens, cfg.ct_format)
     else:
         if length > prompts.window:
             raise ValueError(f"segment length {length} exceeds the window {prompts.window}")

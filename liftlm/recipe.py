@@ -25,6 +25,7 @@ from . import __version__
 from .adapters import AdapterStore, check_adapter, document_sha256, load_weights, read_document, store_key
 from .config import LiftConfig
 from .context import PromptBuilder
+from .distill import DistillSource
 from .documents import check_document
 from .errors import LiftError
 from .infer import Answerer, uses_adapter
@@ -109,6 +110,7 @@ class Lift:
         self.store = AdapterStore(store)
         self.qa = QASource(self.config, self.loaded.model_id, self.store.root.parent / "qa", self._qa_completer,
                            read_qa(qa_file) if qa_file is not None else None, progress)
+        self.distill = DistillSource(self.config, self.loaded.model_id, self.store.root.parent / "distill", progress)
         self.answerer = Answerer(self.tokenizer, self.prompts, rag_chunk_tokens)
         # the current document and its adapter
         self._base = self.loaded.model  # LoRA is injected into it and unloaded again; a full fine-tune trains a copy
@@ -149,10 +151,14 @@ class Lift:
         if stored is not None:
             return self.use_adapter(stored)
         qa, qa_report = self.qa.pairs(text)
-        trained = train_on_documents(self._fresh_base(), [(self._doc_ids, qa)], self.config, self.prompts,
+        items, distill_report = self.distill.items(text, self._doc_ids, self._fresh_base(), self.tokenizer,
+                                                   self.prompts.chat)
+        trained = train_on_documents(self._fresh_base(), [(self._doc_ids, qa, items)], self.config, self.prompts,
                                      keep_base=True, progress=self.progress, on_step=self.on_step)
         metadata = adapter_metadata(self, text, len(self._doc_ids), trained.samples, qa, qa_report, trained.result)
-        path = self.store.save(key, trained.model, metadata, text, qa=qa)
+        if items:
+            metadata["distill"] = {**distill_report, "student_samples": trained.qa_samples - len(qa)}
+        path = self.store.save(key, trained.model, metadata, text, qa=qa, distill=items)
         self._adapted, self._adapter_path, self._trained = trained.model, path, True
         return Internalized(path, True, metadata, trained.result)
 

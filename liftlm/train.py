@@ -20,6 +20,7 @@ import torch
 
 from .config import LiftConfig
 from .context import PromptBuilder, Sample
+from .distill import SoftLoss, SoftSample, student_samples
 from .errors import LiftError
 from .loop import (
     EpochHook,
@@ -83,7 +84,7 @@ def build_samples(doc_ids: list[int], cfg: LiftConfig, prompts: PromptBuilder) -
         if cfg.segment_length > prompts.window:
             raise ValueError(f"segment length {cfg.segment_length} exceeds the window {prompts.window}")
         return [prompts.plain_sample(doc_ids[a:b]) for a, b in spans]
-    return [prompts.ct_sample(doc_ids, doc_ids[a:b], cfg.context_tokens) for a, b in spans]
+    return [prompts.ct_sample(doc_ids, doc_ids[a:b], cfg.context_tokens, cfg.ct_format) for a, b in spans]
 
 
 def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
@@ -96,15 +97,24 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
     qa_samples = qa_samples or []
     n_segments = len(samples)
     device = next(model.parameters()).device
+    everything = list(samples) + list(qa_samples)
+    soft = [i for i, s in enumerate(everything) if isinstance(s, SoftSample)]  # context-distillation items
+    soft_loss = SoftLoss(model, [everything[i] for i in soft])
+    soft_index = {i: k for k, i in enumerate(soft)}
     tensors = [  # tokenised once, moved once: nothing but model compute inside the loop
-        (torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device))
-        for s in list(samples) + list(qa_samples)
+        None if i in soft_index else (torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device))
+        for i, s in enumerate(everything)
     ]
 
     def compute(i: int) -> tuple[torch.Tensor, float]:
+        weight = cfg.qa_weight if i >= n_segments else 1.0
+        if i in soft_index:
+            loss, tokens = soft_loss(soft_index[i])
+            result.tokens += tokens
+            return loss, weight
         ids, labels = tensors[i]
         result.tokens += ids.shape[1]
-        return sample_loss(model, ids, labels), (cfg.qa_weight if i >= n_segments else 1.0)
+        return sample_loss(model, ids, labels), weight
 
     return optimize(model, epoch_plan(n_segments, len(qa_samples), cfg), compute, cfg, result, progress, desc,
                     on_epoch, on_step)
@@ -137,16 +147,21 @@ def train_on_documents(base, documents: Sequence[tuple[list[int], Sequence]], cf
     ``cfg.training_mode``, and its auxiliary QA pairs as QA samples), an adapter on ``base`` (``attach_adapter``),
     then the mode's trainer over all of them.
 
-    ``documents``: (token ids, QA pairs) per document; a QA pair has ``question`` and ``answer``.
+    ``documents``: (token ids, QA pairs) per document, or (token ids, QA pairs, distillation items); a QA pair has
+    ``question`` and ``answer``; distillation items (``liftlm.distill``) train in ``cfg.views``. With
+    ``cfg.objective == "distill"`` the segments are left out.
     ``keep_base``: a full fine-tune trains a copy and leaves ``base`` untouched (LoRA never changes it).
     A window too small for the samples raises ``LiftError`` before any training. If training fails, the LoRA layers are taken out
     of ``base`` again before the error goes on, so ``base`` stays usable."""
     samples: list = []
     qa_samples: list[Sample] = []
     try:
-        for doc_ids, qa in documents:
-            samples += build_samples(doc_ids, cfg, prompts)
+        for doc_ids, qa, *items in documents:
+            if cfg.objective != "distill":
+                samples += build_samples(doc_ids, cfg, prompts)
             qa_samples += [prompts.qa_sample(doc_ids, p.question, p.answer, cfg.qa_context) for p in qa]
+            if items and items[0]:
+                qa_samples += student_samples(items[0], prompts, doc_ids, cfg.views)
     except ValueError as e:
         raise LiftError(f"--window/--segment-length: {e}") from None
     model = attach_adapter(copy.deepcopy(base) if keep_base and cfg.finetune == "full" else base, cfg)

@@ -16,9 +16,13 @@ Numbers 0 1 2 3 4 5 6 7 8 9 and punctuation . , ; : ! ? ' " ( ) [ ] - and symbol
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-# A ChatML template like the embedded model's, so prompt code paths with a chat template are exercised.
+# A ChatML template like the embedded model's (and Qwen2.5's): when the messages have no system turn it inserts a
+# default one, so every prompt built through it carries that text (tests check it never becomes a training target).
+DEFAULT_SYSTEM = "You are a tiny test assistant."
 CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\n" + DEFAULT_SYSTEM + "<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 

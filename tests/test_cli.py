@@ -73,6 +73,22 @@ def test_icl_mode_trains_nothing(capsys, tmp_path, doc, tiny_model_dir):
     assert json.loads(out)["adapter"] is None and not (tmp_path / "s").exists()
 
 
+def test_several_modes_side_by_side(capsys, tmp_path, doc, tiny_model_dir):
+    """``--mode icl,lift+icl``: one LIFT, each question answered in each mode, labelled; JSON: one object each."""
+    base = ["ask", "--document", doc, "--model", tiny_model_dir, "--store", tmp_path / "s", "--window", 256,
+            "--question", "Who kept a ledger?", "--max-new-tokens", 3, *SMALL]
+    code, out, err = run(capsys, *base, "--mode", "icl,lift+icl")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("     icl: ") and lines[1].startswith("lift+icl: ")
+    code, out, err = run(capsys, *base, "--mode", "lift+icl, icl", "--json")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["mode"] for r in records] == ["lift+icl", "icl"]
+    assert records[0]["adapter"] and records[1]["adapter"] is None and len(os.listdir(tmp_path / "s")) == 1
+    code, out, err = run(capsys, *base, "--mode", "icl,recite")
+    assert code == 2 and "--mode must be one or more of" in one_error_line(err) and not out
+
+
 def write(path, data: bytes):
     path.write_bytes(data)
     return path

@@ -1,0 +1,310 @@
+"""Context distillation (beyond the paper): the adapter learns to answer what the same model answers *with a chunk
+of the document in context*, not only to recite the document's words.
+
+Peers that store a document in weights report that this generalises where next-token training does not
+(Cartridges' self-study, arXiv 2506.06266; Knowledge Modules' deep context distillation, arXiv 2503.08727).
+Here, for a document:
+
+1. **Chunks**: the document cut like the segments (ℓ tokens every s tokens).
+2. **Prompts** per chunk, of several kinds (``seed_prompts``): questions about its key phrases and names in several
+   phrasings ("What does the text say about X?", "Tell me about X.", "Who or what is X?", "What names, numbers or
+   dates go with X?"), a summary request and a "what happens next" request; plus **retention** prompts (a shipped
+   list of general requests that have nothing to do with the document, ``retention_share`` of the items).
+3. **Teacher**: the base model (no adapter) with the chunk in context answers each prompt greedily; its top-k
+   (``TOP_K``) log-probabilities at every answer token are kept (``teach``). The chunk is run once and each
+   prompt continues from its keys/values. The items are cached per document (``DistillSource``).
+4. **Student**: the adapted model sees what it will see when asked — the question alone (mode ``lift``) and the
+   question after the head+tail view of the document (mode ``lift+icl``); the loss is the cross-entropy against
+   the teacher's top-k distribution on the answer tokens (forward KL up to a constant). The head+tail view is
+   the same for every item of a document: its keys/values are computed once, without gradients, and reused by
+   ``PREFIX_REFRESH`` items in a row (``SoftSample`` with ``shared_prefix``).
+
+``--objective ct`` (the paper), ``distill`` (items only) or ``ct+distill`` (the segments, then segments + items,
+as the paper's two-stage schedule trains segments + QA).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+DISTILL_VERSION = 1  # part of the cache and adapter keys: bump when the items made for a document change
+TOP_K = 20
+PREFIX_REFRESH = 8  # lift+icl items that reuse one computation of the shared head+tail view's keys/values
+KINDS = ("about", "tell", "what", "details", "summary", "next", "retention")
+_TEMPLATES = {
+    "about": "What does the text say about {x}?",
+    "tell": "Tell me about {x}.",
+    "what": "Who or what is {x}?",
+    "details": "What names, numbers or dates does the text give for {x}?",
+}
+SUMMARY_PROMPT = "Summarize the passage in two or three sentences."
+NEXT_PROMPT = 'What happens in the passage after "{x}"?'
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][a-z]+(?:\s+(?:of\s+|de\s+)?[A-Z][a-z]+)+)")
+
+
+def retention_prompts() -> list[str]:
+    """General requests that have nothing to do with any document (shipped with the package)."""
+    text = resources.files("liftlm").joinpath("data/general_prompts.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@dataclass
+class DistillItem:
+    """One teacher answer: the prompt, the chunk the teacher read, its greedy answer and top-k log-probabilities."""
+
+    kind: str
+    prompt: str
+    chunk: tuple[int, int]  # token span of the document the teacher had in context
+    answer_ids: list[int]
+    top_ids: list[list[int]] = field(default_factory=list)  # [T][k]
+    top_logprobs: list[list[float]] = field(default_factory=list)  # [T][k]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DistillItem:
+        return cls(d["kind"], d["prompt"], tuple(d["chunk"]), list(d["answer_ids"]), d["top_ids"], d["top_logprobs"])
+
+
+# ---------------------------------------------------------------- prompts
+def _phrases(text: str, n: int) -> list[str]:
+    """Up to ``n`` key phrases of ``text``: multi-word names first, then YAKE key phrases; no near-duplicates."""
+    import yake
+
+    names = list(dict.fromkeys(m.group(1) for m in _NAME.finditer(text)))
+    found = [p for p, _ in yake.KeywordExtractor(lan="en", n=3, top=2 * n, dedupLim=0.7).extract_keywords(text)]
+    out: list[str] = []
+    for p in names + found:
+        low = p.lower()
+        if len(p) > 2 and not any(low in q.lower() or q.lower() in low for q in out):
+            out.append(p)
+        if len(out) == n:
+            break
+    return out
+
+
+def seed_prompts(chunk_text: str, n: int, index: int = 0) -> list[tuple[str, str]]:
+    """``n`` (kind, prompt) pairs for one chunk: a summary and a what-happens-next request, and questions about
+    its names and key phrases whose phrasing rotates over the templates (``index`` shifts the rotation so that
+    neighbouring chunks do not ask the same phrase the same way)."""
+    prompts: list[tuple[str, str]] = [("summary", SUMMARY_PROMPT)]
+    words = chunk_text.split()
+    if len(words) > 12:  # (the chunk may begin inside a word: start at its second word)
+        prompts.append(("next", NEXT_PROMPT.format(x=" ".join(words[1:9]).strip(",;:"))))
+    kinds = list(_TEMPLATES)
+    questions = []
+    for k, phrase in enumerate(_phrases(chunk_text, max(n - len(prompts), 1))):
+        kind = kinds[(k + index) % len(kinds)]
+        questions.append((kind, _TEMPLATES[kind].format(x=phrase)))
+    return (questions + prompts)[: max(n, 1)]
+
+
+# ---------------------------------------------------------------- the teacher
+@torch.no_grad()
+def teach(model, tokenizer, chat, chunk_ids: list[int], prompts: list[tuple[str, str]], max_new_tokens: int,
+          span: tuple[int, int], top_k: int = TOP_K) -> list[DistillItem]:
+    """The base ``model`` answers every prompt about one chunk, greedily: [chat prefix] chunk, prompt [assistant
+    cue] answer. The chunk runs once; each prompt continues from its keys/values (a fresh cache over them)."""
+    from transformers import DynamicCache
+
+    from .infer import base_model_context
+    from .overlap import _cache_kwarg, _kv, prefix_cache
+
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token_id
+    items = []
+    with base_model_context(model):
+        prefix = torch.tensor([chat.before + list(chunk_ids)], device=device)
+        chunk_kv = _kv(prefix_cache(model, prefix))
+        for kind, prompt in prompts:
+            cache = DynamicCache(ddp_cache_data=list(chunk_kv))  # appending to it leaves chunk_kv as it is
+            suffix = tokenizer.encode("\n\n" + prompt, add_special_tokens=False) + chat.after
+            ids = torch.tensor([suffix], device=device)
+            answer, tops, lps = [], [], []
+            for _ in range(max_new_tokens):
+                out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): cache})
+                logp = F.log_softmax(out.logits[0, -1].float(), -1)
+                top = logp.topk(top_k)
+                token = int(top.indices[0])
+                answer.append(token)
+                tops.append(top.indices.tolist())
+                lps.append([round(x, 4) for x in top.values.tolist()])
+                if token == eos:
+                    break
+                ids = torch.tensor([[token]], device=device)
+            items.append(DistillItem(kind, prompt, span, answer, tops, lps))
+    return items
+
+
+def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]], prompts_per_chunk: int,
+               answer_tokens: int, retention_share: float, seed: int = 0,
+               progress: Callable[[int, int], None] | None = None) -> list[DistillItem]:
+    """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, and retention prompts
+    (``retention_share`` of all items) asked with chunks in context, spread over the chunks."""
+    texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
+    per_chunk = [seed_prompts(t, prompts_per_chunk, i) for i, t in enumerate(texts)]
+    n_doc = sum(len(p) for p in per_chunk)
+    general = retention_prompts()
+    n_ret = round(n_doc * retention_share / (1 - retention_share)) if retention_share > 0 else 0
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(general), generator=g).tolist()
+    for j in range(n_ret):
+        per_chunk[j % len(spans)].append(("retention", general[order[j % len(general)]]))
+    items: list[DistillItem] = []
+    for i, ((a, b), prompts) in enumerate(zip(spans, per_chunk)):
+        items += teach(model, tokenizer, chat, doc_ids[a:b], prompts, answer_tokens, (a, b))
+        if progress is not None:
+            progress(i + 1, len(spans))
+    return items
+
+
+def write_items(path: Path, items: list[DistillItem]) -> None:
+    from .fileio import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps(asdict(it)) + "\n" for it in items))
+
+
+def read_items(path: Path) -> list[DistillItem]:
+    return [DistillItem.from_dict(json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- the student
+@dataclass
+class SoftSample:
+    """A student sample: ``input_ids`` whose last ``len(top_ids)`` tokens are the teacher's answer, trained
+    against the teacher's top-k distribution. ``shared_prefix``: the head+tail view that precedes ``input_ids``
+    (its keys/values are computed once for many samples), or None."""
+
+    input_ids: list[int]
+    top_ids: list[list[int]]
+    top_logprobs: list[list[float]]
+    shared_prefix: list[int] | None = None
+    view: str = "lift"
+
+    @property
+    def n_loss_tokens(self) -> int:
+        return len(self.top_ids)
+
+
+def student_samples(items: list[DistillItem], prompts, doc_ids: list[int], views: tuple[str, ...]) -> list[SoftSample]:
+    """Each item in each view: ``lift`` (the question alone) and ``lift+icl`` (after the head+tail view of the
+    document, one view shared by all items: the room left by the longest question and answer)."""
+    out: list[SoftSample] = []
+    if "lift+icl" in views and items:
+        longest = max(len(prompts._icl_tail(it.prompt)) + len(it.answer_ids) for it in items)
+        room = prompts.window - prompts.chat.overhead - longest
+        if room < 1:
+            raise ValueError(f"window {prompts.window} cannot hold the distillation items with the document")
+        shared = prompts.chat.before + prompts.truncate(doc_ids, room)
+    for it in items:
+        if "lift" in views:
+            prompt = prompts.question_prompt(it.prompt, None, len(it.answer_ids))
+            out.append(SoftSample(prompt + it.answer_ids, it.top_ids, it.top_logprobs, None, "lift"))
+        if "lift+icl" in views:
+            suffix = prompts._icl_tail(it.prompt) + prompts.chat.after + it.answer_ids
+            out.append(SoftSample(suffix, it.top_ids, it.top_logprobs, shared, "lift+icl"))
+    return out
+
+
+def soft_loss(logits: torch.Tensor, top_ids: torch.Tensor, top_logprobs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the student's ``logits`` ([T, V]) against the teacher's top-k distribution (``top_ids``,
+    ``top_logprobs``: [T, k], renormalised over the k): forward KL(teacher ‖ student) up to a constant."""
+    target = F.softmax(top_logprobs.float(), -1)
+    logq = F.log_softmax(logits.float(), -1).gather(-1, top_ids)
+    return -(target * logq).sum(-1).mean()
+
+
+class SoftLoss:
+    """Computes ``SoftSample`` losses for a trainer, reusing the shared prefix's keys/values (no gradients)
+    for ``PREFIX_REFRESH`` samples in a row (they are recomputed with the current adapter after that)."""
+
+    def __init__(self, model, samples: list[SoftSample]):
+        self.model = model
+        device = next(model.parameters()).device
+        self.tensors = [(torch.tensor([s.input_ids], device=device), torch.tensor(s.top_ids, device=device),
+                         torch.tensor(s.top_logprobs, device=device)) for s in samples]
+        self.samples = samples
+        self.prefix_kv: list | None = None
+        self.prefix_len = 0
+        self.age = PREFIX_REFRESH
+        self.prefix_tokens = 0
+
+    def __call__(self, i: int) -> tuple[torch.Tensor, int]:
+        """The loss of sample ``i`` and the tokens run forward and backward."""
+        from transformers import DynamicCache
+
+        from .overlap import _cache_kwarg, _kv, prefix_cache
+
+        s = self.samples[i]
+        ids, top_ids, top_lp = self.tensors[i]
+        n = len(s.top_ids)
+        if s.shared_prefix is None:
+            logits = self.model(input_ids=ids, logits_to_keep=n + 1, use_cache=False).logits[0, :-1]
+            return soft_loss(logits, top_ids, top_lp), ids.shape[1]
+        if self.age >= PREFIX_REFRESH or self.prefix_kv is None:
+            prefix = torch.tensor([s.shared_prefix], device=ids.device)
+            self.prefix_kv, self.prefix_len, self.age = _kv(prefix_cache(self.model, prefix)), prefix.shape[1], 0
+            self.prefix_tokens += prefix.shape[1]
+        self.age += 1
+        positions = torch.arange(self.prefix_len, self.prefix_len + ids.shape[1], device=ids.device)[None]
+        cache = DynamicCache(ddp_cache_data=list(self.prefix_kv))
+        out = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=n + 1,
+                         **{_cache_kwarg(self.model): cache})
+        return soft_loss(out.logits[0, :-1], top_ids, top_lp), ids.shape[1]
+
+
+# ---------------------------------------------------------------- the items of one LIFT setup, cached
+class DistillSource:
+    """A document's distillation items: made by the teacher once (``make_items``), then read from
+    ``cache_dir`` (keyed by document, model and the settings that shape the items)."""
+
+    SETTINGS = ("segment_length", "stride", "distill_prompts", "distill_answer_tokens", "distill_retention", "seed")
+
+    def __init__(self, cfg, model_id: str, cache_dir: str | Path, progress: bool = False):
+        self.cfg = cfg
+        self.model_id = model_id
+        self.cache_dir = Path(cache_dir)
+        self.progress = progress
+
+    def cache_path(self, text: str) -> Path:
+        from .adapters import document_sha256, store_key
+
+        settings = {k: getattr(self.cfg, k) for k in self.SETTINGS} | {"distill_version": DISTILL_VERSION}
+        return self.cache_dir / f"{store_key(document_sha256(text), self.model_id, settings)}.jsonl"
+
+    def items(self, text: str, doc_ids: list[int], model, tokenizer, chat) -> tuple[list[DistillItem], dict]:
+        """The items for ``text`` (``model``: the base model, the teacher) and a report (count, teacher time)."""
+        import time
+
+        from .segment import segment_spans
+
+        if self.cfg.objective == "ct":
+            return [], {}
+        cache = self.cache_path(text)
+        if cache.is_file():
+            items = read_items(cache)
+            return items, {"items": len(items), "used": "cache", "cache": str(cache)}
+        spans = segment_spans(len(doc_ids), self.cfg.segment_length, self.cfg.effective_stride)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(spans), desc="teacher", unit="chunk", dynamic_ncols=True)
+        start = time.perf_counter()
+        try:
+            items = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
+                               self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
+                               (lambda done, total: bar.update(1)) if bar else None)
+        finally:
+            if bar:
+                bar.close()
+        seconds = time.perf_counter() - start
+        write_items(cache, items)
+        kinds = {k: sum(it.kind == k for it in items) for k in KINDS if any(it.kind == k for it in items)}
+        return items, {"items": len(items), "kinds": kinds, "teacher_seconds": round(seconds, 2),
+                       "answer_tokens": sum(len(it.answer_ids) for it in items), "cache": str(cache)}

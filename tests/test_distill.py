@@ -1,0 +1,137 @@
+"""Context distillation: prompts, the teacher's cached answers, the student's soft loss (with and without the
+shared head+tail prefix), and the objective end to end through ``Lift``."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from liftlm.config import LiftConfig
+from liftlm.context import PromptBuilder
+from liftlm.distill import (
+    DistillItem,
+    SoftLoss,
+    retention_prompts,
+    seed_prompts,
+    soft_loss,
+    student_samples,
+    teach,
+)
+from liftlm.errors import LiftError
+
+TEXT = ("The ferry at Varnholm was painted ochre by Ilsa Brandt in 1931. The keeper's ledger lists forty-one "
+        "ships that sheltered in the bay during the great storm. A brass telescope from Glasgow stands beside it. ")
+
+
+def test_seed_prompts_are_diverse_and_about_the_chunk():
+    prompts = seed_prompts(TEXT * 2, 6)
+    kinds = [k for k, _ in prompts]
+    assert len(prompts) == 6 and {"summary", "next"} <= set(kinds)
+    questions = [p for k, p in prompts if k not in ("summary", "next")]
+    assert len({k for k in kinds if k not in ("summary", "next")}) >= 3  # several phrasings
+    assert any("Ilsa Brandt" in q for q in questions)  # names come first
+    assert seed_prompts(TEXT * 2, 6, index=1) != prompts  # neighbouring chunks rotate the phrasings
+
+
+def test_retention_prompts_ship_with_the_package():
+    general = retention_prompts()
+    assert len(general) >= 20 and "What is the capital of France?" in general
+    assert not any(p.startswith("#") for p in general)
+
+
+def test_teacher_answers_are_its_greedy_answers_with_the_chunk_in_context(tiny_loaded):
+    """Cropping the chunk's cache between prompts gives the same answers as running each prompt whole."""
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 512)
+    chunk = tok.encode(TEXT, add_special_tokens=False)
+    asked = [("about", "What does the text say about the ferry?"), ("summary", "Summarize the passage.")]
+    items = teach(model, tok, prompts.chat, chunk, asked, 6, (0, len(chunk)), top_k=5)
+    for (kind, prompt), item in zip(asked, items):
+        ids = prompts.chat.before + chunk + tok.encode("\n\n" + prompt, add_special_tokens=False) + prompts.chat.after
+        out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+        expected = out[0, len(ids):].tolist()
+        assert item.answer_ids == expected[: len(item.answer_ids)] and item.kind == kind
+        assert [t[0] for t in item.top_ids] == item.answer_ids  # greedy: the top token is the answer token
+        assert all(lp == sorted(lp, reverse=True) and len(lp) == 5 for lp in item.top_logprobs)
+
+
+def test_soft_loss_is_cross_entropy_against_the_teachers_top_k():
+    logits = torch.randn(3, 50)
+    top_ids = torch.randint(0, 50, (3, 4))
+    top_lp = torch.log_softmax(torch.randn(3, 4), -1)
+    expected = -(top_lp.exp() * F.log_softmax(logits, -1).gather(-1, top_ids)).sum(-1).mean()
+    torch.testing.assert_close(soft_loss(logits, top_ids, top_lp), expected)
+    # a one-hot teacher is plain cross-entropy on its token
+    one_hot = torch.tensor([[0.0] + [-1e4] * 3] * 3)
+    torch.testing.assert_close(soft_loss(logits, top_ids, one_hot), F.cross_entropy(logits, top_ids[:, 0]))
+
+
+def _item(tok, prompt="Who painted the ferry?", answer="Ilsa Brandt painted it."):
+    ids = tok.encode(answer, add_special_tokens=False) + [tok.eos_token_id]
+    g = torch.Generator().manual_seed(len(prompt))
+    top = [[t] + torch.randint(0, len(tok), (3,), generator=g).tolist() for t in ids]
+    lps = [torch.log_softmax(torch.randn(4, generator=g), -1).tolist() for _ in ids]
+    return DistillItem("about", prompt, (0, 10), ids, top, lps)
+
+
+def test_student_views_and_the_shared_prefix_match_a_full_forward_pass(tiny_loaded):
+    """The lift+icl view reuses the head+tail prefix's keys/values: its loss equals that of one forward pass over
+    prefix + question + answer."""
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 160)
+    doc = tok.encode(TEXT * 6, add_special_tokens=False)
+    items = [_item(tok), _item(tok, "What colour is the ferry?", "Ochre.")]
+    samples = student_samples(items, prompts, doc, ("lift+icl", "lift"))
+    assert [s.view for s in samples] == ["lift", "lift+icl", "lift", "lift+icl"]
+    shared = samples[1].shared_prefix
+    assert shared is samples[3].shared_prefix and len(shared) + len(samples[1].input_ids) <= 160
+    assert tok.decode(samples[0].input_ids).count("Who painted the ferry?") == 1
+    losses = SoftLoss(model, samples)
+    with torch.no_grad():
+        for k, s in enumerate(samples):
+            ids = (s.shared_prefix or []) + s.input_ids
+            n = len(s.top_ids)
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -n - 1 : -1]
+            expected = soft_loss(logits, torch.tensor(s.top_ids), torch.tensor(s.top_logprobs))
+            got, tokens = losses(k)
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+            assert tokens == len(s.input_ids)
+    assert losses.prefix_tokens == len(shared)  # computed once for both lift+icl samples
+
+
+def test_objective_settings_are_checked():
+    with pytest.raises(LiftError, match="--objective"):
+        LiftConfig(objective="magic")
+    with pytest.raises(LiftError, match="training-mode paper"):
+        LiftConfig(objective="distill", training_mode="recurrent")
+    with pytest.raises(LiftError, match="--distill-views"):
+        LiftConfig(objective="distill", distill_views="lift,rag")
+    assert LiftConfig(distill_views="lift").views == ("lift",)
+
+
+@pytest.mark.parametrize("objective", ["distill", "ct+distill"])
+def test_distillation_end_to_end_through_lift(tiny_model_dir, tmp_path, objective):
+    from liftlm import Lift
+
+    cfg = LiftConfig(window=256, segment_length=48, context_tokens=32, epochs=1, qa_epochs=1, objective=objective,
+                     distill_prompts=3, distill_answer_tokens=4, distill_retention=0.25, learning_rate=1e-3)
+    lift = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store", progress=False)
+    text = TEXT * 5
+    done = lift.internalize(text)
+    meta = done.metadata
+    report = meta["distill"]
+    assert report["items"] > 0 and report["kinds"]["retention"] >= 1
+    assert report["student_samples"] == 2 * report["items"]  # both views
+    n_segments = meta["samples"]
+    assert (n_segments == 0) == (objective == "distill")
+    stored = [json.loads(line) for line in (done.adapter / "distill.jsonl").read_text().splitlines()]
+    assert len(stored) == report["items"] and all(len(s["top_ids"]) == len(s["answer_ids"]) for s in stored)
+    # a second setup reuses the cached teacher answers (no teacher run) and the stored adapter
+    again = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store2", progress=False)
+    items, rep = again.distill.items(text, again.tokenizer.encode(text, add_special_tokens=False), None, None, None)
+    assert rep["used"] == "cache" and len(items) == report["items"]
+    assert lift.ask("Who painted the ferry?", max_new_tokens=4).mode == "lift+icl"
+    assert not Lift(str(tiny_model_dir), cfg, store=tmp_path / "store", progress=False).internalize(text).trained
