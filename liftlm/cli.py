@@ -34,8 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"liftlm {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("internalize", help="train the adapter for a document and print where it is stored")
-    p.add_argument("--document", required=True, help="UTF-8 text file to internalize")
+    p = verbs.add_parser("internalize", help="train the adapter for a document (or many) and print where it is "
+                                             "stored")
+    src = p.add_argument_group("document").add_mutually_exclusive_group(required=True)
+    src.add_argument("--document", help="UTF-8 text file to internalize")
+    src.add_argument("--documents", help="many documents: a folder of text files or a JSONL file of {\"id\", "
+                                         "\"text\"} (see the batch options)")
+    from .batch import add_batch_flags
+
+    add_batch_flags(p)
     add_common(p)
 
     p = verbs.add_parser("sft", help="pre-LIFT fine-tuning on a corpus of other long documents (+ their QA); "
@@ -82,6 +89,13 @@ def run_internalize(args) -> int:
     from .recipe import Lift
 
     config = config_from_args(args)
+    if args.documents is not None:
+        from .batch import run_cli
+
+        return run_cli(args, config, model_spec(args))
+    from .batch import reject_batch_flags
+
+    reject_batch_flags(args)
     text = read_document_file(args.document)
     lift = Lift(model_spec(args), config, store=args.store, device=args.device, progress=not args.quiet,
                 qa_file=args.qa_file)
