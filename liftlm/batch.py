@@ -149,7 +149,7 @@ def internalize_one(job: BatchJob, doc_id: str, text: str) -> dict:
     """Internalize one document (or find it in the store); a result row, never an exception."""
     from .adapters import AdapterStore
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     row = {"document": doc_id, "adapter": None, "status": "failed", "seconds": 0.0, "error": None,
            "key": None, "node": socket.gethostname()}
     try:
@@ -170,6 +170,7 @@ def internalize_one(job: BatchJob, doc_id: str, text: str) -> dict:
     except Exception as e:  # noqa: BLE001 - one failing document must not stop the others
         row.update(status="failed", adapter=None, error=_one_line(e))
     row["seconds"] = round(time.perf_counter() - start, 3)
+    row["cpu_seconds"] = round(time.process_time() - cpu_start, 3)  # all threads of this process
     return row
 
 

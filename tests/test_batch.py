@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from liftlm import Lift, LiftConfig, LiftError
-from liftlm.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterStore, read_metadata
+from liftlm.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_metadata
 from liftlm.batch import BatchJob, Results, read_documents, run_local, run_ray
 from liftlm.cli import main
 from liftlm.vllm import publish, vllm_problems
