@@ -68,7 +68,8 @@ def cpu_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def run_workers(workers: int, docs, config: dict, model: str | None, progress: bool) -> dict:
+def run_workers(workers: int, docs, config: dict, model: str | None, progress: bool,
+                gpus_per_task: float = 0) -> dict:
     import ray
 
     from liftlm.batch import BatchJob, Document, Results, run_ray
@@ -82,7 +83,7 @@ def run_workers(workers: int, docs, config: dict, model: str | None, progress: b
         sampler.start()
         start, busy = time.perf_counter(), cpu_busy_seconds()
         rows = run_ray(job, [Document(i, t, "bench") for i, t in docs], Results(None), num_cpus=1,
-                       progress=progress)
+                       num_gpus=gpus_per_task, progress=progress)
         wall, busy = time.perf_counter() - start, cpu_busy_seconds() - busy
         load = sampler.stop()
         after = busiest_processes()
@@ -110,6 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--segment-length", type=int, default=128)
     ap.add_argument("--context-tokens", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--gpus-per-task", type=float, default=0,
+                    help="GPUs per task (Ray's num_gpus; a fraction shares a GPU); default 0: CPU only")
     ap.add_argument("--out", default="bench/results/batch")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -121,14 +124,15 @@ def main(argv=None) -> int:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    load_model(args.model, "cpu")  # converts the embedded GGUF once, outside the timed runs
+    load_model(args.model, "cpu" if args.gpus_per_task == 0 else None)  # converts the embedded GGUF once, outside the timed runs
     config = LiftConfig(segment_length=args.segment_length, context_tokens=args.context_tokens,
                         epochs=args.epochs).to_dict()
     docs = make_documents(args.documents, args.doc_chars)
     runs = []
     for w in [int(x) for x in args.workers.split(",")]:
         print(f"== {w} worker(s), {len(docs)} documents", file=sys.stderr, flush=True)
-        runs.append(run_workers(w, docs, config, args.model, progress=not args.quiet))
+        runs.append(run_workers(w, docs, config, args.model, progress=not args.quiet,
+                                gpus_per_task=args.gpus_per_task))
         print(f"   {runs[-1]['wall_seconds']} s", file=sys.stderr, flush=True)
 
     base = runs[0]

@@ -68,6 +68,7 @@ class AdapterStore:
         adapter that landed meanwhile (same key = same inputs) is kept."""
         final = self.path(key)
         with atomic_directory(final) as tmp:
+            tmp.chmod(0o755)  # mkdtemp makes it private; a server (vLLM) may read the store as another user
             write_adapter(tmp, model, metadata, document)
             if qa:
                 from .synth import write_qa

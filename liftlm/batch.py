@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import LiftError
@@ -269,16 +269,33 @@ def ray_module():
 
 
 def _ray_task(job: BatchJob, doc_id: str, text: str) -> dict:
-    """The body of one Ray task: as many torch threads as CPUs Ray gave the task."""
+    """The body of one Ray task: as many torch threads as CPUs Ray gave the task, a GPU only if it gave one."""
     import ray
     import torch
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    if cpus:
-        torch.set_num_threads(max(1, int(cpus)))
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    if assigned.get("CPU"):
+        torch.set_num_threads(max(1, int(assigned["CPU"])))
+    if job.device is None and not assigned.get("GPU"):  # a task Ray gave no GPU must not take one anyway
+        job = replace(job, device="cpu")
     row = internalize_one(job, doc_id, text)
     row["node"] = f"{row['node']}/{ray.get_runtime_context().get_node_id()[:8]}"
     return row
+
+
+def _probe(address: str | None, timeout: float = 5.0) -> None:
+    """A ``host:port`` or ``ray://host:port`` that nothing answers on is one clear error at once (Ray itself
+    retries for minutes). ``auto`` and a new local instance are left to Ray."""
+    if not address or address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise LiftError(f"--ray: {address!r} is not an address (auto, HOST:PORT or ray://HOST:PORT)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise LiftError(f"--ray: nothing answers at {address} ({e.strerror or e}); start the cluster with "
+                        "`ray start --head` there, or give its address") from None
 
 
 def run_ray(job: BatchJob, docs: list[Document], results: Results, *, address: str | None = None,
@@ -293,6 +310,7 @@ def run_ray(job: BatchJob, docs: list[Document], results: Results, *, address: s
         raise LiftError(f"--ray-gpus: a fraction is allowed only below 1 (got {num_gpus})")
     started = False
     if not ray.is_initialized():
+        _probe(address)
         env = {k: os.environ[k] for k in ("LIFTLM_HOME", "HF_HUB_OFFLINE", "HF_HOME") if k in os.environ}
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,

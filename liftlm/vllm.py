@@ -50,6 +50,7 @@ def publish(names: str | Path, name: str, adapter: str | Path, served_model_name
         if not target.is_dir():
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+            tmp.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
             (tmp / ADAPTER_CONFIG).write_text(
                 json.dumps({**config, "base_model_name_or_path": served_model_name}, indent=2) + "\n",
                 encoding="utf-8")

@@ -195,6 +195,7 @@ def test_stored_adapter_has_the_fields_vllm_needs(tmp_path, tiny_model_dir, targ
     assert json.loads((link / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == "acme/served-model"
     assert (link / ADAPTER_WEIGHTS).samefile(adapter / ADAPTER_WEIGHTS)
     assert vllm_problems(link, "acme/served-model") == [] and (adapter / ADAPTER_CONFIG).read_bytes() == stored_config
+    assert adapter.stat().st_mode & 0o777 == link.resolve().stat().st_mode & 0o777 == 0o755  # others can read
     assert publish(tmp_path / "names", "telescope", adapter, "acme/served-model") == link  # idempotent
     # re-pointed atomically at another adapter, under the trained-from name
     other = lift.internalize(TEXTS["storm"]).adapter
