@@ -1,4 +1,5 @@
 """Batch internalization (`internalize --documents`), locally and on Ray, and adapters that vLLM can serve."""
+import importlib.util
 import json
 import os
 import sys
@@ -144,6 +145,9 @@ def test_documents_cli_bad_input_is_one_line_and_writes_nothing(capsys, monkeypa
         (["--document", folder / "keeper.txt", "--ray"], "go with --documents"),
         (["--documents", folder, "--served-model-name", " "], "--served-model-name is empty"),
     ]
+    if importlib.util.find_spec("ray") is not None:
+        cases += [(["--documents", folder, "--ray", "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
+                  (["--documents", folder, "--ray", "nonsense"], "is not an address")]
     for extra, message in cases:
         code, out, err = run(capsys, "internalize", *extra, *base)
         assert code == 2 and message in one_error_line(err), (extra, err)
