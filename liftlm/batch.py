@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .documents import check_document
 from .errors import LiftError
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -56,9 +57,10 @@ def _decode(data: bytes, source: str) -> tuple[str | None, str | None]:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         return None, f"{source} is not UTF-8 text (byte {e.start})"
-    if not text.strip():
-        return None, f"{source} is empty (or only whitespace)"
-    return text, None
+    try:
+        return check_document(text, source), None
+    except LiftError as e:
+        return None, str(e)
 
 
 def read_documents(path: str | Path) -> list[Document]:

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from .adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from .fileio import atomic_directory
 
 SERVED = ".served"
 
@@ -47,22 +48,13 @@ def publish(names: str | Path, name: str, adapter: str | Path, served_model_name
     if served_model_name is not None and config.get("base_model_name_or_path") != served_model_name:
         tag = hashlib.sha256(served_model_name.encode()).hexdigest()[:12]
         target = names / SERVED / f"{adapter.name}-{tag}"
-        if not target.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-            tmp.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
-            (tmp / ADAPTER_CONFIG).write_text(
-                json.dumps({**config, "base_model_name_or_path": served_model_name}, indent=2) + "\n",
-                encoding="utf-8")
-            os.symlink(os.path.relpath(adapter / ADAPTER_WEIGHTS, target), tmp / ADAPTER_WEIGHTS)
-            try:
-                tmp.rename(target)
-            except OSError:  # another writer made the same entry meanwhile
-                if not target.is_dir():
-                    raise
-                for f in tmp.iterdir():
-                    f.unlink()
-                tmp.rmdir()
+        if not target.is_dir():  # same key and name = same content: a concurrent writer's entry is kept
+            with atomic_directory(target) as tmp:
+                tmp.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
+                (tmp / ADAPTER_CONFIG).write_text(
+                    json.dumps({**config, "base_model_name_or_path": served_model_name}, indent=2) + "\n",
+                    encoding="utf-8")
+                os.symlink(os.path.relpath(adapter / ADAPTER_WEIGHTS, target), tmp / ADAPTER_WEIGHTS)
     link = names / name
     _replace_symlink(link, os.path.relpath(target, names))
     return link
