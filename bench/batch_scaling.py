@@ -76,7 +76,7 @@ def run_workers(workers: int, docs, config: dict, model: str | None, progress: b
 
     store = Path(tempfile.mkdtemp(prefix=f"batch-bench-{workers}w-"))
     job = BatchJob(model=model, config=config, store=str(store / "adapters"), names=str(store / "names"))
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         before = busiest_processes()
         sampler = LoadSampler()

@@ -303,8 +303,9 @@ def _probe(address: str | None, timeout: float = 5.0) -> None:
 def run_ray(job: BatchJob, docs: list[Document], results: Results, *, address: str | None = None,
             num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3, progress: bool = True) -> list[dict]:
     """One Ray task per distinct document, ``num_cpus``/``num_gpus`` (fractions allowed) each, re-run up to
-    ``max_retries`` times when its worker dies. Connects to ``address`` (``auto``, ``host:port``,
-    ``ray://host:10001``), to an already initialised Ray, or starts a local instance."""
+    ``max_retries`` times when its worker dies. Uses an already initialised Ray, else connects to ``address``
+    (``auto``: the cluster this machine belongs to, ``host:port``, ``ray://host:10001``), else starts a new local
+    instance (never a stale cluster Ray remembers in /tmp/ray)."""
     ray = ray_module()
     if num_cpus < 0 or num_gpus < 0 or max_retries < 0:
         raise LiftError("--ray-cpus, --ray-gpus and --ray-retries must be 0 or more")
@@ -315,7 +316,7 @@ def run_ray(job: BatchJob, docs: list[Document], results: Results, *, address: s
         _probe(address)
         env = {k: os.environ[k] for k in ("LIFTLM_HOME", "HF_HUB_OFFLINE", "HF_HOME") if k in os.environ}
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": env} if env else None, configure_logging=False)
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise LiftError(f"--ray: cannot reach a Ray cluster at {address or 'a new local instance'} "

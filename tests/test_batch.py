@@ -241,7 +241,7 @@ def kill_first_step(marker: str):
 
 @pytest.fixture(scope="class")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     yield ray
     ray.shutdown()
