@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_eval(verbs)
     register_bench(verbs)
+    from .serve.cli import register as register_serve
+
+    register_serve(verbs)
     return parser
 
 
@@ -180,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             from .bench.cli import run as run_bench
 
             return run_bench(args)
+        if args.verb == "serve":
+            from .serve.cli import run as run_serve
+
+            return run_serve(args)
         return {"internalize": run_internalize, "ask": run_ask, "sft": run_sft}[args.verb](args)
     except LiftError as e:
         print(f"liftlm: error: {e}", file=sys.stderr)

@@ -1,0 +1,97 @@
+"""``liftlm serve``: flags, the safety checks made before anything starts, and uvicorn.
+
+Every LIFT setting is a flag (as for ``internalize``) and becomes the server's default for documents that do
+not set it themselves.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import LiftError
+
+TOKEN_ENV = "LIFTLM_API_TOKEN"
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    from ..cli import add_config_flags  # here, not at import time: liftlm.cli imports this module
+
+    p = subparsers.add_parser(
+        "serve", help="an OpenAI-compatible HTTP service: documents in (LIFT in the background), answers out",
+        description="Serve LIFT over HTTP: POST /v1/documents trains an adapter in a worker process, "
+                    "/v1/chat/completions answers with model = the document id (OpenAI format), / is a web page. "
+                    f"Binds to 127.0.0.1; binding elsewhere needs a bearer token in ${TOKEN_ENV}. The LIFT "
+                    "settings below are the defaults for documents that do not set their own.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--model", default=None,
+                   help="hub id, local model directory, or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--store", default=None,
+                   help="adapter store directory (default: $LIFTLM_HOME/adapters, ~/.cache/liftlm/adapters)")
+    p.add_argument("--state", default=None,
+                   help="folder of the job table (default: $LIFTLM_HOME/serve); a restart with the same folder "
+                        "picks up queued and interrupted jobs")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (default: 20)")
+    p.add_argument("--max-loaded-adapters", type=int, default=8,
+                   help="ready adapters kept loaded on the model at once, least recently used out first (default: 8)")
+    p.add_argument("--max-attempts", type=int, default=3,
+                   help="a job whose worker dies this many times while training it fails (default: 3)")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    add_config_flags(p)
+    return p
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_settings(args):
+    from ..cli import config_from_args
+    from ..models import liftlm_home
+    from .app import ServeSettings
+
+    if not 0 < args.port < 65536:
+        raise LiftError(f"--port must be in 1..65535 (got {args.port})")
+    if args.max_upload_mb <= 0:
+        raise LiftError(f"--max-upload-mb must be positive (got {args.max_upload_mb})")
+    if args.max_loaded_adapters < 1:
+        raise LiftError(f"--max-loaded-adapters must be at least 1 (got {args.max_loaded_adapters})")
+    if args.max_attempts < 1:
+        raise LiftError(f"--max-attempts must be at least 1 (got {args.max_attempts})")
+    token = os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(args.host) and not token:
+        raise LiftError(f"--host {args.host} lets other machines in: set a bearer token in ${TOKEN_ENV} first "
+                        "(clients send it as Authorization: Bearer ...), or bind to 127.0.0.1")
+    config = config_from_args(args)
+    if config.finetune != "lora":
+        raise LiftError("--finetune: the service serves LoRA adapters (named adapters on one model); use lora")
+    state = args.state or str(liftlm_home() / "serve")
+    return ServeSettings(model=args.model, device=args.device, store=args.store, state=state, defaults=config,
+                         token=token, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                         max_loaded_adapters=args.max_loaded_adapters, max_attempts=args.max_attempts)
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = serve_settings(args)
+    from ..models import resolve_model_id
+
+    resolve_model_id(args.model)  # an unknown model is one clear error before anything starts
+    app = create_app(settings)
+    print(f"liftlm serve: http://{args.host}:{args.port}/ (model {args.model or 'embedded'}, state {settings.state}"
+          f"{', bearer token required' if settings.token else ''})", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log,
+                timeout_graceful_shutdown=5)
+    return 0

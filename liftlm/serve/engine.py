@@ -1,0 +1,251 @@
+"""Answering in the web process: one base model; each ready document's LoRA adapter loaded onto it as a named
+PEFT adapter (``load_adapter``/``set_adapter``), at most ``max_loaded`` at a time (least recently used first out).
+
+Every use of the model or the tokenizer runs on one thread (``Engine.run``): requests are queued, one generation
+at a time, so the active adapter can never change under a running generation and answers never mix.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+
+from ..adapters import AdapterStore, read_metadata
+from ..config import LiftConfig
+from ..context import PromptBuilder
+from ..errors import LiftError
+from ..infer import base_model_context, uses_adapter, uses_document, uses_retrieval
+from ..models import load_model
+
+BASE_MODEL = "base"  # the model name that means "the base model, no document"
+RAG_CHUNK_TOKENS = 128
+
+
+class AdapterBroken(LiftError):
+    """A ready document's stored adapter cannot be read or loaded."""
+
+
+@dataclass
+class Generated:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of answer) or "length" (max_tokens reached)
+
+
+class _Streamer(TextStreamer):
+    """Hands each finalized piece of text to ``push`` (called on the model thread)."""
+
+    def __init__(self, tokenizer, push):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.push = push
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.push(text)
+
+
+class _StopWhen(StoppingCriteria):
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class Engine:
+    def __init__(self, model: str | None, device: str | None, store: str | None, max_loaded: int = 8,
+                 max_documents_cached: int = 32):
+        if max_loaded < 1:
+            raise LiftError(f"--max-loaded-adapters must be at least 1 (got {max_loaded})")
+        self.model_spec = model
+        self.loaded = load_model(model, device)
+        self.tokenizer = self.loaded.tokenizer
+        self.store = AdapterStore(store)
+        self.max_loaded = max_loaded
+        self.peft = None  # the PeftModel around the base model, once a first adapter is loaded
+        self.adapters: OrderedDict[str, str] = OrderedDict()  # document id -> adapter path, least recent first
+        self.loads = 0  # adapters loaded from disk (an eviction makes the next question about it load again)
+        self._tokens: OrderedDict[str, list[int]] = OrderedDict()  # document id -> its tokens
+        self._max_documents_cached = max_documents_cached
+        self._prompts: dict[int, PromptBuilder] = {}
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liftlm-model")
+
+    @property
+    def model_id(self) -> str:
+        return self.loaded.model_id
+
+    async def run(self, fn, *args, **kwargs):
+        """Run ``fn`` on the model thread (one at a time, in arrival order)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    # --- documents ---
+    def document_key(self, text: str, config: LiftConfig) -> tuple[str, int, int]:
+        """(store key, window resolved to tokens, document tokens): what the worker's ``Lift`` will store under."""
+        from ..recipe import Lift
+
+        lift = Lift(self.model_spec, config, store=self.store.root, progress=False, loaded=self.loaded)
+        lift.read(text)  # a fresh Lift holds no adapter: this tokenizes and leaves the shared model untouched
+        return lift.key(), lift.window, len(lift.tokenizer.encode(text, add_special_tokens=False))
+
+    def stored(self, key: str) -> str | None:
+        """The complete stored adapter for ``key`` (trained before, by the service or the CLI), if any."""
+        try:
+            path = self.store.lookup(key)
+        except LiftError:
+            return None  # a broken one is trained again (the store replaces it)
+        return str(path) if path is not None else None
+
+    def forget(self, doc_id: str) -> None:
+        """Drop a deleted document's adapter and tokens."""
+        self._tokens.pop(doc_id, None)
+        if doc_id in self.adapters:
+            self._evict(doc_id)
+
+    # --- answering ---
+    def _builder(self, window: int) -> PromptBuilder:
+        if window not in self._prompts:
+            self._prompts[window] = PromptBuilder(self.tokenizer, window)
+        return self._prompts[window]
+
+    def _doc_tokens(self, job: dict) -> list[int]:
+        ids = self._tokens.get(job["id"])
+        if ids is None:
+            ids = self.tokenizer.encode(job["text"], add_special_tokens=False)
+            self._tokens[job["id"]] = ids
+            while len(self._tokens) > self._max_documents_cached:
+                self._tokens.popitem(last=False)
+        self._tokens.move_to_end(job["id"])
+        return ids
+
+    def prepare(self, job: dict | None, question: str, mode: str, max_new_tokens: int) -> list[int]:
+        """The prompt ids for ``question`` about ``job``'s document in ``mode`` (``job`` None: the base model and
+        the question alone). Raises ``LiftError`` when the question does not fit the document's window, and
+        ``AdapterBroken`` when the adapter a lift mode needs cannot be loaded."""
+        if job is None:
+            prompts = self._builder(self.loaded.max_context)
+            context = None
+        else:
+            prompts = self._builder(int(job["settings"]["window"]))
+            context = None
+            if uses_retrieval(mode):
+                from ..eval.retrieval import build_rag_context
+
+                try:
+                    budget = prompts.document_room(question, max_new_tokens)
+                except ValueError as e:
+                    raise LiftError(str(e)) from None
+                text = build_rag_context(job["text"], question, self.tokenizer, budget,
+                                         chunk_tokens=min(RAG_CHUNK_TOKENS, budget))
+                context = self.tokenizer.encode(text, add_special_tokens=False)
+            elif uses_document(mode):
+                context = self._doc_tokens(job)
+        try:
+            prompt = prompts.question_prompt(question, context, max_new_tokens)
+        except ValueError as e:
+            raise LiftError(str(e)) from None
+        if job is not None and uses_adapter(mode):
+            self._load(job)
+        return prompt
+
+    def generate(self, job: dict | None, prompt: list[int], mode: str, max_new_tokens: int, push=None,
+                 stop: threading.Event | None = None) -> Generated:
+        """Greedy answer to ``prompt``: with ``job``'s adapter active for the lift modes, with every adapter
+        disabled otherwise. ``push(text)`` receives the answer as it is decoded; ``stop`` ends it early."""
+        try:
+            if job is not None and uses_adapter(mode):
+                self._load(job)
+                self.peft.set_adapter(_name(job["id"]))
+                model, context = self.peft, contextlib.nullcontext()
+            else:
+                model = self.peft if self.peft is not None else self.loaded.model
+                context = base_model_context(model)
+            device = self.loaded.device
+            ids = torch.tensor([prompt], device=device)
+            extra = {}
+            if push is not None:
+                extra["streamer"] = _Streamer(self.tokenizer, push)
+            if stop is not None:
+                extra["stopping_criteria"] = StoppingCriteriaList([_StopWhen(stop)])
+            with torch.no_grad(), context:
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                     do_sample=False, temperature=None, top_p=None, top_k=None,
+                                     pad_token_id=self.tokenizer.pad_token_id, **extra)
+            new = out[0, ids.shape[1]:].tolist()
+            ended = bool(new) and new[-1] in _eos_ids(model, self.tokenizer)
+            text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+            return Generated(text, len(prompt), len(new), "stop" if ended or len(new) < max_new_tokens else "length")
+        finally:
+            if push is not None:
+                push(None)  # the end of the stream
+
+    # --- named adapters ---
+    def _load(self, job: dict) -> None:
+        doc_id = job["id"]
+        if doc_id in self.adapters:
+            self.adapters.move_to_end(doc_id)
+            return
+        path = job.get("adapter")
+        if not path:
+            raise AdapterBroken(f"document {doc_id} has no adapter")
+        try:
+            meta = read_metadata(path)
+        except LiftError as e:
+            raise AdapterBroken(str(e).removeprefix("--adapter: ")) from None
+        if meta["kind"] != "lora" or meta["model_id"] != self.loaded.model_id:
+            raise AdapterBroken(f"{path} is not a LoRA adapter for {self.loaded.model_id}")
+        from peft import PeftModel
+
+        try:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.loaded.model, path, adapter_name=_name(doc_id),
+                                                      is_trainable=False).eval()
+            else:
+                self.peft.load_adapter(path, adapter_name=_name(doc_id), is_trainable=False)
+        except Exception as e:  # shapes, keys, files: this adapter does not fit this model
+            raise AdapterBroken(f"cannot load {path} ({str(e).strip().splitlines()[0] if str(e).strip() else e!r})") \
+                from None
+        self.loads += 1
+        self.adapters[doc_id] = path
+        self.peft.set_adapter(_name(doc_id))
+        while len(self.adapters) > self.max_loaded:
+            self._evict(next(iter(self.adapters)))
+
+    def _evict(self, doc_id: str) -> None:
+        self.adapters.pop(doc_id)
+        if self.adapters:
+            active = self.peft.active_adapter
+            if active == _name(doc_id):
+                self.peft.set_adapter(_name(next(reversed(self.adapters))))
+            self.peft.delete_adapter(_name(doc_id))
+        else:  # the last one: take the LoRA layers off the base model altogether
+            self.loaded.model = self.peft.unload()
+            if hasattr(self.loaded.model, "peft_config"):
+                del self.loaded.model.peft_config
+            self.peft = None
+
+    def loaded_adapters(self) -> list[str]:
+        return list(self.adapters)
+
+
+def _name(doc_id: str) -> str:
+    return f"doc_{doc_id}"
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
