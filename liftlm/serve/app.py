@@ -273,7 +273,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
-        return error_response(exc.status_code, str(exc.detail), code="http_error")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, f"{exc.detail}: {request.method} {request.url.path[:100]}", code=code)
 
     # --- authentication ---
     @app.middleware("http")
@@ -469,7 +470,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if req.mode not in MODES:
             raise ApiError(400, f"mode must be one of {', '.join(MODES)} (got {req.mode!r})", code="invalid_mode")
         question = question_of(req.messages)
-        max_new = req.max_completion_tokens or req.max_tokens or 64
+        max_new = next((n for n in (req.max_completion_tokens, req.max_tokens) if n is not None), 64)
         if not 1 <= max_new <= settings.max_new_tokens_limit:
             raise ApiError(400, f"max_tokens must be in 1..{settings.max_new_tokens_limit} (got {max_new})",
                            code="invalid_max_tokens")
