@@ -1,0 +1,157 @@
+"""Jobs that survive: the job table's rules, a worker killed mid-training, a server restarted with queued work,
+and the checks ``liftlm serve`` makes before it starts."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import httpx
+import pytest
+from serve_helpers import DOCS, Server
+
+from liftlm.adapters import read_metadata
+from liftlm.serve.jobs import JobTable
+
+
+def _table(tmp_path) -> JobTable:
+    return JobTable(tmp_path / "jobs.sqlite")
+
+
+def test_job_table_claims_in_order_and_only_the_owner_finishes(tmp_path):
+    t = _table(tmp_path)
+    a, queued = t.submit("a" * 20, "A", {"epochs": 1}, "text a", 2)
+    assert queued and a["status"] == "queued"
+    assert t.submit("a" * 20, "A again", {"epochs": 1}, "text a", 2) == (a, False)  # one job per id
+    t.submit("b" * 20, "B", {}, "text b", 2)
+    job = t.claim(pid=111)
+    assert job["id"] == "a" * 20 and job["text"] == "text a" and job["attempts"] == 1
+    assert t.claim(pid=111)["id"] == "b" * 20 and t.claim(pid=111) is None
+    assert not t.progress("a" * 20, 222, {"stage": "training"})  # not its job
+    assert not t.finish("a" * 20, 222, "/x", 1.0, {})
+    assert t.get("a" * 20)["status"] == "training"
+    assert t.progress("a" * 20, 111, {"stage": "training", "step": 1})
+    assert t.finish("a" * 20, 111, "/adapter", 1.5, {"stage": "ready"})
+    assert t.get("a" * 20)["status"] == "ready" and t.get("a" * 20)["adapter"] == "/adapter"
+    assert not t.progress("a" * 20, 111, {"stage": "training"})  # finished: no more progress
+    statuses = [d["status"] for _, d in t.events_after("a" * 20, 0)]
+    assert statuses == ["queued", "training", "training", "ready"]
+    assert t.delete("b" * 20) and t.get("b" * 20) is None and t.events_after("b" * 20, 0) == []
+    assert not t.progress("b" * 20, 111, {"stage": "training"})  # a deleted job is abandoned by its worker
+
+
+def test_job_table_requeues_a_dead_workers_job_then_fails_it(tmp_path):
+    t = _table(tmp_path)
+    t.submit("c" * 20, "C", {}, "text", 1)
+    for attempt in (1, 2):
+        assert t.claim(pid=100 + attempt)["attempts"] == attempt
+        assert t.requeue_orphans(None, 3, "worker died") == ["c" * 20]
+        job = t.get("c" * 20)
+        assert job["status"] == "queued" and job["progress"]["note"] == "worker died"
+    t.claim(pid=103)
+    assert t.requeue_orphans(103, 3, "worker died") == []  # its worker is alive
+    t.requeue_orphans(None, 3, "worker died")
+    job = t.get("c" * 20)
+    assert job["status"] == "failed" and "3 attempts" in job["error"]
+    again, queued = t.submit("c" * 20, "C", {}, "text", 1)  # posting a failed document again retries it
+    assert queued and again["status"] == "queued" and again["attempts"] == 0
+    t.claim(pid=104)
+    t.requeue_orphans(None, 3, "the server stopped", refund=True)  # a clean stop does not count as an attempt
+    assert t.get("c" * 20)["attempts"] == 0 and t.get("c" * 20)["status"] == "queued"
+
+
+def test_worker_killed_mid_training_requeues_never_ready(tiny_model_dir, tmp_path):
+    server = Server(tiny_model_dir, tmp_path, "--max-attempts", "2").start()
+    try:
+        doc_id = server.post(DOCS[0], settings={"epochs": 12})["id"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            job = server.document(doc_id)
+            if job["status"] == "training" and job["progress"].get("step", 0) >= 2:
+                break
+            time.sleep(0.1)
+        assert job["status"] == "training", job
+        pid = httpx.get(f"{server.url}/v1/status", headers=server.headers, timeout=30).json()["worker"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        after = server.wait(doc_id, statuses=("queued", "failed", "ready"), timeout=30)
+        assert after["status"] == "queued", after  # re-queued, never ready from a killed run
+        assert "exited" in after["progress"]["note"] and not (server.store / doc_id).exists()
+        assert not [p for p in server.store.glob("*") if p.name == doc_id]
+        # the supervisor restarted the worker, which trains it again from the start, to a complete adapter
+        job = server.wait(doc_id, timeout=300)
+        assert job["status"] == "ready" and job["attempts"] == 2, job
+        read_metadata(job["adapter"])
+        status = httpx.get(f"{server.url}/v1/status", headers=server.headers, timeout=30).json()["worker"]
+        assert status["restarts"] == 1 and status["pid"] != pid and status["alive"]
+        statuses = [json.loads(line)["status"] for line in _events(server, doc_id)]
+        first_ready = statuses.index("ready")
+        assert "queued" in statuses[:first_ready] and statuses.count("ready") == 1
+    finally:
+        server.stop()
+
+
+def _events(server, doc_id: str) -> list[str]:
+    with httpx.stream("GET", f"{server.url}/v1/documents/{doc_id}/events", timeout=30,
+                      headers={**server.headers, "Last-Event-ID": "1"}) as r:
+        out = []
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                out.append(line[5:].strip())
+        return out
+
+
+def test_restart_picks_up_queued_and_interrupted_jobs(tiny_model_dir, tmp_path):
+    server = Server(tiny_model_dir, tmp_path, name="first").start()
+    long_id = server.post(DOCS[1] * 3, settings={"epochs": 200})["id"]
+    queued_id = server.post(DOCS[2])["id"]
+    server.wait(long_id, statuses=("training",), timeout=120)
+    assert server.document(queued_id)["status"] == "queued"
+    server.stop()
+
+    t = JobTable(server.state / "jobs.sqlite")  # what the stopped server left
+    assert {t.get(long_id)["status"], t.get(queued_id)["status"]} == {"queued"}
+    assert t.get(long_id)["attempts"] == 0  # a clean stop is not counted against the job
+    t.close()
+    assert not (server.store / long_id).exists()
+
+    again = Server(tiny_model_dir, tmp_path, name="second").start()
+    try:
+        with again.client() as c:
+            c.delete(f"/v1/documents/{long_id}")  # (200 epochs: not worth waiting for)
+        job = again.wait(queued_id, timeout=180)
+        assert job["status"] == "ready" and job["attempts"] == 1
+        read_metadata(job["adapter"])
+        r = again.ask(queued_id, "Where was the telescope made?")
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
+    finally:
+        again.stop()
+
+
+@pytest.mark.parametrize("argv,env,message", [
+    (["--host", "0.0.0.0"], {}, "LIFTLM_API_TOKEN"),
+    (["--port", "0"], {}, "--port"),
+    (["--max-loaded-adapters", "0"], {}, "--max-loaded-adapters"),
+    (["--max-upload-mb", "-1"], {}, "--max-upload-mb"),
+    (["--finetune", "full"], {}, "LoRA"),
+    (["--epochs", "-2"], {}, "--epochs"),
+    (["--model", "/no/such/model"], {}, "--model"),
+])
+def test_serve_refuses_bad_flags_before_starting(argv, env, message, capsys, monkeypatch):
+    from liftlm.cli import main
+
+    monkeypatch.delenv("LIFTLM_API_TOKEN", raising=False)
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("liftlm: error:") and message in err[0]
+
+
+def test_binding_beyond_loopback_needs_the_token(monkeypatch):
+    from liftlm.cli import build_parser
+    from liftlm.serve.cli import is_loopback, serve_settings
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
+    monkeypatch.setenv("LIFTLM_API_TOKEN", "s3cret")
+    settings = serve_settings(build_parser().parse_args(["serve", "--host", "0.0.0.0", "--epochs", "3"]))
+    assert settings.token == "s3cret" and settings.defaults.epochs == 3
