@@ -1,4 +1,4 @@
-"""``liftlm bench scaling|throughput|overlap-vs-paper``: the benchmark verbs. ``register(subparsers)`` adds them to the ``liftlm``
+"""``liftlm bench scaling|throughput|overlap-vs-paper|serve``: the benchmark verbs. ``register(subparsers)`` adds them to the ``liftlm``
 parser; ``run(args)`` runs the chosen one and returns the exit status (``LiftError`` is left to the caller,
 which prints it as one line and exits with status 2)."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import LiftConfig
 from ..errors import LiftError
-from ..options import add_config_flags, config_from_args, quiet_libraries
+from ..options import add_config_flags, config_from_args, flag_name, given_config, quiet_libraries
 from .common import RANDOM_CONFIGS, parse_length, parse_lengths
 
 
@@ -100,6 +100,29 @@ def register(subparsers) -> argparse.ArgumentParser:
     o.add_argument("--replot", default=None, metavar="DIR",
                    help="measure nothing: redo summary, report and plot from DIR/results.json")
     o.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    v = verbs.add_parser(
+        "serve", help="answers/s and p50/p95 latency of `liftlm serve`: one adapter vs round-robin over several",
+        description="Start `liftlm serve` on 127.0.0.1, train --documents documents (slices of the example "
+                    "document), then time --questions questions one at a time: the base model (icl), one "
+                    "adapter, and round-robin over all documents, once per LRU bound (--max-loaded-adapters). "
+                    "LIFT settings default to --epochs 1 --window 512.")
+    v.add_argument("--model", default=None, help="hub id, local model directory or .gguf file (default: embedded)")
+    v.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    v.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder: results.json, summary.md and the server's log "
+                        "(default: liftlm-bench/serve-<date>-<time>)")
+    v.add_argument("--documents", type=int, default=8, help="documents, i.e. adapters (default: 8)")
+    v.add_argument("--doc-words", type=int, default=300, help="words per document (default: 300)")
+    v.add_argument("--questions", type=int, default=40, help="timed questions per scenario (default: 40)")
+    v.add_argument("--warmup", type=int, default=2, help="untimed questions before each scenario (default: 2)")
+    v.add_argument("--max-tokens", type=int, default=16, help="answer length limit (default: 16)")
+    v.add_argument("--mode", default="lift+icl", choices=("lift", "lift+icl", "lift+rag"),
+                   help="mode of the adapter scenarios (default: lift+icl)")
+    v.add_argument("--lru-bounds", default="8,4",
+                   help="the server's --max-loaded-adapters, one server per value, comma-separated (default: 8,4)")
+    v.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_config_flags(v)
     return bench
 
 
@@ -176,10 +199,39 @@ def run_overlap_cli(args) -> int:
     return 0
 
 
+def run_serve_cli(args) -> int:
+    from .serve import ServeBenchOptions, markdown, run_serve_bench, write_report
+
+    given = {"epochs": 1, "window": 512, **given_config(args)}
+    LiftConfig(**given)  # one clear error for bad settings before a server starts
+    flags = []
+    for name, value in given.items():
+        flag = flag_name(name)
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            flags += [flag, str(value)]
+    try:
+        bounds = [int(x) for x in args.lru_bounds.split(",") if x.strip()]
+    except ValueError:
+        raise LiftError(f"--lru-bounds: {args.lru_bounds!r} is not a comma-separated list of numbers") from None
+    out = Path(args.out or f"liftlm-bench/serve-{time.strftime('%Y%m%d-%H%M%S')}")
+    opts = ServeBenchOptions(model=args.model, device=args.device, out=out, documents=args.documents,
+                             doc_words=args.doc_words, questions=args.questions, warmup=args.warmup,
+                             max_tokens=args.max_tokens, mode=args.mode, lru_bounds=bounds, lift_flags=flags,
+                             progress=not args.quiet)
+    report = run_serve_bench(opts)
+    write_report(report, out, "liftlm bench " + " ".join(sys.argv[sys.argv.index("serve"):])
+                 if "serve" in sys.argv else "liftlm bench serve")
+    print(markdown(report))
+    print(f"wrote {out / 'results.json'}, {out / 'summary.md'}")
+    return 0
+
+
 def run(args) -> int:
-    """Run ``liftlm bench <scaling|throughput|overlap-vs-paper>``; returns the exit status."""
+    """Run ``liftlm bench <scaling|throughput|overlap-vs-paper|serve>``; returns the exit status."""
     return {"scaling": run_scaling_cli, "throughput": run_throughput_cli,
-            "overlap-vs-paper": run_overlap_cli}[args.bench_verb](args)
+            "overlap-vs-paper": run_overlap_cli, "serve": run_serve_cli}[args.bench_verb](args)
 
 
 def main(argv: list[str] | None = None) -> int:
