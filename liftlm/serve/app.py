@@ -229,22 +229,28 @@ def create_app(settings: ServeSettings) -> FastAPI:
         queued = table.counts()["queued"]
         if queued:
             log(f"{queued} queued job(s) waiting for the worker")
-        engine = Engine(settings.model, settings.device, settings.store, settings.max_loaded_adapters)
-        ctx.update(table=table, engine=engine, supervisor=None)
-        watcher = None
-        if settings.worker:
+        ctx.update(table=table, supervisor=None)
+        if settings.worker:  # first, so that the worker loads its copy of the model while this process loads its own
             supervisor = Supervisor(settings, jobs_path, table)
             supervisor.start()
             ctx["supervisor"] = supervisor
-            watcher = asyncio.create_task(supervisor.watch())
+        engine = None
+        watcher = None
         try:
+            engine = await asyncio.to_thread(Engine, settings.model, settings.device, settings.store,
+                                             settings.max_loaded_adapters)
+            ctx["engine"] = engine
+            if ctx["supervisor"] is not None:
+                watcher = asyncio.create_task(ctx["supervisor"].watch())
             yield
         finally:
-            if watcher is not None:
+            if ctx["supervisor"] is not None:
                 ctx["supervisor"]._stopping = True
-                watcher.cancel()
+                if watcher is not None:
+                    watcher.cancel()
                 await asyncio.to_thread(ctx["supervisor"].stop)
-            engine.close()
+            if engine is not None:
+                engine.close()
             table.close()
 
     app = FastAPI(title="liftlm serve", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
