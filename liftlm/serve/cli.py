@@ -86,9 +86,11 @@ def run(args) -> int:
     from .app import create_app
 
     settings = serve_settings(args)
-    from ..models import resolve_model_id
+    from ..models import convert_gguf, resolve_model_id
 
-    resolve_model_id(args.model)  # an unknown model is one clear error before anything starts
+    kind, _, path = resolve_model_id(args.model)  # an unknown model is one clear error before anything starts
+    if kind == "gguf":
+        convert_gguf(path)  # once, here: not by the web process and the worker at the same time
     app = create_app(settings)
     print(f"liftlm serve: http://{args.host}:{args.port}/ (model {args.model or 'embedded'}, state {settings.state}"
           f"{', bearer token required' if settings.token else ''})", file=sys.stderr, flush=True)
