@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,7 +192,8 @@ def _scenario(server: _Server, opts: ServeBenchOptions, name: str, targets: list
         tokens += n
     wall = time.perf_counter() - start
     loads = server.status()["adapter_loads"] - loads_before
-    row = {"scenario": name, "lru_bound": bound, "mode": mode, "adapters": len(set(targets)) if mode != "icl" else 0,
+    row = {"load_average": round(os.getloadavg()[0], 2),  # other work on the machine shows here
+           "scenario": name, "lru_bound": bound, "mode": mode, "adapters": len(set(targets)) if mode != "icl" else 0,
            "questions": opts.questions, "seconds": round(wall, 3),
            "answers_per_second": round(opts.questions / wall, 3),
            "p50_ms": round(1000 * percentile(latencies, 50), 1), "p95_ms": round(1000 * percentile(latencies, 95), 1),
@@ -200,6 +202,10 @@ def _scenario(server: _Server, opts: ServeBenchOptions, name: str, targets: list
     _say(opts, f"{name} (LRU {bound}): {row['answers_per_second']} answers/s, p50 {row['p50_ms']} ms, "
                f"p95 {row['p95_ms']} ms, {loads} adapter loads")
     return row
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def run_serve_bench(opts: ServeBenchOptions) -> dict:
@@ -211,6 +217,8 @@ def run_serve_bench(opts: ServeBenchOptions) -> dict:
         raise LiftError("--lru-bounds: give one or more bounds of at least 1, e.g. 8,4")
     opts.out.mkdir(parents=True, exist_ok=True)
     docs = example_documents(opts.documents, opts.doc_words)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM: stop the servers it started, too
+        signal.signal(signal.SIGTERM, _interrupt)
     rows, jobs, model_id = [], None, None
     with tempfile.TemporaryDirectory(prefix="liftlm-bench-serve-") as work:  # the job table and the adapters
         for bound in opts.lru_bounds:
@@ -245,11 +253,11 @@ def markdown(report: dict) -> str:
              f"({min(report['document_tokens'])}-{max(report['document_tokens'])} tokens); "
              f"{report['questions']} questions per row, one at a time, max_tokens {report['max_tokens']}",
              "",
-             "| scenario | LRU bound | mode | answers/s | p50 ms | p95 ms | adapter loads |",
-             "|---|---|---|---|---|---|---|"]
+             "| scenario | LRU bound | mode | answers/s | p50 ms | p95 ms | adapter loads | load average |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         lines.append(f"| {r['scenario']} | {r['lru_bound']} | {r['mode']} | {r['answers_per_second']} | "
-                     f"{r['p50_ms']} | {r['p95_ms']} | {r['adapter_loads']} |")
+                     f"{r['p50_ms']} | {r['p95_ms']} | {r['adapter_loads']} | {r.get('load_average', '')} |")
     return "\n".join(lines) + "\n"
 
 
