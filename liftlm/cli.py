@@ -27,6 +27,7 @@ from .options import (
     quiet_libraries,
     read_questions,
 )
+from .serve.cli import register as register_serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,8 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_eval(verbs)
     register_bench(verbs)
-    from .serve.cli import register as register_serve
-
     register_serve(verbs)
     return parser
 

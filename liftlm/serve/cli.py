@@ -15,7 +15,7 @@ TOKEN_ENV = "LIFTLM_API_TOKEN"
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from ..cli import add_config_flags  # here, not at import time: liftlm.cli imports this module
+    from ..options import add_config_flags
 
     p = subparsers.add_parser(
         "serve", help="an OpenAI-compatible HTTP service: documents in (LIFT in the background), answers out",
@@ -55,8 +55,8 @@ def is_loopback(host: str) -> bool:
 
 
 def serve_settings(args):
-    from ..cli import config_from_args
     from ..models import liftlm_home
+    from ..options import config_from_args
     from .app import ServeSettings
 
     if not 0 < args.port < 65536:

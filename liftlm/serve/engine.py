@@ -21,7 +21,7 @@ from ..adapters import AdapterStore, read_metadata
 from ..config import LiftConfig
 from ..context import PromptBuilder
 from ..errors import LiftError
-from ..infer import base_model_context, uses_adapter, uses_document, uses_retrieval
+from ..infer import Answerer, base_model_context, uses_adapter, uses_document, uses_retrieval
 from ..models import load_model
 
 BASE_MODEL = "base"  # the model name that means "the base model, no document"
@@ -75,7 +75,7 @@ class Engine:
         self.loads = 0  # adapters loaded from disk (an eviction makes the next question about it load again)
         self._tokens: OrderedDict[str, list[int]] = OrderedDict()  # document id -> its tokens
         self._max_documents_cached = max_documents_cached
-        self._prompts: dict[int, PromptBuilder] = {}
+        self._answerers: dict[int, Answerer] = {}  # one per window
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liftlm-model")
 
     @property
@@ -113,10 +113,10 @@ class Engine:
             self._evict(doc_id)
 
     # --- answering ---
-    def _builder(self, window: int) -> PromptBuilder:
-        if window not in self._prompts:
-            self._prompts[window] = PromptBuilder(self.tokenizer, window)
-        return self._prompts[window]
+    def _answerer(self, window: int) -> Answerer:
+        if window not in self._answerers:
+            self._answerers[window] = Answerer(self.tokenizer, PromptBuilder(self.tokenizer, window), RAG_CHUNK_TOKENS)
+        return self._answerers[window]
 
     def _doc_tokens(self, job: dict) -> list[int]:
         ids = self._tokens.get(job["id"])
@@ -132,26 +132,13 @@ class Engine:
         """The prompt ids for ``question`` about ``job``'s document in ``mode`` (``job`` None: the base model and
         the question alone). Raises ``LiftError`` when the question does not fit the document's window, and
         ``AdapterBroken`` when the adapter a lift mode needs cannot be loaded."""
-        if job is None:
-            prompts = self._builder(self.loaded.max_context)
-            context = None
-        else:
-            prompts = self._builder(int(job["settings"]["window"]))
-            context = None
-            if uses_retrieval(mode):
-                from ..eval.retrieval import build_rag_context
-
-                try:
-                    budget = prompts.document_room(question, max_new_tokens)
-                except ValueError as e:
-                    raise LiftError(str(e)) from None
-                text = build_rag_context(job["text"], question, self.tokenizer, budget,
-                                         chunk_tokens=min(RAG_CHUNK_TOKENS, budget))
-                context = self.tokenizer.encode(text, add_special_tokens=False)
-            elif uses_document(mode):
-                context = self._doc_tokens(job)
         try:
-            prompt = prompts.question_prompt(question, context, max_new_tokens)
+            if job is None:  # the question alone, as mode lift asks it
+                prompt = self._answerer(self.loaded.max_context).prompt(question, "lift", None, None, max_new_tokens)
+            else:
+                doc_ids = self._doc_tokens(job) if uses_document(mode) and not uses_retrieval(mode) else None
+                prompt = self._answerer(int(job["settings"]["window"])).prompt(question, mode, job["text"], doc_ids,
+                                                                              max_new_tokens)
         except ValueError as e:
             raise LiftError(str(e)) from None
         if job is not None and uses_adapter(mode):

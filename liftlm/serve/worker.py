@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    from ..cli import quiet_libraries
+    from ..options import quiet_libraries
 
     quiet_libraries()
     try:
