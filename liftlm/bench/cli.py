@@ -121,6 +121,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="mode of the adapter scenarios (default: lift+icl)")
     v.add_argument("--lru-bounds", default="8,4",
                    help="the server's --max-loaded-adapters, one server per value, comma-separated (default: 8,4)")
+    v.add_argument("--url", default=None,
+                   help="measure a running `liftlm serve` at this URL instead of starting one (its LRU bound "
+                        "and LIFT defaults are its own; the documents are posted to it)")
     v.add_argument("--quiet", action="store_true", help="no progress lines")
     add_config_flags(v)
     return bench
@@ -219,6 +222,7 @@ def run_serve_cli(args) -> int:
     opts = ServeBenchOptions(model=args.model, device=args.device, out=out, documents=args.documents,
                              doc_words=args.doc_words, questions=args.questions, warmup=args.warmup,
                              max_tokens=args.max_tokens, mode=args.mode, lru_bounds=bounds, lift_flags=flags,
+                             url=args.url,
                              progress=not args.quiet)
     report = run_serve_bench(opts)
     write_report(report, out, "liftlm bench " + " ".join(sys.argv[sys.argv.index("serve"):])

@@ -57,6 +57,7 @@ class ServeBenchOptions:
     mode: str = "lift+icl"
     lru_bounds: list[int] = field(default_factory=lambda: [8, 4])
     lift_flags: list[str] = field(default_factory=list)  # LIFT settings for the server, as flags
+    url: str | None = None  # measure this running server (its documents are posted; known ones train no more)
     startup_timeout: float = 600.0
     train_timeout: float = 3600.0
     progress: bool = True
@@ -125,6 +126,24 @@ class _Server:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+
+class _Running:
+    """A server that is already running (``--url``): measured as it is, left running."""
+
+    def __init__(self, url: str):
+        import httpx
+
+        self.url = url.rstrip("/")
+        token = os.environ.get("LIFTLM_API_TOKEN")
+        self.client = httpx.Client(base_url=self.url, timeout=600,
+                                   headers={"Authorization": f"Bearer {token}"} if token else {})
+
+    def status(self) -> dict:
+        return self.client.get("/v1/status").json()
+
+    def stop(self) -> None:
+        self.client.close()
 
 
 def _say(opts: ServeBenchOptions, message: str) -> None:
@@ -221,9 +240,13 @@ def run_serve_bench(opts: ServeBenchOptions) -> dict:
         signal.signal(signal.SIGTERM, _interrupt)
     rows, jobs, model_id = [], None, None
     with tempfile.TemporaryDirectory(prefix="liftlm-bench-serve-") as work:  # the job table and the adapters
-        for bound in opts.lru_bounds:
-            _say(opts, f"starting liftlm serve (--max-loaded-adapters {bound})")
-            server = _Server(opts, bound, Path(work))
+        for bound in ([None] if opts.url else opts.lru_bounds):
+            if opts.url:
+                server = _Running(opts.url)
+                bound = server.status()["max_loaded_adapters"]
+            else:
+                _say(opts, f"starting liftlm serve (--max-loaded-adapters {bound})")
+                server = _Server(opts, bound, Path(work))
             try:
                 model_id = server.status()["model"]
                 if jobs is None:
