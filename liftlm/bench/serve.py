@@ -236,8 +236,17 @@ def run_serve_bench(opts: ServeBenchOptions) -> dict:
         raise LiftError("--lru-bounds: give one or more bounds of at least 1, e.g. 8,4")
     opts.out.mkdir(parents=True, exist_ok=True)
     docs = example_documents(opts.documents, opts.doc_words)
+    previous = None
     if threading.current_thread() is threading.main_thread():  # SIGTERM: stop the servers it started, too
-        signal.signal(signal.SIGTERM, _interrupt)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(opts, docs)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(opts: ServeBenchOptions, docs: list[str]) -> dict:
     rows, jobs, model_id = [], None, None
     with tempfile.TemporaryDirectory(prefix="liftlm-bench-serve-") as work:  # the job table and the adapters
         for bound in ([None] if opts.url else opts.lru_bounds):
