@@ -34,7 +34,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="the benchmark")
     g.add_argument("--data", default=None,
                    help="loogle/longbench: a .jsonl file, a folder of <task>.jsonl files, or a hub id "
-                        "(bigainlco/LooGLE, THUDM/LongBench; needs the 'datasets' package); niah/ruler/facts: the folder "
+                        "(bigainlco/LooGLE, THUDM/LongBench; needs the 'datasets' package); niah/ruler/facts: the "
+                        "folder "
                         f"of haystack .txt files (default: {DEFAULT_HAYSTACK})")
     g.add_argument("--task", default=None,
                    help="comma-separated tasks (loogle: shortdep_qa,longdep_qa; longbench: narrativeqa,musique,"
@@ -43,7 +44,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help=f"comma-separated methods among {', '.join(METHODS)} (default: {','.join(DEFAULT_METHODS)}); "
                         "oracle: the base model with the whole document in context, up to the model's own context "
                         "limit (not --window)")
-    g.add_argument("--limit", type=int, default=None, help="at most K questions per task (per RULER variant)")
+    g.add_argument("--limit", type=int, default=None,
+                   help="at most K questions per task (per RULER variant; facts: K facts and K control questions "
+                        "in all)")
     g.add_argument("--documents", type=int, default=None, metavar="N",
                    help="loogle, longbench: only the first N documents of each task (after --max-doc-tokens)")
     g.add_argument("--max-doc-tokens", type=int, default=None,

@@ -301,7 +301,8 @@ def make_fact(template: FactTemplate, draw: _Draw) -> Fact:
             values[name] = r.choice(pool)
             answers[name] = [values[name]]
     sentence, question = template.fact.format(**values), template.question.format(**values)
-    return Fact(template.kind, sentence, question, tuple(answers[template.answer]), round(word_overlap(question, sentence), 4))
+    overlap = round(word_overlap(question, sentence), 4)
+    return Fact(template.kind, sentence, question, tuple(answers[template.answer]), overlap)
 
 
 # ---------------------------------------------------------------- general-knowledge controls

@@ -390,6 +390,7 @@ def write_report(out: str | Path) -> dict[str, Path]:
     key = _grid_key(records)
     if key is not None:
         tasks = {r["task"] for r in records}
-        name = "facts_heatmap.png" if "facts" in tasks else "niah_heatmap.png" if key == "depth" else "ruler_heatmap.png"
+        name = ("facts_heatmap.png" if "facts" in tasks else "niah_heatmap.png" if key == "depth"
+                else "ruler_heatmap.png")
         written[name] = plot_heatmap(records, out / name, key)
     return written
