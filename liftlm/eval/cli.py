@@ -3,6 +3,7 @@
     liftlm eval --benchmark longbench --data LongBench/ --methods icl,lift+icl --model M --window 4096
     liftlm eval --benchmark niah --lengths 1000,2000,4000 --depths 0,0.5,1 --window 1024
     liftlm eval --benchmark ruler --variants single,multikey --samples 5 --lengths 2000
+    liftlm eval --benchmark facts --lengths 2000 --facts 10 --window 512 --methods oracle,icl,rag,lift,lift+icl
     liftlm eval --benchmark loogle --data ../shared/data/loogle --task shortdep_qa --judge http://host/v1#gpt-4o
 
 ``register(subparsers)`` adds the verb to the main parser; ``run(args)`` runs it (``LiftError`` for bad input).
@@ -22,24 +23,30 @@ DEFAULT_HAYSTACK = SHARED_NIAH / "PaulGrahamEssays"
 NIAH_DEFAULTS = SHARED_NIAH / "defaults.json"
 DEFAULT_LENGTHS = (1000, 2000, 4000, 8000)
 DEFAULT_DEPTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # the LIFT authors' grid
+DEFAULT_FACT_LENGTHS = (2000,)
 
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``eval`` verb to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
-    p = subparsers.add_parser("eval", help="evaluate methods on a benchmark (LooGLE, LongBench, NIAH, RULER)",
+    p = subparsers.add_parser("eval", help="evaluate methods on a benchmark (LooGLE, LongBench, NIAH, RULER, facts)",
                               description=__doc__.split("\n\n")[0])
     g = p.add_argument_group("what to evaluate")
     g.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="the benchmark")
     g.add_argument("--data", default=None,
                    help="loogle/longbench: a .jsonl file, a folder of <task>.jsonl files, or a hub id "
-                        "(bigainlco/LooGLE, THUDM/LongBench; needs the 'datasets' package); niah/ruler: the folder "
+                        "(bigainlco/LooGLE, THUDM/LongBench; needs the 'datasets' package); niah/ruler/facts: the "
+                        "folder "
                         f"of haystack .txt files (default: {DEFAULT_HAYSTACK})")
     g.add_argument("--task", default=None,
                    help="comma-separated tasks (loogle: shortdep_qa,longdep_qa; longbench: narrativeqa,musique,"
                         "qmsum,gov_report,passage_retrieval_en; default: all, or those in the file)")
     g.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help=f"comma-separated methods among {', '.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})")
-    g.add_argument("--limit", type=int, default=None, help="at most K questions per task (per RULER variant)")
+                   help=f"comma-separated methods among {', '.join(METHODS)} (default: {','.join(DEFAULT_METHODS)}); "
+                        "oracle: the base model with the whole document in context, up to the model's own context "
+                        "limit (not --window)")
+    g.add_argument("--limit", type=int, default=None,
+                   help="at most K questions per task (per RULER variant; facts: K facts and K control questions "
+                        "in all)")
     g.add_argument("--documents", type=int, default=None, metavar="N",
                    help="loogle, longbench: only the first N documents of each task (after --max-doc-tokens)")
     g.add_argument("--max-doc-tokens", type=int, default=None,
@@ -55,21 +62,28 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="LooGLE: also judge each answer True/False for semantic equivalence with the gold answer, "
                         "by a local model (hub id, directory, .gguf) or an OpenAI-compatible endpoint "
                         "'http(s)://HOST/v1#MODEL' (key in LIFTLM_JUDGE_API_KEY or OPENAI_API_KEY); off by default")
-    n = p.add_argument_group("needle in a haystack (niah, ruler)")
+    n = p.add_argument_group("needle in a haystack (niah, ruler) and made-up facts (facts)")
     n.add_argument("--lengths", default=None,
-                   help=f"comma-separated document lengths in tokens (default: {','.join(map(str, DEFAULT_LENGTHS))})")
+                   help=f"comma-separated document lengths in tokens (default: {','.join(map(str, DEFAULT_LENGTHS))}; "
+                        f"facts: {','.join(map(str, DEFAULT_FACT_LENGTHS))})")
     n.add_argument("--depths", default=None,
                    help="niah: comma-separated needle depths in [0, 1] (default: "
-                        f"{','.join(f'{d:g}' for d in DEFAULT_DEPTHS)}); ruler draws depths from the seed")
+                        f"{','.join(f'{d:g}' for d in DEFAULT_DEPTHS)}); ruler draws depths from the seed; facts: "
+                        "fact i goes in at depth i modulo the list (default: spread evenly)")
     n.add_argument("--needle", default=None, help=f"niah: the needle sentence (default: from {NIAH_DEFAULTS})")
     n.add_argument("--question", default=None, help="niah: the question about the needle")
     n.add_argument("--keywords", default=None,
                    help="niah: comma-separated keywords a correct answer contains (the score is the share found)")
     n.add_argument("--variants", default=None,
                    help="ruler: comma-separated among single, multikey, multivalue, multiquery (default: all)")
-    n.add_argument("--samples", type=int, default=1, help="ruler: documents per variant and length (default: 1)")
+    n.add_argument("--samples", type=int, default=1,
+                   help="ruler: documents per variant and length; facts: documents per length (default: 1)")
     n.add_argument("--data-seed", type=int, default=0,
-                   help="ruler: seed of the first document (the others take the next seeds; default: 0)")
+                   help="ruler, facts: seed of the first document (the others take the next seeds; default: 0)")
+    n.add_argument("--facts", type=int, default=None, metavar="N",
+                   help="facts: made-up facts per document, each of its own template kind (default: 10)")
+    n.add_argument("--controls", type=int, default=None, metavar="N",
+                   help="facts: general-knowledge control questions per document (default: 5; 0 for none)")
     add_common(p)
     return p
 
@@ -153,7 +167,7 @@ def spec_from_args(args) -> EvalSpec:
     if getattr(args, "qa_file", None) is not None:
         raise LiftError("--qa-file holds QA pairs about one document; in eval use --qa-pairs N to make them for "
                         "each document")
-    synthetic = bench in ("niah", "ruler")
+    synthetic = bench in ("niah", "ruler", "facts")
     for flag, value in (("--limit", args.limit), ("--documents", args.documents),
                         ("--max-doc-tokens", args.max_doc_tokens),
                         ("--max-new-tokens", args.max_new_tokens), ("--samples", args.samples)):
@@ -166,13 +180,19 @@ def spec_from_args(args) -> EvalSpec:
             raise LiftError(f"--data is required for --benchmark {bench}: a .jsonl file, a folder of <task>.jsonl "
                             "files, or a hub id")
     elif args.documents is not None:
-        raise LiftError("--documents applies to loogle and longbench; set --lengths and --samples for niah and ruler")
+        raise LiftError(f"--documents applies to loogle and longbench; set --lengths and --samples for {bench}")
     elif args.max_doc_tokens is not None:
-        raise LiftError("--max-doc-tokens applies to loogle and longbench; set --lengths for niah and ruler")
+        raise LiftError(f"--max-doc-tokens applies to loogle and longbench; set --lengths for {bench}")
     if bench != "niah":
-        for flag in ("depths", "needle", "question", "keywords"):
+        for flag in ("needle", "question", "keywords"):
             if getattr(args, flag) is not None:
                 raise LiftError(f"--{flag} applies to --benchmark niah only")
+    if bench not in ("niah", "facts") and args.depths is not None:
+        raise LiftError("--depths applies to --benchmark niah or facts")
+    for flag in ("facts", "controls"):
+        if bench != "facts" and getattr(args, flag) is not None:
+            raise LiftError(f"--{flag} applies to --benchmark facts only")
+    facts, controls = _facts_counts(args) if bench == "facts" else (10, 5)
     if bench != "ruler" and args.variants is not None:
         raise LiftError("--variants applies to --benchmark ruler only")
     if args.judge is not None and bench != "loogle":
@@ -186,7 +206,8 @@ def spec_from_args(args) -> EvalSpec:
     if data is not None and not data.strip():
         raise LiftError("--data is empty")
 
-    lengths = _numbers(args.lengths, "--lengths", int, DEFAULT_LENGTHS if synthetic else ())
+    default_lengths = DEFAULT_FACT_LENGTHS if bench == "facts" else DEFAULT_LENGTHS if synthetic else ()
+    lengths = _numbers(args.lengths, "--lengths", int, default_lengths)
     if any(n < 1 for n in lengths):
         raise LiftError(f"--lengths must be positive numbers of tokens (got {args.lengths})")
     depths = _numbers(args.depths, "--depths", float, DEFAULT_DEPTHS if bench == "niah" else ())
@@ -218,6 +239,8 @@ def spec_from_args(args) -> EvalSpec:
         variants=variants,
         samples=args.samples,
         data_seed=args.data_seed,
+        facts=facts,
+        controls=controls,
         judge=args.judge,
         model=model_spec(args),
         store=args.store,
@@ -226,6 +249,20 @@ def spec_from_args(args) -> EvalSpec:
         progress=not args.quiet,
         argv=list(sys.argv[1:]),
     )
+
+
+def _facts_counts(args) -> tuple[int, int]:
+    """``--facts`` and ``--controls``, checked against the number of template kinds and control questions."""
+    from .facts import CONTROLS, TEMPLATES
+
+    facts = 10 if args.facts is None else args.facts
+    controls = 5 if args.controls is None else args.controls
+    if not 1 <= facts <= len(TEMPLATES):
+        raise LiftError(f"--facts must be between 1 and {len(TEMPLATES)} (one fact per template kind; got {facts})")
+    if not 0 <= controls <= len(CONTROLS):
+        raise LiftError(f"--controls must be between 0 and {len(CONTROLS)} (the shipped control questions; "
+                        f"got {controls})")
+    return facts, controls
 
 
 def _looks_remote(data: str | None) -> bool:

@@ -146,6 +146,15 @@ TASKS: dict[str, TaskSpec] = {
         "Answer with the numbers only.\n\n" + _QA_TAIL,
         "Answer with the special magic numbers only, from the document you have read.\n\n" + _QA_TAIL,
     ),
+    # Made-up facts asked in paraphrase, and general-knowledge controls (liftlm.eval.facts). The same neutral
+    # instruction serves both kinds: it neither points at the document nor away from it.
+    "facts": TaskSpec(
+        "facts",
+        "facts",
+        32,
+        "Here is a document.\n\n{context}\n\nAnswer the question in a few words.\n\n" + _QA_TAIL,
+        "Answer the question in a few words.\n\n" + _QA_TAIL,
+    ),
 }
 
 

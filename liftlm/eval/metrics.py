@@ -3,7 +3,8 @@
 Each metric has the signature ``metric(prediction, answers, *, all_classes=None) -> float`` where
 ``answers`` is one gold string or a list of them. The LongBench-style metrics (``qa_f1``, ``rouge``,
 ``retrieval``, ``classification``) take the maximum over the gold answers; the needle metrics (``niah``,
-``ruler``) treat the list as things that must all appear and return the fraction found.
+``ruler``) treat the list as things that must all appear and return the fraction found; ``facts`` treats it
+as accepted variants of one answer (1 when any appears as whole words).
 """
 
 from __future__ import annotations
@@ -149,6 +150,13 @@ def ruler_score(prediction: str, answers: Answers, **_: object) -> float:
     return _fraction_found(prediction, answers)
 
 
+def facts_metric(prediction: str, answers: Answers, **_: object) -> float:
+    """Facts benchmark: 1 when the answer contains any accepted variant as whole words (liftlm.eval.facts)."""
+    from .facts import facts_score
+
+    return facts_score(prediction, answers)
+
+
 METRICS: dict[str, Metric] = {
     "qa_f1": qa_f1_score,
     "rouge": rouge_score,
@@ -156,6 +164,7 @@ METRICS: dict[str, Metric] = {
     "classification": classification_score,
     "niah": niah_keyword_score,
     "ruler": ruler_score,
+    "facts": facts_metric,
 }
 
 

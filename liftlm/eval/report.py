@@ -15,7 +15,8 @@ from .datasets import LONGBENCH_TASKS, LOOGLE_TASKS, TASKS
 from .metrics import score
 from .niah import RULER_VARIANTS
 
-METHOD_ORDER = ("icl", "lift", "lift+icl", "rag", "lift+rag")
+METHOD_ORDER = ("oracle", "icl", "lift", "lift+icl", "rag", "lift+rag")
+FACT_RECALL, CONTROL_RETENTION = "fact recall", "control retention"  # the facts benchmark's two columns
 JUDGE = "judge"
 
 # The LIFT paper (Mao et al., arXiv 2412.13626), Llama-3-8B-Instruct with an 8k window: (score × 100, metric).
@@ -75,7 +76,8 @@ def _methods(records: list[dict]) -> list[str]:
 def _column_rank(key: tuple[str, str]) -> tuple:
     """Benchmark order (LooGLE, LongBench as in the paper's table, NIAH, RULER variants); in a task, its main
     metric, then its other metrics, then the judge."""
-    order = [*LOOGLE_TASKS, *LONGBENCH_TASKS, "niah", *(f"ruler/{v}" for v in RULER_VARIANTS)]
+    order = [*LOOGLE_TASKS, *LONGBENCH_TASKS, "niah", *(f"ruler/{v}" for v in RULER_VARIANTS), FACT_RECALL,
+             CONTROL_RETENTION]
     column, metric = key
     main = TASKS[column].metric if column in TASKS else metric
     return (order.index(column) if column in order else len(order), column, metric == JUDGE, metric != main, metric)
@@ -157,10 +159,11 @@ def summary_table(summary: dict) -> str:
 
 
 def grid(records: list[dict], method: str, row_key: str) -> tuple[list, list[int], list[list[float | None]]]:
-    """Rows (depths or RULER variants), lengths, and the mean score per cell for one method."""
+    """Rows (depths or RULER variants), lengths, and the mean score per cell for one method (facts: the facts'
+    depths; the control questions have none)."""
     cells: dict[tuple, list[float]] = defaultdict(list)
     for r in records:
-        if r["method"] == method and r["task"] in ("niah", "ruler") and row_key in r.get("meta", {}):
+        if r["method"] == method and r["task"] in ("niah", "ruler", "facts") and row_key in r.get("meta", {}):
             cells[(r["meta"][row_key], r["meta"]["length"])].append(r["score"])
     rows = sorted({k[0] for k in cells}, key=lambda v: (isinstance(v, str), v))
     lengths = sorted({k[1] for k in cells})
@@ -170,7 +173,7 @@ def grid(records: list[dict], method: str, row_key: str) -> tuple[list, list[int
 
 def _grid_key(records: list[dict]) -> str | None:
     tasks = {r["task"] for r in records}
-    return "depth" if "niah" in tasks else "variant" if "ruler" in tasks else None
+    return "depth" if "niah" in tasks or "facts" in tasks else "variant" if "ruler" in tasks else None
 
 
 def grid_tables(records: list[dict]) -> str:
@@ -187,6 +190,53 @@ def grid_tables(records: list[dict]) -> str:
                                            + ["–" if v is None else f"{100 * v:.0f}" for v in vals]) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def facts_summary(records: list[dict]) -> dict:
+    """Facts benchmark, per method: fact recall and control retention (× 100, with counts), and recall as a
+    fraction of the oracle's (None without an oracle row, or when the oracle recalled nothing)."""
+    rows: dict[str, dict] = {}
+    for method in _methods(records):
+        rs = [r for r in records if r["method"] == method and r["task"] == "facts"]
+        facts = [r["score"] for r in rs if r.get("meta", {}).get("kind") == "fact"]
+        controls = [r["score"] for r in rs if r.get("meta", {}).get("kind") == "control"]
+        if not rs:
+            continue
+        rows[method] = {
+            "recall": 100 * sum(facts) / len(facts) if facts else None, "facts": len(facts),
+            "retention": 100 * sum(controls) / len(controls) if controls else None, "controls": len(controls),
+        }
+    oracle = rows.get("oracle", {}).get("recall")
+    for method, row in rows.items():
+        usable = oracle and row["recall"] is not None and method != "oracle"
+        row["vs_oracle"] = row["recall"] / oracle if usable else None
+    overlaps = [r["meta"]["overlap"] for r in records
+                if r["task"] == "facts" and "overlap" in r.get("meta", {})]
+    return {"methods": rows, "oracle_recall": oracle,
+            "question_overlap": {"mean": sum(overlaps) / len(overlaps), "max": max(overlaps)} if overlaps else None}
+
+
+def facts_table(records: list[dict]) -> str:
+    """Markdown: method | fact recall | control retention | recall vs oracle."""
+    summary = facts_summary(records)
+    oracle = summary["oracle_recall"]
+    lines = ["| method | fact recall | control retention | recall vs oracle |", "|---|---|---|---|"]
+
+    def pct(value, n):
+        return "–" if value is None else f"{value:.1f} ({n})"
+
+    for method, row in summary["methods"].items():
+        if method == "oracle":
+            versus = "1.00 (the reference)" if oracle else "– (oracle recalled nothing)"
+        elif "oracle" not in summary["methods"]:
+            versus = "– (no oracle run)"
+        elif row["vs_oracle"] is None:
+            versus = "– (oracle recalled nothing)" if not oracle else "–"
+        else:
+            versus = f"{row['vs_oracle']:.2f}"
+        lines.append(f"| {method} | {pct(row['recall'], row['facts'])} | {pct(row['retention'], row['controls'])} "
+                     f"| {versus} |")
+    return "\n".join(lines)
 
 
 def cost_table(records: list[dict]) -> str:
@@ -232,9 +282,19 @@ def summary_markdown(records: list[dict], meta: dict) -> str:
     if any(p is not None and not p[1] for p in papers):
         lines += [("† the paper's LooGLE figure is a GPT-4-judge score, not the metric of this column; run with "
                    "`--judge` for a comparable column."), ""]
+    if any(r["task"] == "facts" for r in records):
+        overlap = facts_summary(records)["question_overlap"]
+        words = (f" The questions share {100 * overlap['mean']:.0f} % of their content words with their fact "
+                 f"sentence on average (at most {100 * overlap['max']:.0f} %)." if overlap else "")
+        lines += ["## Facts", "", ("Fact recall: share of the made-up facts, asked in paraphrase, whose answer holds "
+                                   "an accepted variant; control retention: the same for general-knowledge "
+                                   "questions asked about the same document; recall vs oracle: fact recall over "
+                                   "the oracle's (the base model with the whole document in context). Percent "
+                                   f"(answers).{words}"), "", facts_table(records), ""]
     tables = grid_tables(records)
     if tables:
-        lines += [f"## Score by {_grid_key(records)} and length (× 100)", "", tables, ""]
+        what = "fact recall by depth" if "facts" in {r["task"] for r in records} else f"score by {_grid_key(records)}"
+        lines += [f"## {what[0].upper() + what[1:]} and length (× 100)", "", tables, ""]
     lines += ["## Cost", "", cost_table(records), ""]
     return "\n".join(lines)
 
@@ -322,11 +382,15 @@ def write_report(out: str | Path) -> dict[str, Path]:
     md.write_text(summary_markdown(records, meta), encoding="utf-8")
     written["summary.md"] = md
     js = out / "summary.json"
-    js.write_text(json.dumps({"run": meta, **summary}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    extra = {"facts": facts_summary(records)} if any(r["task"] == "facts" for r in records) else {}
+    js.write_text(json.dumps({"run": meta, **summary, **extra}, indent=2, ensure_ascii=False) + "\n",
+                  encoding="utf-8")
     written["summary.json"] = js
     written["summary.png"] = plot_summary(summary, out / "summary.png")
     key = _grid_key(records)
     if key is not None:
-        name = "niah_heatmap.png" if key == "depth" else "ruler_heatmap.png"
+        tasks = {r["task"] for r in records}
+        name = ("facts_heatmap.png" if "facts" in tasks else "niah_heatmap.png" if key == "depth"
+                else "ruler_heatmap.png")
         written[name] = plot_heatmap(records, out / name, key)
     return written

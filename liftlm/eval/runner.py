@@ -28,8 +28,10 @@ from ..config import MODES, LiftConfig
 from ..errors import LiftError
 from .datasets import LONGBENCH_TASKS, LOOGLE_TASKS, Example, TaskSpec, cut_documents, get_task
 
-BENCHMARKS = ("loogle", "longbench", "niah", "ruler")
-METHODS = MODES
+BENCHMARKS = ("loogle", "longbench", "niah", "ruler", "facts")
+SYNTHETIC = ("niah", "ruler", "facts")  # benchmarks whose documents are built from a haystack
+ORACLE = "oracle"  # the base model with the whole document in context: the upper bound of in-context reading
+METHODS = (*MODES, ORACLE)
 DEFAULT_METHODS = ("icl", "lift", "lift+icl")
 PREDICTIONS = "predictions.jsonl"
 JUDGMENTS = "judge.jsonl"
@@ -58,6 +60,9 @@ class EvalSpec:
     variants: tuple[str, ...] = ()
     samples: int = 1
     data_seed: int = 0
+    # facts
+    facts: int = 10  # made-up facts per document
+    controls: int = 5  # general-knowledge control questions per document
     # judge and machinery
     judge: str | None = None
     model: str | None = None
@@ -80,6 +85,8 @@ class EvalSpec:
         }
         if self.benchmark == "niah":
             ident["needle"] = {"needle": self.needle, "question": self.question, "keywords": list(self.keywords)}
+        if self.benchmark == "facts":  # the documents' contents depend on these; the example ids do not
+            ident.update(facts=self.facts, controls=self.controls, depths=list(self.depths))
         return ident
 
 
@@ -190,9 +197,11 @@ def write_run_file(spec: EvalSpec, config: LiftConfig, previous: dict | None, ex
         **extra,
         "history": history,
     }
-    if spec.benchmark in ("niah", "ruler"):
+    if spec.benchmark in SYNTHETIC:
         meta["grid"] = {"lengths": list(spec.lengths), "depths": list(spec.depths), "variants": list(spec.variants),
                         "samples": spec.samples}
+    if spec.benchmark == "facts":
+        meta["grid"].update(facts=spec.facts, controls=spec.controls)
     spec.out.mkdir(parents=True, exist_ok=True)
     tmp = spec.out / (RUN_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -232,7 +241,9 @@ def load_qa_examples(spec: EvalSpec) -> list[Example]:
 
 
 def synthetic_examples(spec: EvalSpec, tokenizer) -> list[Example]:
-    """NIAH (one document per length × depth) or RULER (per variant × length × sample) examples."""
+    """NIAH (one document per length × depth), RULER (per variant × length × sample) or facts (per length ×
+    sample: the facts and the control questions of one document) examples."""
+    from .facts import make_facts_document
     from .niah import load_haystack, make_niah, make_ruler_niah
 
     try:
@@ -246,6 +257,12 @@ def synthetic_examples(spec: EvalSpec, tokenizer) -> list[Example]:
                 for depth in spec.depths:
                     sample = make_niah(haystack, tokenizer, length, depth, spec.needle, spec.question, spec.keywords)
                     examples.append(sample.to_example())
+        elif spec.benchmark == "facts":
+            for length in spec.lengths:
+                for i in range(spec.samples):
+                    doc = make_facts_document(haystack, tokenizer, length, spec.facts, spec.depths,
+                                              seed=spec.data_seed + i, n_controls=spec.controls)
+                    examples.extend(doc.to_examples())
         else:
             for variant in spec.variants:
                 for length in spec.lengths:
@@ -297,7 +314,7 @@ def unique_ids(examples: list[Example]) -> list[Example]:
 
 def load_examples(spec: EvalSpec, tokenizer) -> tuple[list[Example], dict]:
     """The examples of the run, and notes for run.json (how many ``--max-doc-tokens`` dropped)."""
-    if spec.benchmark in ("niah", "ruler"):
+    if spec.benchmark in SYNTHETIC:
         examples = synthetic_examples(spec, tokenizer)
     else:
         examples = load_qa_examples(spec)
@@ -325,8 +342,14 @@ def group_by_document(examples: Iterable[Example]) -> list[tuple[str, list[Examp
 # ---------------------------------------------------------------- prompts and answers
 
 
+FACT_RECALL, CONTROL_RETENTION = "fact recall", "control retention"
+
+
 def column_of(task: str, metadata: dict) -> str:
-    """The summary column of an example: its task (RULER: ``ruler/<variant>``)."""
+    """The summary column of an example: its task (RULER: ``ruler/<variant>``; facts: fact recall or control
+    retention)."""
+    if task == "facts":
+        return CONTROL_RETENTION if metadata.get("kind") == "control" else FACT_RECALL
     return f"ruler/{metadata.get('variant')}" if task == "ruler" else task
 
 
@@ -343,11 +366,24 @@ def prompt_parts(lift, task: TaskSpec, question: str, with_document: bool) -> tu
     return prompts.chat_prompt(_encode(tok, head.format(input=question)), _encode(tok, tail.format(input=question)))
 
 
-def fit_prompt(lift, task: TaskSpec, ex: Example, mode: str, max_new_tokens: int) -> tuple[list[int], list[int], int]:
+def fit_prompt(lift, task: TaskSpec, ex: Example, mode: str, max_new_tokens: int,
+               doc_tokens: int | None = None) -> tuple[list[int], list[int], int]:
     """The prompt's ids before and after the document slot, and how many document tokens fit between them
-    beside the answer (0 in mode ``lift``); ``LiftError`` when the prompt and the answer alone do not fit."""
+    beside the answer (0 in mode ``lift``); ``LiftError`` when the prompt and the answer alone do not fit.
+
+    Method ``oracle`` takes the whole document (``doc_tokens`` of it, counted when not given) within the
+    model's own context limit, whatever ``--window`` is; a document that does not fit is refused."""
     from ..infer import uses_document
 
+    if mode == ORACLE:
+        head, tail = prompt_parts(lift, task, ex.question, True)
+        n_doc = len(_encode(lift.tokenizer, ex.document)) if doc_tokens is None else doc_tokens
+        need, limit = len(head) + len(tail) + n_doc + max_new_tokens, lift.loaded.max_context
+        if need > limit:
+            raise LiftError(f"method oracle: example {ex.id} needs {need} tokens (document {n_doc}, prompt "
+                            f"{len(head) + len(tail)}, answer {max_new_tokens}), over the model's context limit "
+                            f"of {limit}; use shorter documents or leave oracle out of --methods")
+        return head, tail, n_doc
     with_doc = uses_document(mode)
     head, tail = prompt_parts(lift, task, ex.question, with_doc)
     room = lift.window - max_new_tokens - len(head) - len(tail)
@@ -359,10 +395,13 @@ def fit_prompt(lift, task: TaskSpec, ex: Example, mode: str, max_new_tokens: int
 
 
 def task_prompt(lift, task: TaskSpec, ex: Example, doc_ids: list[int], mode: str, max_new_tokens: int) -> list[int]:
-    """The full prompt: head + truncated (head+tail) or retrieved document + tail, within the window."""
+    """The full prompt: head + truncated (head+tail) or retrieved document + tail, within the window; in method
+    ``oracle``, head + the whole document + tail, within the model's context limit."""
     from ..infer import uses_document, uses_retrieval
 
-    head, tail, room = fit_prompt(lift, task, ex, mode, max_new_tokens)
+    head, tail, room = fit_prompt(lift, task, ex, mode, max_new_tokens, len(doc_ids))
+    if mode == ORACLE:
+        return head + doc_ids + tail
     if not uses_document(mode):
         return head
     if uses_retrieval(mode):
@@ -373,14 +412,17 @@ def task_prompt(lift, task: TaskSpec, ex: Example, doc_ids: list[int], mode: str
 
 
 def generate_answer(lift, prompt: list[int], mode: str, max_new_tokens: int) -> str:
-    return lift.generate(prompt, mode, max_new_tokens)
+    # oracle is the base model, as in icl; only its prompt differs
+    return lift.generate(prompt, "icl" if mode == ORACLE else mode, max_new_tokens)
 
 
 def make_record(ex: Example, task: TaskSpec, mode: str, prediction: str, seconds: float, doc_index: int,
                 lifted: dict | None) -> dict:
     from .metrics import score
 
-    keep = ("length", "depth", "variant", "seed") if ex.task in ("niah", "ruler") else ("type", "doc_tokens")
+    keep = {"niah": ("length", "depth", "variant", "seed"), "ruler": ("length", "depth", "variant", "seed"),
+            "facts": ("kind", "template", "length", "depth", "seed", "overlap", "fact_token")}.get(
+        ex.task, ("type", "doc_tokens"))
     meta = {k: v for k, v in ex.metadata.items() if k in keep}
     return {
         "id": ex.id,
@@ -441,9 +483,12 @@ def answer_all(spec: EvalSpec, config: LiftConfig, previous: dict | None) -> tup
     def new_tokens(ex: Example) -> int:
         return spec.max_new_tokens or tasks[ex.task].max_new_tokens
 
+    doc_tokens: dict[str, int] = {}  # tokens per document, counted once (for oracle)
     for ex in examples:  # every prompt must fit before any training is spent
         for mode in spec.methods:
-            fit_prompt(lift, tasks[ex.task], ex, mode, new_tokens(ex))
+            if mode == ORACLE and ex.document not in doc_tokens:
+                doc_tokens[ex.document] = len(_encode(lift.tokenizer, ex.document))
+            fit_prompt(lift, tasks[ex.task], ex, mode, new_tokens(ex), doc_tokens.get(ex.document))
     write_run_file(spec, config, previous, {"model_id": lift.model_id, "window": lift.window,
                                             "examples": notes})
     path = spec.out / PREDICTIONS

@@ -89,7 +89,7 @@ def test_registry_and_errors():
     assert score("niah", "sunny", ["sunny", "park"]) == 0.5
     with pytest.raises(ValueError, match=r"unknown metric 'rogue'; did you mean 'rouge'\? available: "):
         get_metric("rogue")
-    with pytest.raises(ValueError, match="available: classification, niah, qa_f1"):
+    with pytest.raises(ValueError, match="available: classification, facts, niah, qa_f1"):
         get_metric("zzz")
     with pytest.raises(ValueError, match="no gold answers"):
         qa_f1_score("x", [])
