@@ -80,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run_sft(args) -> int:
     from .sft import run_sft as sft
 
+    if args.max_doc_tokens is not None and args.max_doc_tokens < 1:
+        raise LiftError(f"--max-doc-tokens must be at least 1 (got {args.max_doc_tokens})")
     out = sft(args.corpus, args.out, model_spec(args), config_from_args(args), args.max_doc_tokens,
-              progress=not args.quiet)
+              progress=not args.quiet, device=args.device)
     print(out)
     return 0
 
@@ -174,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_libraries()
     try:
+        if getattr(args, "device", None) is not None:  # every verb that takes --device: refused before any work
+            from .models import check_device
+
+            check_device(args.device)
         if args.verb == "eval":
             from .eval.cli import run as run_eval
 

@@ -31,13 +31,36 @@ def liftlm_home() -> Path:
 
 
 def pick_device(requested: str | None = None) -> torch.device:
+    """The requested device, checked (``LiftError`` for a device this machine does not have), or the best one."""
     if requested:
-        return torch.device(requested)
+        return check_device(requested)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def check_device(requested: str) -> torch.device:
+    """``torch.device(requested)``, refusing with one clear line a name torch does not know or a device that this
+    machine (or this build of torch) does not have."""
+    try:
+        dev = torch.device(requested.strip())
+    except (RuntimeError, ValueError):
+        raise LiftError(f"--device: {requested!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise LiftError(f"--device {requested}: CUDA is not available on this machine ({why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise LiftError(f"--device {requested}: there are {torch.cuda.device_count()} CUDA device(s) "
+                            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise LiftError(f"--device {requested}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise LiftError(f"--device: {requested!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return dev
 
 
 def pick_dtype(device: torch.device) -> torch.dtype:

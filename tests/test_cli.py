@@ -207,3 +207,31 @@ def test_rag_modes(capsys, tmp_path, tiny_model_dir):
 def test_adapter_with_training_flags_is_refused(capsys, tmp_path):
     code, out, err = run(capsys, "ask", "--adapter", tmp_path, "--question", "Why?", "--epochs", 3)
     assert code == 2 and "--adapter carries its own training settings; drop --epochs" in one_error_line(err)
+
+
+@pytest.mark.parametrize("verb", ["internalize", "ask", "sft", "eval", "bench-scaling", "bench-throughput"])
+def test_a_device_this_machine_lacks_is_one_line(capsys, tmp_path, doc, tiny_model_dir, verb, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this CPU machine, also on a GPU one
+    argv = {"internalize": ["internalize", "--document", doc],
+            "ask": ["ask", "--document", doc, "--question", "q"],
+            "sft": ["sft", "--corpus", tmp_path / "c.jsonl", "--out", tmp_path / "out"],
+            "eval": ["eval", "--benchmark", "niah", "--out", tmp_path / "out"],
+            "bench-scaling": ["bench", "scaling", "--out", tmp_path / "out"],
+            "bench-throughput": ["bench", "throughput"]}[verb]
+    code, out, err = run(capsys, *argv, "--model", tiny_model_dir, "--device", "cuda")
+    assert code == 2 and out == ""
+    assert "--device cuda: CUDA is not available" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+    code, _, err = run(capsys, *argv, "--model", tiny_model_dir, "--device", "gpu0")
+    assert code == 2 and "--device: 'gpu0' is not a device" in one_error_line(err)
+
+
+def test_sft_negative_max_doc_tokens_is_one_line(capsys, tmp_path, tiny_model_dir):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"text": DOC}) + "\n")
+    code, out, err = run(capsys, "sft", "--corpus", corpus, "--out", tmp_path / "out", "--model", tiny_model_dir,
+                         "--max-doc-tokens", "-1", *SMALL)
+    assert code == 2 and "--max-doc-tokens must be at least 1 (got -1)" in one_error_line(err)
+    assert not (tmp_path / "out").exists()

