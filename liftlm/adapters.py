@@ -9,12 +9,19 @@
         distill.jsonl                the teacher's answers it was distilled from (--objective distill, ct+distill)
 
 A directory is written under a temporary name and renamed into place, so an interrupted run leaves no
-half-written adapter behind. The key hashes the document, the model and the settings that shape training.
+half-written adapter behind; ``--force`` swaps a new one in the same way. ``liftlm.json`` records the sha256 of
+every weights file, checked on every load (a flipped bit is caught, not only a broken header).
+
+The key (``store_key``, version ``KEY_VERSION``) hashes the document, the model and the settings that change the
+weights (``LiftConfig.key_dict``), nothing else. Beside the adapters, ``<store>/.work/`` holds one lock file per
+key (``<key>.lock``: one process trains a key at a time, the others wait and reuse its adapter) and the
+checkpoints of trainings under way (``<key>/``, removed once the adapter is stored; ``liftlm.checkpoint``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +29,9 @@ from .errors import LiftError
 from .fileio import atomic_directory
 from .models import liftlm_home
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of liftlm.json; fields added since are optional, and fields a reader does not know are ignored
+KEY_VERSION = 2  # of the store key: 1 hashed every setting; 2 only those that change the weights
+WORK_DIR = ".work"  # <store>/.work: lock files and checkpoints of trainings under way
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FULL_CONFIG = "config.json"
@@ -37,12 +46,27 @@ def document_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def store_key(doc_sha: str, model_id: str, settings: dict, base: str | None = None) -> str:
+def store_key(doc_sha: str, model_id: str, settings: dict, base: str | None = None, version: int = KEY_VERSION) -> str:
+    """A 20-hex-digit key of the document, the model and ``settings`` (only what changes the weights: see
+    ``LiftConfig.key_dict``). ``version`` is part of the hash, so a new way of building keys never collides with
+    an old one."""
     payload = json.dumps(
-        {"v": FORMAT_VERSION, "doc": doc_sha, "model": model_id, "base": base, "settings": settings},
+        {"v": version, "doc": doc_sha, "model": model_id, "base": base, "settings": settings},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weight_files(directory: Path, kind: str) -> list[Path]:
+    return [directory / ADAPTER_WEIGHTS] if kind == "lora" else sorted(directory.glob("*.safetensors"))
 
 
 class AdapterStore:
@@ -54,20 +78,35 @@ class AdapterStore:
     def path(self, key: str) -> Path:
         return self.root / key
 
+    def work(self, key: str) -> Path:
+        """The work area of ``key``: checkpoints of a training under way (removed once the adapter is stored)."""
+        return self.root / WORK_DIR / key
+
+    def lock(self, key: str):
+        """A ``filelock.FileLock`` for ``key`` (``<store>/.work/<key>.lock``): hold it from the lookup to the
+        save, so that two processes never train the same adapter at once."""
+        from filelock import FileLock
+
+        lock_file = self.root / WORK_DIR / f"{key}.lock"
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(lock_file))
+
     def lookup(self, key: str) -> Path | None:
-        """The stored adapter for ``key`` if a complete one exists (a broken one raises ``LiftError``)."""
+        """The stored adapter for ``key`` if a complete one exists. A broken one raises ``LiftError`` naming it as
+        the store's (its path), so that a caller can warn and train it again."""
         p = self.path(key)
         if not p.exists():
             return None
-        read_metadata(p)  # validates
+        read_metadata(p, source="the adapter store")  # validates, checksums included
         return p
 
     def save(self, key: str, model, metadata: dict, document: str, qa: list | None = None,
-             distill: list | None = None) -> Path:
+             distill: list | None = None, replace: bool = False) -> Path:
         """Write atomically: everything goes to a temporary sibling directory, renamed at the end. An identical
-        adapter that landed meanwhile (same key = same inputs) is kept."""
+        adapter that landed meanwhile (same key = same inputs) is kept, unless ``replace`` (``--force``, or a
+        broken stored one): then the new one is swapped in, the old one removed."""
         final = self.path(key)
-        with atomic_directory(final) as tmp:
+        with atomic_directory(final, if_exists="replace" if replace else "keep") as tmp:
             tmp.chmod(0o755)  # mkdtemp makes it private; a server (vLLM) may read the store as another user
             write_adapter(tmp, model, metadata, document)
             if qa:
@@ -86,63 +125,84 @@ def write_adapter(directory: Path, model, metadata: dict, document: str) -> None
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory, safe_serialization=True)
     metadata = {"format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **metadata}
+    metadata["weights_sha256"] = {f.name: file_sha256(f) for f in weight_files(directory, metadata["kind"])}
     (directory / DOCUMENT).write_text(document, encoding="utf-8")
     (directory / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
 
-def read_metadata(directory: str | Path) -> dict:
-    """Read and check an adapter directory; a missing, corrupted or foreign one raises ``LiftError``."""
+def read_metadata(directory: str | Path, source: str = "--adapter") -> dict:
+    """Read and check an adapter directory: its metadata, its files, and its weights against the sha256 recorded
+    in ``liftlm.json``. A missing, corrupted or foreign one raises ``LiftError``, the message starting with
+    ``source`` (the flag the user gave, or "the adapter store"). Fields this liftlm does not know are ignored."""
     d = Path(directory)
     if not d.is_dir():
-        raise LiftError(f"--adapter: no such adapter directory: {d}")
+        raise LiftError(f"{source}: no such adapter directory: {d}")
     try:
         meta = json.loads((d / METADATA).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise LiftError(f"--adapter: {d} is not a liftlm adapter ({METADATA} is missing)") from None
+        raise LiftError(f"{source}: {d} is not a liftlm adapter ({METADATA} is missing)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LiftError(f"--adapter: {d / METADATA} is corrupted ({e})") from None
+        raise LiftError(f"{source}: {d / METADATA} is corrupted ({e})") from None
     missing = [k for k in REQUIRED_METADATA if not isinstance(meta, dict) or k not in meta]
     if missing:
-        raise LiftError(f"--adapter: {d / METADATA} is corrupted (missing {', '.join(missing)})")
+        raise LiftError(f"{source}: {d / METADATA} is corrupted (missing {', '.join(missing)})")
     if meta["format_version"] != FORMAT_VERSION:
-        raise LiftError(f"--adapter: {d} has format version {meta['format_version']}; this liftlm reads "
+        raise LiftError(f"{source}: {d} has format version {meta['format_version']}; this liftlm reads "
                         f"{FORMAT_VERSION}")
     weights = [ADAPTER_CONFIG, ADAPTER_WEIGHTS] if meta["kind"] == "lora" else [FULL_CONFIG]
     for name in weights + [DOCUMENT]:
         if not (d / name).is_file():
-            raise LiftError(f"--adapter: {d} is incomplete ({name} is missing)")
-    _check_safetensors(d, meta["kind"])
+            raise LiftError(f"{source}: {d} is incomplete ({name} is missing)")
+    _check_safetensors(d, meta["kind"], source)
+    _check_checksums(d, meta, source)
     return meta
 
 
-def _check_safetensors(d: Path, kind: str) -> None:
+def _check_safetensors(d: Path, kind: str, source: str) -> None:
     from safetensors import safe_open
 
-    files = [d / ADAPTER_WEIGHTS] if kind == "lora" else sorted(d.glob("*.safetensors"))
+    files = weight_files(d, kind)
     if not files:
-        raise LiftError(f"--adapter: {d} holds no weights (*.safetensors)")
+        raise LiftError(f"{source}: {d} holds no weights (*.safetensors)")
     for f in files:
         try:
             with safe_open(str(f), framework="pt") as st:
                 st.keys()
         except Exception as e:  # safetensors raises its own error types for a bad header
-            raise LiftError(f"--adapter: {f} is corrupted ({e})") from None
+            raise LiftError(f"{source}: {f} is corrupted ({e})") from None
 
 
-def check_adapter(directory: str | Path, model_id: str, max_context: int, document: str | None = None) -> dict:
+def _check_checksums(d: Path, meta: dict, source: str) -> None:
+    """Every weights file against its sha256 in ``liftlm.json`` (adapters written before checksums were recorded
+    have none: only their headers are checked, with a warning)."""
+    recorded = meta.get("weights_sha256")
+    if not isinstance(recorded, dict) or not recorded:
+        print(f"liftlm: warning: {d} records no weights checksum (written by an older liftlm); only the "
+              "safetensors headers were checked", file=sys.stderr)
+        return
+    for f in weight_files(d, meta["kind"]):
+        if f.name not in recorded:
+            raise LiftError(f"{source}: {d} is corrupted ({f.name} has no recorded sha256)")
+        if file_sha256(f) != recorded[f.name]:
+            raise LiftError(f"{source}: {f} is corrupted (its sha256 differs from the one in {METADATA})")
+
+
+def check_adapter(directory: str | Path, model_id: str, max_context: int, document: str | None = None,
+                  source: str = "--adapter", meta: dict | None = None) -> dict:
     """Read a stored adapter's metadata and check that it fits: trained for ``model_id``, within the model's
-    context limit, its document intact (and equal to ``document`` when one is given). Returns the metadata."""
-    meta = read_metadata(directory)
+    context limit, its document intact (and equal to ``document`` when one is given). Returns the metadata.
+    ``meta``: what ``read_metadata`` already returned for it (not read and verified twice)."""
+    meta = meta if meta is not None else read_metadata(directory, source)
     if meta["model_id"] != model_id:
-        raise LiftError(f"--adapter: {directory} was trained for model {meta['model_id']!r}, not "
+        raise LiftError(f"{source}: {directory} was trained for model {meta['model_id']!r}, not "
                         f"{model_id!r}; pass the matching --model")
     if meta["settings"].get("window") and meta["settings"]["window"] > max_context:
-        raise LiftError(f"--adapter: {directory} was trained with window {meta['settings']['window']}, larger "
+        raise LiftError(f"{source}: {directory} was trained with window {meta['settings']['window']}, larger "
                         f"than the model's limit {max_context}")
     if document_sha256(read_document(directory)) != meta["document_sha256"]:
-        raise LiftError(f"--adapter: {directory} is corrupted (its document does not match its sha256)")
+        raise LiftError(f"{source}: {directory} is corrupted (its document does not match its sha256)")
     if document is not None and document_sha256(document) != meta["document_sha256"]:
-        raise LiftError(f"--adapter: {directory} was trained on another document than --document")
+        raise LiftError(f"{source}: {directory} was trained on another document than --document")
     return meta
 
 
@@ -150,7 +210,7 @@ def read_document(directory: str | Path) -> str:
     return (Path(directory) / DOCUMENT).read_text(encoding="utf-8")
 
 
-def load_weights(base_model, directory: str | Path, kind: str):
+def load_weights(base_model, directory: str | Path, kind: str, source: str = "--adapter"):
     """Attach a stored adapter to ``base_model`` (LoRA) or load the stored full model."""
     d = Path(directory)
     try:
@@ -163,4 +223,4 @@ def load_weights(base_model, directory: str | Path, kind: str):
         return AutoModelForCausalLM.from_pretrained(str(d), dtype=base_model.dtype).to(base_model.device).eval()
     except Exception as e:  # shape mismatches, missing keys, bad files: all mean "not this model's adapter"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LiftError(f"--adapter: cannot load {d} onto this model ({first})") from None
+        raise LiftError(f"{source}: cannot load {d} onto this model ({first})") from None

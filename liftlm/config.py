@@ -176,14 +176,58 @@ class LiftConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def key_dict(self) -> dict:
-        """The settings that change what is learned (the adapter-store key)."""
+    def training_dict(self) -> dict:
+        """Every setting that may shape training (all but ``key=False`` fields), as given."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("key", True)}
+
+    def key_dict(self) -> dict:
+        """The settings that change the weights: what the adapter-store key (version 2) hashes.
+
+        * Fields marked ``key=False`` (e.g. ``grad_checkpointing``) never enter it.
+        * The fields of ``KEY_FIELDS`` (those of key version 2) always do, but only where they matter: the QA
+          settings only when there is auxiliary QA (``qa_pairs`` > 0; the QA source adds a file's hash for
+          ``--qa-file``), the LoRA settings only for ``finetune="lora"``, the stride as the number it resolves to.
+        * A weight-changing field added later enters the key only when it differs from its default, and its
+          default must train as liftlm did before it existed: adding a setting keeps every stored adapter's key.
+        """
+        out = {}
+        for f in dataclasses.fields(self):
+            if not f.metadata.get("key", True):
+                continue
+            value = getattr(self, f.name)
+            if f.name in KEY_FIELDS or value != f.default:
+                out[f.name] = value
+        out["stride"] = self.effective_stride
+        if self.qa_pairs == 0:  # no QA samples from synthesis (a --qa-file adds its own hash to the key)
+            for name in ("qa_generator", "qa_model", "qa_window_sentences"):
+                out.pop(name, None)
+        if self.objective == "ct":  # no distillation items
+            for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views"):
+                out.pop(name, None)
+        if self.finetune != "lora":
+            for name in ("lora_rank", "lora_alpha", "lora_dropout", "target_modules"):
+                out.pop(name, None)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> LiftConfig:
+        """The settings stored in an adapter's metadata. Settings this liftlm does not know (written by a newer
+        one) are ignored with a warning; the adapter's weights do not depend on how they are read back."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise LiftError(f"unknown LIFT settings: {', '.join(unknown)}")
-        return cls(**d)
+            import warnings
+
+            warnings.warn(f"ignoring LIFT settings this liftlm does not know: {', '.join(unknown)}", stacklevel=2)
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# The weight-changing settings of store-key version 2, always in the key (see ``LiftConfig.key_dict``). Frozen:
+# a setting added after version 2 enters the key only when it is not at its default.
+KEY_FIELDS = frozenset({
+    "segment_length", "stride", "contextualized", "ct_format", "context_tokens", "window", "objective",
+    "distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views", "qa_pairs", "qa_generator",
+    "qa_model", "qa_window_sentences", "qa_schedule", "qa_epochs", "qa_weight", "qa_context_tokens",
+    "training_mode", "finetune", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "epochs",
+    "learning_rate", "lr_schedule", "warmup_ratio", "weight_decay", "grad_accum", "max_grad_norm", "seed",
+})

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from tqdm.auto import tqdm
 
 from .config import LiftConfig
 from .context import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoints
 
 EpochHook = Callable[[int, "TrainResult"], None]
 StepHook = Callable[["StepProgress"], None]
@@ -81,14 +85,21 @@ def epoch_plan(n_segments: int, n_qa: int, cfg: LiftConfig) -> list[list[int]]:
 
 
 def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: TrainResult, progress: bool,
-             desc: str, on_epoch: EpochHook | None = None, on_step: StepHook | None = None) -> TrainResult:
+             desc: str, on_epoch: EpochHook | None = None, on_step: StepHook | None = None,
+             checkpoints: Checkpoints | None = None, exact_epochs: bool = False) -> TrainResult:
     """The loop the trainers share: AdamW over the samples in ``plan`` (epochs of sample indices), batch 1,
     ``cfg.grad_accum`` samples a step. ``compute(i)`` returns sample i's loss and its weight.
 
     ``on_epoch(epoch, result)`` is called after each epoch's last optimizer step, with the model in eval mode
     (e.g. to measure what the adapter knows so far); its time is not counted in ``result.seconds`` nor in
     ``result.epoch_seconds``. ``on_step(StepProgress)`` is called after every optimizer step (keep it cheap: its
-    time counts as training time)."""
+    time counts as training time).
+
+    ``checkpoints`` (``liftlm.checkpoint.Checkpoints``): the loop starts from its last checkpoint when it has one
+    for this plan, and writes one after the optimizer step that ends each epoch (trainable weights, optimizer,
+    scheduler, RNG states, samples done, the result so far); not counted as training time. With ``grad_accum``
+    > 1 that step may take the first samples of the next epoch; ``exact_epochs`` (a trainer that carries state
+    from step to step within an epoch, as ``recurrent``) then skips that epoch's checkpoint."""
     if not any(plan):
         return result
     params = [p for p in model.parameters() if p.requires_grad]
@@ -99,15 +110,23 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     epoch_ends = [sum(len(e) for e in plan[: k + 1]) for k in range(len(plan))]
     total_steps = math.ceil(len(order) / cfg.grad_accum)
     scheduler = _scheduler(opt, cfg, total_steps)
+    step_losses: list[float] = []
+    first = 0
+    elapsed = 0.0
+    if checkpoints is not None:
+        checkpoints.describe(plan=[len(e) for e in plan], grad_accum=cfg.grad_accum,
+                             trainable=[(n, list(p.shape)) for n, p in model.named_parameters() if p.requires_grad])
+        resumed = checkpoints.restore(model, opt, scheduler, result)
+        if resumed is not None:
+            first, step_losses, elapsed = resumed.done, resumed.step_losses, resumed.seconds
     if cfg.grad_checkpointing:
         _checkpointing(model, True)
     model.train()
-    bar = tqdm(total=len(order), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
-    start = time.perf_counter()
+    bar = tqdm(total=len(order), initial=first, desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter() - elapsed
     hook_seconds = 0.0
-    step_losses: list[float] = []
     try:
-        for k in range(0, len(order), cfg.grad_accum):
+        for k in range(first, len(order), cfg.grad_accum):
             group = order[k : k + cfg.grad_accum]
             for i in group:
                 loss, weight = compute(i)
@@ -137,6 +156,11 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
                     with torch.no_grad():
                         on_epoch(e, result)
                     model.train()
+                    hook_seconds += time.perf_counter() - hook_start
+                if checkpoints is not None and (done == epoch_ends[e] or not exact_epochs):
+                    hook_start = time.perf_counter()
+                    result.seconds = time.perf_counter() - start - hook_seconds
+                    checkpoints.save(model, opt, scheduler, result, epoch=e, done=done, step_losses=step_losses)
                     hook_seconds += time.perf_counter() - hook_start
     finally:
         bar.close()

@@ -173,7 +173,7 @@ def _qa_tensors(qa_samples: list[Sample], device) -> list[tuple[torch.Tensor, to
 
 def train_overlap(model, samples: list[StrideSample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
                   qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None,
-                  on_step: StepHook | None = None) -> OverlapTrainResult:
+                  on_step: StepHook | None = None, checkpoints=None) -> OverlapTrainResult:
     """``liftlm.train.train`` for stride samples: the same optimizer, schedule, accumulation, clipping, seeded
     order (``epoch_plan``) and QA handling (QA samples train as in paper mode). Gradient checkpointing is
     refused with this mode (``LiftConfig``): it would drop the cache, and only the s target tokens per sample keep
@@ -198,7 +198,7 @@ def train_overlap(model, samples: list[StrideSample], cfg: LiftConfig, progress:
         result.tokens += ids.shape[1]
         return sample_loss(model, ids, extra), weight
 
-    return optimize(model, plan, compute, cfg, result, progress, desc, on_epoch, on_step)
+    return optimize(model, plan, compute, cfg, result, progress, desc, on_epoch, on_step, checkpoints)
 
 
 
@@ -340,7 +340,7 @@ def recurrent_logits(model, sample: StrideSample, prompt_kv, memory: Memory,
 
 def train_recurrent(model, samples: list[StrideSample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
                     qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None,
-                  on_step: StepHook | None = None) -> OverlapTrainResult:
+                  on_step: StepHook | None = None, checkpoints=None) -> OverlapTrainResult:
     """``train_overlap`` with a Transformer-XL memory in place of the recomputed prefix (see above)."""
     result = OverlapTrainResult()
     qa_samples = qa_samples or []
@@ -375,4 +375,7 @@ def train_recurrent(model, samples: list[StrideSample], cfg: LiftConfig, progres
         loss = F.cross_entropy(logits[0].float(), targets)
         return loss, len(s.target_ids) / cfg.effective_stride
 
-    return optimize(model, plan, compute, cfg, result, progress, desc, on_epoch, on_step)
+    # The memory and the prompt's keys/values are rebuilt at each epoch's first span (start 0), so an epoch end
+    # is an exact resume point; a step that straddles one is not (exact_epochs).
+    return optimize(model, plan, compute, cfg, result, progress, desc, on_epoch, on_step, checkpoints,
+                    exact_epochs=True)

@@ -17,6 +17,7 @@ The CLI verbs ``internalize`` and ``ask`` are thin wrappers over this class.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,25 @@ class Internalized:
     trained: bool  # False when a stored adapter was reused
     metadata: dict
     result: TrainResult | None = None
+    waited: bool = False  # another process held the lock of this adapter's key first (and trained it)
+    resumed_epoch: int | None = None  # training resumed from the checkpoint after this epoch (1-based)
+    replaced: bool = False  # a stored adapter was replaced (--force, or a broken one)
+
+
+def _say(message: str) -> None:
+    print(f"liftlm: {message}", file=sys.stderr, flush=True)
+
+
+def at_stages(cfg: LiftConfig, n_aux: int) -> list[str]:
+    """The auxiliary-task stage of each epoch (paper §3.3; as ``liftlm.loop.epoch_plan`` lays them out), for
+    checkpoint messages. ``n_aux``: auxiliary items (QA pairs and distillation items)."""
+    if n_aux == 0:
+        return ["segments"] * cfg.epochs
+    if cfg.objective == "distill":
+        return ["auxiliary items"] * cfg.epochs
+    if cfg.qa_schedule == "mixed":
+        return ["segments + auxiliary items (mixed)"] * cfg.epochs
+    return ["1, segments"] * cfg.epochs + ["2, segments + auxiliary items"] * cfg.qa_epochs
 
 
 @dataclass
@@ -129,8 +149,17 @@ class Lift:
         return self.answerer.rag_chunk_tokens
 
     def training_settings(self) -> dict:
-        """The settings that shape the adapter, with the window resolved to a number (and the QA source's)."""
-        return {**self.config.key_dict(), "window": self.window, **self.qa.key_settings()}
+        """The settings that change the adapter's weights (the store key: ``LiftConfig.key_dict``), with the
+        window resolved to a number and the QA source's (none of the QA settings without auxiliary QA)."""
+        qa = self.qa.key_settings()
+        settings = {**self.config.key_dict(), "window": self.window, **qa}
+        if self.config.objective != "ct":  # the distillation items: their maker's version
+            from .distill import DISTILL_VERSION
+
+            settings["distill_version"] = DISTILL_VERSION
+        elif not qa:  # no auxiliary samples at all: how they would be scheduled or weighted changes nothing
+            settings = {k: v for k, v in settings.items() if not k.startswith("qa_")}
+        return settings
 
     # --- reading ---
     def read(self, text: str) -> None:
@@ -144,23 +173,81 @@ class Lift:
         return store_key(document_sha256(self.document), self.model_id, self.training_settings())
 
     def internalize(self, text: str, force: bool = False) -> Internalized:
-        """LIFT: train an adapter on ``text`` (or reuse the stored one) and make it current."""
+        """LIFT: train an adapter on ``text`` (or reuse the stored one) and make it current.
+
+        One process at a time trains a given key: the store's lock for it is held from the lookup to the save;
+        a second process waits, then reuses what the first stored (and says so). ``force`` trains again and
+        replaces the stored adapter atomically. A stored adapter that fails its checks (e.g. its weights'
+        sha256) is reported with its path and trained again, with a warning. Training resumes from the last
+        epoch-end checkpoint of an interrupted run of the same key (``liftlm.checkpoint``)."""
         self.read(text)
         key = self.key()
-        stored = None if force else self.store.lookup(key)
-        if stored is not None:
-            return self.use_adapter(stored)
+        lock = self.store.lock(key)
+        waited = False
+        try:
+            lock.acquire(timeout=0)
+        except Exception:  # filelock.Timeout: another process is training this key
+            _say(f"another process is training this adapter (lock {lock.lock_file}); waiting for it")
+            lock.acquire()
+            waited = True
+        try:
+            broken = False
+            if not force:
+                try:
+                    stored = self.store.lookup(key)
+                    if stored is not None:
+                        done = self.use_adapter(stored, source="the adapter store")
+                        if waited:
+                            _say(f"reusing the adapter the other process stored: {stored}")
+                        done.waited = waited
+                        return done
+                except LiftError as e:
+                    _say(f"warning: {e}; training it again")
+                    broken = True
+            return self._train(text, key, replace=force or broken, waited=waited)
+        finally:
+            lock.release()
+
+    def _train(self, text: str, key: str, replace: bool, waited: bool) -> Internalized:
         qa, qa_report = self.qa.pairs(text)
         items, distill_report = self.distill.items(text, self._doc_ids, self._fresh_base(), self.tokenizer,
                                                    self.prompts.chat)
-        trained = train_on_documents(self._fresh_base(), [(self._doc_ids, qa, items)], self.config, self.prompts,
-                                     keep_base=True, progress=self.progress, on_step=self.on_step)
+        checkpoints = None
+        if self.config.finetune == "lora":  # a full fine-tune's checkpoint is 3 model copies: none (checkpoint.py)
+            from .checkpoint import Checkpoints
+
+            checkpoints = Checkpoints(self.store.work(key), {"key": key, "mode": self.config.training_mode},
+                                      at_stages(self.config, len(qa) + len(items)))
+        base = self._fresh_base()
+        try:
+            trained = train_on_documents(base, [(self._doc_ids, qa, items)], self.config, self.prompts, keep_base=True,
+                                         progress=self.progress, on_step=self.on_step, checkpoints=checkpoints)
+        except KeyboardInterrupt:
+            if checkpoints is not None and checkpoints.saved_epoch is not None:
+                _say(f"interrupted: epoch {checkpoints.saved_epoch + 1} is checkpointed in {checkpoints.path}; "
+                     "rerun the same command to resume")
+            raise
+        resumed = None if checkpoints is None or checkpoints.resumed_epoch is None else checkpoints.resumed_epoch + 1
         metadata = adapter_metadata(self, text, len(self._doc_ids), trained.samples, qa, qa_report, trained.result)
         if items:
             metadata["distill"] = {**distill_report, "student_samples": trained.qa_samples - len(qa)}
-        path = self.store.save(key, trained.model, metadata, text, qa=qa, distill=items)
+        if resumed is not None:
+            metadata["training"]["resumed_after_epoch"] = resumed
+        try:
+            path = self.store.save(key, trained.model, metadata, text, qa=qa, distill=items, replace=replace)
+        except BaseException as e:
+            detach_adapter(trained.model)  # the base model stays usable (no LoRA layers left in it)
+            if isinstance(e, OSError):
+                where = " (the last epoch is checkpointed: rerun to store it without training again)" \
+                    if checkpoints is not None and checkpoints.saved_epoch is not None else ""
+                raise LiftError(f"--store: cannot write the adapter to {self.store.path(key)}: "
+                                f"{e.strerror or e}{where}") from e
+            raise
+        if checkpoints is not None:
+            checkpoints.clear()
         self._adapted, self._adapter_path, self._trained = trained.model, path, True
-        return Internalized(path, True, metadata, trained.result)
+        return Internalized(path, True, metadata, trained.result, waited=waited, resumed_epoch=resumed,
+                            replaced=replace)
 
     def qa_pairs(self, text: str) -> tuple[list[QAPair], dict]:
         """The auxiliary QA pairs for ``text``: the user's file, or cached, or synthesized (then cached)."""
@@ -175,11 +262,12 @@ class Lift:
             return local_completer(gen.model, gen.tokenizer)
         return local_completer(self._base, self.tokenizer)
 
-    def use_adapter(self, path: str | Path) -> Internalized:
-        """Load a stored adapter (and its document) and make it current; no training."""
-        meta = check_adapter(path, self.model_id, self.loaded.max_context, self.document)
+    def use_adapter(self, path: str | Path, source: str = "--adapter") -> Internalized:
+        """Load a stored adapter (and its document) and make it current; no training. ``source`` names where the
+        adapter came from in error messages (the ``--adapter`` flag, or "the adapter store")."""
+        meta = check_adapter(path, self.model_id, self.loaded.max_context, self.document, source=source)
         self.read(read_document(path))
-        self._adapted = load_weights(self._fresh_base(), path, meta["kind"])
+        self._adapted = load_weights(self._fresh_base(), path, meta["kind"], source=source)
         self._adapter_path, self._trained = Path(path), False
         return Internalized(Path(path), False, meta)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -351,9 +352,16 @@ class QASource:
             return [], {}
         cache = self.cache_path(text)
         if cache.is_file():
-            return read_qa(cache), {"generator": cfg.qa_generator, "used": "cache", "cache": str(cache)}
+            try:
+                return read_qa(cache), {"generator": cfg.qa_generator, "used": "cache", "cache": str(cache)}
+            except LiftError as e:  # an empty or damaged cache (e.g. written by an older liftlm): made again
+                print(f"liftlm: warning: ignoring the QA cache {cache} ({e}); synthesizing again", file=sys.stderr)
         complete = self.completer() if cfg.qa_generator != "keyphrase" else None
         pairs, report = synthesize(text, cfg.qa_pairs, cfg.qa_generator, complete, cfg.qa_window_sentences,
                                    progress=self.progress)
+        if not pairs:  # never cached: a later run would train on nothing, or fail on the empty file
+            raise LiftError(f"--qa-pairs {cfg.qa_pairs}: synthesis made no QA pairs for this document "
+                            f"(generator {report.get('used', cfg.qa_generator)}); try --qa-generator keyphrase, "
+                            "give --qa-file, or --qa-pairs 0")
         write_qa(cache, pairs)
         return pairs, {**report, "cache": str(cache)}

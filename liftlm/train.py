@@ -89,10 +89,10 @@ def build_samples(doc_ids: list[int], cfg: LiftConfig, prompts: PromptBuilder) -
 
 def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
           qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None,
-          on_step: StepHook | None = None) -> TrainResult:
+          on_step: StepHook | None = None, checkpoints=None) -> TrainResult:
     """Train ``model`` (already wrapped by ``attach_adapter``) in place on the segment ``samples`` and, per
-    ``epoch_plan``, the auxiliary ``qa_samples`` (their loss weighted by ``cfg.qa_weight``). ``on_epoch`` and
-    ``on_step``: see ``optimize``."""
+    ``epoch_plan``, the auxiliary ``qa_samples`` (their loss weighted by ``cfg.qa_weight``). ``on_epoch``,
+    ``on_step`` and ``checkpoints``: see ``optimize``."""
     result = TrainResult()
     qa_samples = qa_samples or []
     n_segments = len(samples)
@@ -117,7 +117,7 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
         return sample_loss(model, ids, labels), weight
 
     return optimize(model, epoch_plan(n_segments, len(qa_samples), cfg), compute, cfg, result, progress, desc,
-                    on_epoch, on_step)
+                    on_epoch, on_step, checkpoints)
 
 
 TRAINERS = {"paper": train, "overlap": train_overlap, "recurrent": train_recurrent}
@@ -142,7 +142,7 @@ class Trained:
 def train_on_documents(base, documents: Sequence[tuple[list[int], Sequence]], cfg: LiftConfig,
                        prompts: PromptBuilder, *, keep_base: bool = False, progress: bool = True,
                        desc: str = "LIFT", on_epoch: EpochHook | None = None,
-                       on_step: StepHook | None = None) -> Trained:
+                       on_step: StepHook | None = None, checkpoints=None) -> Trained:
     """LIFT's training, for one document or several (pre-LIFT SFT): every document's samples (its segments per
     ``cfg.training_mode``, and its auxiliary QA pairs as QA samples), an adapter on ``base`` (``attach_adapter``),
     then the mode's trainer over all of them.
@@ -151,8 +151,10 @@ def train_on_documents(base, documents: Sequence[tuple[list[int], Sequence]], cf
     ``question`` and ``answer``; distillation items (``liftlm.distill``) train in ``cfg.views``. With
     ``cfg.objective == "distill"`` the segments are left out.
     ``keep_base``: a full fine-tune trains a copy and leaves ``base`` untouched (LoRA never changes it).
-    A window too small for the samples raises ``LiftError`` before any training. If training fails, the LoRA layers are taken out
-    of ``base`` again before the error goes on, so ``base`` stays usable."""
+    A window too small for the samples raises ``LiftError`` before any training. If training fails (any
+    exception, Ctrl-C included), the LoRA layers are taken out of ``base`` again before the error goes on, so
+    ``base`` stays usable. ``checkpoints`` (``liftlm.checkpoint.Checkpoints``): resume from / write epoch-end
+    checkpoints (see ``optimize``)."""
     samples: list = []
     qa_samples: list[Sample] = []
     try:
@@ -164,11 +166,14 @@ def train_on_documents(base, documents: Sequence[tuple[list[int], Sequence]], cf
                 qa_samples += student_samples(items[0], prompts, doc_ids, cfg.views)
     except ValueError as e:
         raise LiftError(f"--window/--segment-length: {e}") from None
-    model = attach_adapter(copy.deepcopy(base) if keep_base and cfg.finetune == "full" else base, cfg)
+    target = copy.deepcopy(base) if keep_base and cfg.finetune == "full" else base
+    model = None
     try:
+        model = attach_adapter(target, cfg)
         result = TRAINERS[cfg.training_mode](model, samples, cfg, progress=progress, desc=desc,
-                                             qa_samples=qa_samples, on_epoch=on_epoch, on_step=on_step)
+                                             qa_samples=qa_samples, on_epoch=on_epoch, on_step=on_step,
+                                             checkpoints=checkpoints)
     except BaseException:
-        detach_adapter(model)
+        detach_adapter(model if model is not None else target)
         raise
     return Trained(model, result, len(samples), len(qa_samples))

@@ -34,7 +34,10 @@ def test_internalize_writes_peft_format_and_metadata(tiny_model_dir, store):
     assert len(meta["training"]["loss_curve"]) == meta["training"]["steps"] > 0
     assert meta["training"]["seconds"] > 0
     assert (done.adapter / DOCUMENT).read_text() == DOC
-    assert [p.name for p in store.iterdir()] == [done.adapter.name]  # no temporary leftovers
+    assert [p.name for p in store.iterdir() if p.name != ".work"] == [done.adapter.name]  # no temporary leftovers
+    # the work area keeps only the key's lock file: the checkpoints went once the adapter was stored
+    assert [p.name for p in (store / ".work").iterdir()] == [f"{done.adapter.name}.lock"]
+    assert set(meta["weights_sha256"]) == {ADAPTER_WEIGHTS}
     # a PEFT user can load it directly
     from peft import PeftConfig
 
@@ -74,12 +77,14 @@ def test_interrupted_write_leaves_nothing(tiny_model_dir, store, monkeypatch):
     monkeypatch.setattr(adapters, "write_adapter", fail)
     with pytest.raises(KeyboardInterrupt):
         make(tiny_model_dir, store).internalize(DOC)
-    assert list(store.iterdir()) == []
+    assert [p.name for p in store.iterdir()] == [".work"]  # no adapter, no temporary directory
+    # what is kept is the last epoch's checkpoint: a rerun stores the adapter without training again
+    assert (store / ".work").is_dir() and list((store / ".work").glob("*/checkpoint/trainable.safetensors"))
 
 
 @pytest.mark.parametrize("damage", ["metadata_missing", "metadata_garbage", "weights_truncated", "weights_missing",
                                     "document_changed", "metadata_fields"])
-def test_corrupted_adapter_is_refused(tiny_model_dir, store, damage):
+def test_corrupted_adapter_is_refused(tiny_model_dir, store, damage, capsys):
     path = make(tiny_model_dir, store).internalize(DOC).adapter
     if damage == "metadata_missing":
         (path / METADATA).unlink()
@@ -96,8 +101,13 @@ def test_corrupted_adapter_is_refused(tiny_model_dir, store, damage):
         (path / METADATA).write_text(json.dumps({"format_version": 1}))
     with pytest.raises(LiftError, match="--adapter"):
         make(tiny_model_dir, store).use_adapter(path)
-    with pytest.raises(LiftError):  # the store refuses it too instead of silently retraining over it
-        make(tiny_model_dir, store).internalize(DOC)
+    # in the store, it is reported as the store's (with its path) and trained again in its place
+    capsys.readouterr()
+    again = make(tiny_model_dir, store).internalize(DOC)
+    err = capsys.readouterr().err
+    assert "warning: the adapter store: " in err and str(path) in err and "--adapter" not in err, err
+    assert again.trained and again.replaced and again.adapter == path
+    assert make(tiny_model_dir, store).internalize(DOC).trained is False  # whole again: reused
 
 
 def test_adapter_of_another_model_is_refused(tiny_model_dir, store):

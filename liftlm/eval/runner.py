@@ -79,7 +79,7 @@ class EvalSpec:
             "benchmark": self.benchmark,
             "data": self.data,
             "model": self.model,
-            "settings": config.key_dict(),
+            "settings": config.training_dict(),
             "max_doc_tokens": self.max_doc_tokens,
             "max_new_tokens": self.max_new_tokens,
         }
