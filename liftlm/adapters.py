@@ -84,12 +84,13 @@ class AdapterStore:
 
     def lock(self, key: str):
         """A ``filelock.FileLock`` for ``key`` (``<store>/.work/<key>.lock``): hold it from the lookup to the
-        save, so that two processes never train the same adapter at once."""
+        save, so that two processes never train the same adapter at once. One lock object per file in a process
+        (reentrant: code that holds it may call ``Lift.internalize`` for the same key)."""
         from filelock import FileLock
 
         lock_file = self.root / WORK_DIR / f"{key}.lock"
         lock_file.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(lock_file))
+        return FileLock(str(lock_file), is_singleton=True)
 
     def lookup(self, key: str) -> Path | None:
         """The stored adapter for ``key`` if a complete one exists. A broken one raises ``LiftError`` naming it as

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from . import __version__
 from .bench.cli import register as register_bench
@@ -135,7 +136,11 @@ def run_ask(args) -> int:
             extra = given + (["--qa-file"] if args.qa_file else []) + (["--force"] if args.force else [])
             raise LiftError(f"--adapter carries its own training settings; drop {', '.join(extra)}")
         meta = read_metadata(args.adapter)  # check before loading anything
-        config = LiftConfig.from_dict(meta["settings"])
+        with warnings.catch_warnings(record=True) as caught:  # settings of a newer liftlm: one line each
+            warnings.simplefilter("always")
+            config = LiftConfig.from_dict(meta["settings"])
+        for w in caught:
+            print(f"liftlm: warning: {w.message}", file=sys.stderr)
         if spec is None:
             spec = meta.get("model_spec")
         text = None
