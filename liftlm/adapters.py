@@ -92,6 +92,19 @@ class AdapterStore:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(str(lock_file), is_singleton=True)
 
+    def discard_if_unused(self) -> None:
+        """Remove the store's root when it holds nothing but lock files (used after bad input, when this call
+        created the store: nothing is left behind)."""
+        import shutil
+
+        entries = list(self.root.iterdir()) if self.root.is_dir() else []
+        work = self.root / WORK_DIR
+        if entries and entries != [work]:
+            return
+        if work.is_dir() and any(not p.name.endswith(".lock") for p in work.iterdir()):
+            return
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def lookup(self, key: str) -> Path | None:
         """The stored adapter for ``key`` if a complete one exists. A broken one raises ``LiftError`` naming it as
         the store's (its path), so that a caller can warn and train it again."""

@@ -182,6 +182,15 @@ class Lift:
         epoch-end checkpoint of an interrupted run of the same key (``liftlm.checkpoint``)."""
         self.read(text)
         key = self.key()
+        new_store = not self.store.root.exists()
+        try:
+            return self._internalize(key, text, force)
+        except LiftError:
+            if new_store:  # bad input (e.g. a window too small for the segments): leave no empty store behind
+                self.store.discard_if_unused()
+            raise
+
+    def _internalize(self, key: str, text: str, force: bool) -> Internalized:
         lock = self.store.lock(key)
         waited = False
         try:

@@ -63,7 +63,7 @@ def test_questions_file_one_lift_many_answers(capsys, tmp_path, doc, tiny_model_
     assert [r["question"] for r in records] == ["Who kept a ledger?", "What did he count?"]
     assert [r["trained"] for r in records] == [True, True]  # this run trained; both answers use that adapter
     assert len({r["adapter"] for r in records}) == 1
-    assert len(os.listdir(tmp_path / "s")) == 1
+    assert len([name for name in os.listdir(tmp_path / "s") if name != ".work"]) == 1  # + the work area (locks)
 
 
 def test_icl_mode_trains_nothing(capsys, tmp_path, doc, tiny_model_dir):
