@@ -107,9 +107,11 @@ def run_internalize(args) -> int:
     done = lift.internalize(text, force=args.force)
     training = done.metadata.get("training", {})
     if done.trained:
+        how = [f"resumed after epoch {done.resumed_epoch}"] if done.resumed_epoch else []
+        how += ["replaced the stored adapter"] if done.replaced else []
         print(f"liftlm: trained on {done.metadata['document_tokens']} tokens ({done.metadata['samples']} samples) "
-              f"in {training.get('seconds', 0):.1f} s, {training.get('tokens_per_second', 0):.0f} tokens/s",
-              file=sys.stderr)
+              f"in {training.get('seconds', 0):.1f} s, {training.get('tokens_per_second', 0):.0f} tokens/s"
+              + (f" ({'; '.join(how)})" if how else ""), file=sys.stderr)
     else:
         print("liftlm: reused the stored adapter (no training)", file=sys.stderr)
     print(done.adapter)

@@ -191,11 +191,13 @@ class Lift:
             raise
 
     def _internalize(self, key: str, text: str, force: bool) -> Internalized:
+        from filelock import Timeout
+
         lock = self.store.lock(key)
         waited = False
         try:
             lock.acquire(timeout=0)
-        except Exception:  # filelock.Timeout: another process is training this key
+        except Timeout:  # another process holds it: it is training this key
             _say(f"another process is training this adapter (lock {lock.lock_file}); waiting for it")
             lock.acquire()
             waited = True
