@@ -95,7 +95,7 @@ def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_one(tiny_mod
     err = capsys.readouterr().err
     assert f"resuming from the checkpoint after epoch {stop} of " in err, err
     if extra:
-        assert "AT stage: 2, segments + QA" in err
+        assert "AT stage: 2, segments + auxiliary items" in err
     assert resumed.trained and resumed.resumed_epoch == stop and resumed.adapter.name == key
     assert_same_weights(whole.adapter, resumed.adapter)
     assert resumed.metadata["training"]["steps"] == whole.metadata["training"]["steps"]
