@@ -245,12 +245,12 @@ def test_the_store_key_holds_only_what_changes_the_weights(tiny_model_dir, tmp_p
     base = make(tiny_model_dir, tmp_path)
     base.read(DOC)
     key = base.key()
-    for change in ({"qa_generator": "llm"}, {"qa_epochs": 7}, {"grad_checkpointing": True},
+    for change in ({"qa_generator": "llm"}, {"qa_epochs": 7}, {"grad_checkpointing": True}, {"distill_prompts": 3},
                    {"stride": (3 * 32) // 8}):  # no QA: QA settings do nothing; the default stride spelled out
         other = make(tiny_model_dir, tmp_path, **change)
         other.read(DOC)
         assert other.key() == key, change
-    for change in ({"learning_rate": 1e-3}, {"qa_pairs": 2}, {"epochs": 2}):
+    for change in ({"learning_rate": 1e-3}, {"qa_pairs": 2}, {"epochs": 2}, {"objective": "ct+distill"}):
         other = make(tiny_model_dir, tmp_path, **change)
         other.read(DOC)
         assert other.key() != key, change
