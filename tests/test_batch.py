@@ -24,8 +24,14 @@ TEXTS = {
 
 
 def adapters_in(store: Path) -> list[str]:
-    """Everything in the store folder: adapters (hex keys) and any leftover (a temporary folder)."""
-    return sorted(p.name for p in store.iterdir()) if store.exists() else []
+    """Everything in the store folder: adapters (hex keys) and any leftover (a temporary folder). The work area
+    ``.work`` (one lock file per key; checkpoints while training) is left out, once it holds only lock files."""
+    if not store.exists():
+        return []
+    work = store / ".work"
+    if work.is_dir():
+        assert all(p.name.endswith(".lock") for p in work.iterdir()), list(work.iterdir())  # no checkpoint left
+    return sorted(p.name for p in store.iterdir() if p != work)
 
 
 def run(capsys, *argv):
