@@ -210,11 +210,14 @@ class LiftConfig:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> LiftConfig:
+    def from_dict(cls, d: dict, strict: bool = False) -> LiftConfig:
         """The settings stored in an adapter's metadata. Settings this liftlm does not know (written by a newer
-        one) are ignored with a warning; the adapter's weights do not depend on how they are read back."""
+        one) are ignored with a warning; the adapter's weights do not depend on how they are read back.
+        ``strict`` (settings a user gives, e.g. to the server): unknown settings are a ``LiftError``."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
+        if unknown and strict:
+            raise LiftError(f"unknown LIFT settings: {', '.join(unknown)}")
         if unknown:
             import warnings
 

@@ -376,7 +376,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if settings_in.get("finetune", "lora") != "lora":
             raise ApiError(400, "the service serves LoRA adapters; finetune must be 'lora'", code="invalid_settings")
         try:
-            config = LiftConfig.from_dict({**settings.defaults.to_dict(), **settings_in})
+            config = LiftConfig.from_dict({**settings.defaults.to_dict(), **settings_in}, strict=True)
         except TypeError as e:
             raise ApiError(400, f"invalid settings ({e})", code="invalid_settings") from None
         title = (title or text.strip().splitlines()[0])[:200]
