@@ -33,6 +33,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
+
+from .overlap import _cache_kwarg, _kv, prefix_cache
 
 DISTILL_VERSION = 1  # part of the cache and adapter keys: bump when the items made for a document change
 TOP_K = 20
@@ -110,10 +113,7 @@ def teach(model, tokenizer, chat, chunk_ids: list[int], prompts: list[tuple[str,
           span: tuple[int, int], top_k: int = TOP_K) -> list[DistillItem]:
     """The base ``model`` answers every prompt about one chunk, greedily: [chat prefix] chunk, prompt [assistant
     cue] answer. The chunk runs once; each prompt continues from its keys/values (a fresh cache over them)."""
-    from transformers import DynamicCache
-
     from .infer import base_model_context
-    from .overlap import _cache_kwarg, _kv, prefix_cache
 
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
@@ -236,10 +236,6 @@ class SoftLoss:
 
     def __call__(self, i: int) -> tuple[torch.Tensor, int]:
         """The loss of sample ``i`` and the tokens run forward and backward."""
-        from transformers import DynamicCache
-
-        from .overlap import _cache_kwarg, _kv, prefix_cache
-
         s = self.samples[i]
         ids, top_ids, top_lp = self.tensors[i]
         n = len(s.top_ids)

@@ -284,8 +284,8 @@ class Lift:
 
     def _fresh_base(self):
         """The base model without any adapter (LoRA layers removed)."""
-        if self._adapted is not None:
-            self._base = detach_adapter(self._adapted) if hasattr(self._adapted, "peft_config") else self._base
+        if self._adapted is not None and hasattr(self._adapted, "peft_config"):
+            self._base = detach_adapter(self._adapted)
         self._adapted = None  # a fully fine-tuned copy is simply dropped: the base was never touched
         return self._base
 

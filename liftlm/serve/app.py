@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from ..errors import LiftError
 from ..infer import MODES, uses_adapter
 from .engine import BASE_MODEL, AdapterBroken, Engine
 from .jobs import DONE, JobTable
+from .worker import terminate
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{20}$")  # the store key: 20 lowercase hex digits
 SERVER_ONLY = ("qa_model",)  # settings a request may not choose (a generator model path or URL is the server's)
@@ -197,13 +197,7 @@ class Supervisor:
 
     def stop(self) -> None:
         self._stopping = True
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 15)
         self.table.requeue_orphans(None, self.settings.max_attempts, "the server stopped", refund=True)
 
     def info(self) -> dict:

@@ -23,6 +23,20 @@ from ..errors import LiftError
 from .jobs import JobTable
 
 
+def terminate(proc, timeout: float) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL if it has not exited after ``timeout`` seconds."""
+    import subprocess
+
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Abandoned(Exception):
     """The job is no longer this worker's (deleted, or taken back), or the web process is gone."""
 
