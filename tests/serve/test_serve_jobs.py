@@ -64,15 +64,18 @@ def test_job_table_requeues_a_dead_workers_job_then_fails_it(tmp_path):
 def test_worker_killed_mid_training_requeues_never_ready(tiny_model_dir, tmp_path):
     server = Server(tiny_model_dir, tmp_path, "--max-attempts", "2").start()
     try:
-        doc_id = server.post(DOCS[0], settings={"epochs": 12})["id"]
+        pid = httpx.get(f"{server.url}/v1/status", headers=server.headers, timeout=30).json()["worker"]["pid"]
+        # enough steps that the run cannot end between our poll and the signal on a fast machine
+        doc_id = server.post(DOCS[0], settings={"epochs": 40})["id"]
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             job = server.document(doc_id)
             if job["status"] == "training" and job["progress"].get("step", 0) >= 2:
+                os.kill(pid, signal.SIGSTOP)  # freeze it at once, then confirm it had not finished
                 break
-            time.sleep(0.1)
+            time.sleep(0.02)
+        job = server.document(doc_id)
         assert job["status"] == "training", job
-        pid = httpx.get(f"{server.url}/v1/status", headers=server.headers, timeout=30).json()["worker"]["pid"]
         os.kill(pid, signal.SIGKILL)
         after = server.wait(doc_id, statuses=("queued", "failed", "ready"), timeout=30)
         assert after["status"] == "queued", after  # re-queued, never ready from a killed run
