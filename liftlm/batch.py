@@ -133,18 +133,19 @@ _CACHED: dict[str, object] = {}  # one Lift per worker process (the model stays 
 
 
 def _lift_for(job: BatchJob):
+    """The worker process's ``Lift`` for the job's settings (the model stays loaded between documents), with
+    the job's ``on_step`` hook set for this run."""
     from .config import LiftConfig
     from .recipe import Lift
 
-    if job.on_step is not None:  # a hook is per run: no caching
-        return Lift(job.model, LiftConfig.from_dict(job.config), store=job.store, device=job.device,
-                    progress=False, qa_file=job.qa_file, on_step=job.on_step)
     fp = job.fingerprint()
     if fp not in _CACHED:
         _CACHED.clear()  # free the previous model first
         _CACHED[fp] = Lift(job.model, LiftConfig.from_dict(job.config), store=job.store, device=job.device,
                            progress=False, qa_file=job.qa_file)
-    return _CACHED[fp]
+    lift = _CACHED[fp]
+    lift.on_step = job.on_step
+    return lift
 
 
 def internalize_one(job: BatchJob, doc_id: str, text: str) -> dict:
@@ -285,7 +286,7 @@ def _ray_task(job: BatchJob, doc_id: str, text: str) -> dict:
     return row
 
 
-def _probe(address: str | None, timeout: float = 5.0) -> None:
+def probe_ray(address: str | None, timeout: float = 5.0) -> None:
     """A ``host:port`` or ``ray://host:port`` that nothing answers on is one clear error at once (Ray itself
     retries for minutes). ``auto`` and a new local instance are left to Ray."""
     if not address or address == "auto":
@@ -300,28 +301,38 @@ def _probe(address: str | None, timeout: float = 5.0) -> None:
                         "`ray start --head` there, or give its address") from None
 
 
-def run_ray(job: BatchJob, docs: list[Document], results: Results, *, address: str | None = None,
-            num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3, progress: bool = True) -> list[dict]:
-    """One Ray task per distinct document, ``num_cpus``/``num_gpus`` (fractions allowed) each, re-run up to
-    ``max_retries`` times when its worker dies. Uses an already initialised Ray, else connects to ``address``
-    (``auto``: the cluster this machine belongs to, ``host:port``, ``ray://host:10001``), else starts a new local
-    instance (never a stale cluster Ray remembers in /tmp/ray)."""
-    ray = ray_module()
+def check_ray_resources(num_cpus: float, num_gpus: float, max_retries: int) -> None:
     if num_cpus < 0 or num_gpus < 0 or max_retries < 0:
         raise LiftError("--ray-cpus, --ray-gpus and --ray-retries must be 0 or more")
     if num_gpus > 1 and num_gpus != int(num_gpus):
         raise LiftError(f"--ray-gpus: a fraction is allowed only below 1 (got {num_gpus})")
-    started = False
-    if not ray.is_initialized():
-        _probe(address)
-        env = {k: os.environ[k] for k in ("LIFTLM_HOME", "HF_HUB_OFFLINE", "HF_HOME") if k in os.environ}
-        try:
-            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": env} if env else None, configure_logging=False)
-        except (ConnectionError, ValueError, RuntimeError) as e:
-            raise LiftError(f"--ray: cannot reach a Ray cluster at {address or 'a new local instance'} "
-                            f"({_one_line(e)})") from None
-        started = True
+
+
+def connect_ray(address: str | None) -> bool:
+    """Use an already initialised Ray, else connect to ``address`` (``auto``: the cluster this machine belongs
+    to, ``host:port``, ``ray://host:10001``), else start a new local instance (never a stale cluster Ray
+    remembers in /tmp/ray). True when this call started the connection (the caller shuts it down)."""
+    ray = ray_module()
+    if ray.is_initialized():
+        return False
+    probe_ray(address)
+    env = {k: os.environ[k] for k in ("LIFTLM_HOME", "HF_HUB_OFFLINE", "HF_HOME") if k in os.environ}
+    try:
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": env} if env else None, configure_logging=False)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise LiftError(f"--ray: cannot reach a Ray cluster at {address or 'a new local instance'} "
+                        f"({_one_line(e)})") from None
+    return True
+
+
+def run_ray(job: BatchJob, docs: list[Document], results: Results, *, address: str | None = None,
+            num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3, progress: bool = True) -> list[dict]:
+    """One Ray task per distinct document, ``num_cpus``/``num_gpus`` (fractions allowed) each, re-run up to
+    ``max_retries`` times when its worker dies, on the cluster :func:`connect_ray` reaches."""
+    ray = ray_module()
+    check_ray_resources(num_cpus, num_gpus, max_retries)
+    started = connect_ray(address)
     try:
         task = ray.remote(_ray_task).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries,
                                              retry_exceptions=False, name="liftlm-internalize")

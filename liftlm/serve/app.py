@@ -53,6 +53,11 @@ class ServeSettings:
     max_attempts: int = 3  # a job whose worker dies this many times fails
     max_new_tokens_limit: int = 1024
     worker: bool = True  # start the training worker (off only for tests of the web process alone)
+    ray: str | None = None  # train on Ray: None off, "" a new local instance, else the cluster's address
+    ray_cpus: float = 1
+    ray_gpus: float = 0
+    ray_retries: int = 3
+    ray_jobs: int = 0  # jobs training at once on Ray (0: as many as the cluster's resources fit)
 
 
 class ApiError(Exception):
@@ -169,6 +174,10 @@ class Supervisor:
                             ("--device", self.settings.device)):
             if value is not None:
                 cmd += [flag, str(value)]
+        if self.settings.ray is not None:
+            s = self.settings
+            cmd += ["--ray", s.ray, "--ray-cpus", str(s.ray_cpus), "--ray-gpus", str(s.ray_gpus),
+                    "--ray-retries", str(s.ray_retries), "--ray-jobs", str(s.ray_jobs)]
         return cmd
 
     def start(self) -> None:
@@ -202,7 +211,8 @@ class Supervisor:
 
     def info(self) -> dict:
         alive = self.proc is not None and self.proc.poll() is None
-        return {"pid": self.proc.pid if self.proc else None, "alive": alive, "restarts": self.restarts}
+        ray = None if self.settings.ray is None else (self.settings.ray or "local")
+        return {"pid": self.proc.pid if self.proc else None, "alive": alive, "restarts": self.restarts, "ray": ray}
 
 
 def log(message: str) -> None:

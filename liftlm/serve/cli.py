@@ -39,6 +39,17 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, default=3,
                    help="a job whose worker dies this many times while training it fails (default: 3)")
     p.add_argument("--access-log", action="store_true", help="log every request")
+    r = p.add_argument_group("training on a Ray cluster")
+    r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="train each document as a Ray task on the cluster at ADDRESS (auto, host:6379, "
+                        "ray://host:10001), or on a new local Ray instance without ADDRESS; several documents "
+                        "train at once. The store must be a folder every node sees. Needs pip install 'liftlm[ray]'")
+    r.add_argument("--ray-cpus", type=float, default=None, help="CPUs per training task (default: 1)")
+    r.add_argument("--ray-gpus", type=float, default=None,
+                   help="GPUs per training task; a fraction below 1 shares a GPU (default: 0)")
+    r.add_argument("--ray-retries", type=int, default=None, help="re-runs of a task whose worker died (default: 3)")
+    r.add_argument("--ray-jobs", type=int, default=None,
+                   help="documents training at once (default: as many as the cluster's CPUs/GPUs fit)")
     add_config_flags(p)
     return p
 
@@ -54,6 +65,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def ray_settings(args) -> dict:
+    """The ``--ray*`` flags, checked (Ray installed, the address answering) before anything starts."""
+    flags = ("ray_cpus", "ray_gpus", "ray_retries", "ray_jobs")
+    if args.ray is None:
+        given = [f for f in flags if getattr(args, f) is not None]
+        if given:
+            raise LiftError(f"--{given[0].replace('_', '-')} goes with --ray")
+        return {}
+    from ..batch import check_ray_resources, probe_ray, ray_module
+
+    ray_module()
+    out = {"ray": args.ray, "ray_cpus": 1 if args.ray_cpus is None else args.ray_cpus,
+           "ray_gpus": 0 if args.ray_gpus is None else args.ray_gpus,
+           "ray_retries": 3 if args.ray_retries is None else args.ray_retries,
+           "ray_jobs": 0 if args.ray_jobs is None else args.ray_jobs}
+    check_ray_resources(out["ray_cpus"], out["ray_gpus"], out["ray_retries"])
+    if out["ray_cpus"] == 0 and out["ray_gpus"] == 0:
+        raise LiftError("--ray-cpus and --ray-gpus are both 0: a training task needs a CPU or a GPU")
+    if out["ray_jobs"] < 0:
+        raise LiftError(f"--ray-jobs must be 0 (as many as fit) or more (got {out['ray_jobs']})")
+    probe_ray(args.ray or None)
+    return out
+
+
 def serve_settings(args):
     from ..models import liftlm_home
     from ..options import config_from_args
@@ -67,6 +102,7 @@ def serve_settings(args):
         raise LiftError(f"--max-loaded-adapters must be at least 1 (got {args.max_loaded_adapters})")
     if args.max_attempts < 1:
         raise LiftError(f"--max-attempts must be at least 1 (got {args.max_attempts})")
+    ray = ray_settings(args)
     token = os.environ.get(TOKEN_ENV) or None
     if not is_loopback(args.host) and not token:
         raise LiftError(f"--host {args.host} lets other machines in: set a bearer token in ${TOKEN_ENV} first "
@@ -77,7 +113,7 @@ def serve_settings(args):
     state = args.state or str(liftlm_home() / "serve")
     return ServeSettings(model=args.model, device=args.device, store=args.store, state=state, defaults=config,
                          token=token, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-                         max_loaded_adapters=args.max_loaded_adapters, max_attempts=args.max_attempts)
+                         max_loaded_adapters=args.max_loaded_adapters, max_attempts=args.max_attempts, **ray)
 
 
 def run(args) -> int:

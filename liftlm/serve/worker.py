@@ -7,6 +7,9 @@ is deleted while it trains is abandoned at the next optimizer step (nothing is s
 the web process that started it is gone.
 
     python -m liftlm.serve.worker --jobs STATE/jobs.sqlite [--model M] [--store DIR] [--device D] --parent PID
+        [--ray ADDRESS --ray-cpus C --ray-gpus G --ray-retries R --ray-jobs N]
+
+With ``--ray`` the jobs train as Ray tasks on a cluster instead (:class:`RayWorker`).
 """
 from __future__ import annotations
 
@@ -49,6 +52,22 @@ def _has_lora(model) -> bool:
     return hasattr(model, "peft_config") or any("lora_" in name for name, _ in model.named_modules())
 
 
+def step_progress(p) -> dict:
+    """The job table's progress record for a trainer's ``StepProgress``."""
+    final = p.step >= p.steps
+    return {"stage": "saving" if final else "training", "epoch": p.epoch + 1, "epochs": p.epochs, "step": p.step,
+            "steps": p.steps, "loss": round(float(p.loss), 5)}
+
+
+def ready_progress(adapter) -> tuple[dict, dict]:
+    """(metadata, the ``ready`` progress record) of a stored adapter; raises if it does not read back whole."""
+    meta = read_metadata(adapter)
+    training = meta.get("training", {})
+    steps, epochs = training.get("steps", 0), meta.get("settings", {}).get("epochs")
+    return meta, {"stage": "ready", "epoch": epochs, "epochs": epochs, "step": steps, "steps": steps,
+                  "loss": (training.get("loss_curve") or [None])[-1]}
+
+
 class Worker:
     def __init__(self, jobs: str, model: str | None, store: str | None, device: str | None, parent: int | None,
                  progress_interval: float = 0.2):
@@ -85,14 +104,10 @@ class Worker:
             if not self.parent_alive():
                 raise Abandoned("the web process is gone")
             now = time.monotonic()
-            final = p.step >= p.steps
-            if not final and now - last[0] < self.progress_interval:
+            if p.step < p.steps and now - last[0] < self.progress_interval:
                 return
             last[0] = now
-            stage = "saving" if final else "training"
-            progress = {"stage": stage, "epoch": p.epoch + 1, "epochs": p.epochs, "step": p.step,
-                        "steps": p.steps, "loss": round(float(p.loss), 5)}
-            if not self.table.progress(doc_id, self.pid, progress):
+            if not self.table.progress(doc_id, self.pid, step_progress(p)):
                 raise Abandoned("the job was deleted or taken back")
 
         log(f"training {doc_id} ({job['tokens']} tokens, attempt {job['attempts']})")
@@ -105,11 +120,7 @@ class Worker:
             if done.adapter.name != doc_id:
                 raise LiftError(f"the adapter was stored as {done.adapter.name}, not under the job's id {doc_id} "
                                 "(the settings changed between the web process and the worker)")
-            meta = read_metadata(done.adapter)  # complete and readable before it is called ready
-            training = meta.get("training", {})
-            steps = training.get("steps", 0)
-            progress = {"stage": "ready", "epoch": config.epochs, "epochs": config.epochs, "step": steps,
-                        "steps": steps, "loss": (training.get("loss_curve") or [None])[-1]}
+            _, progress = ready_progress(done.adapter)  # complete and readable before it is called ready
             seconds = round(time.monotonic() - start, 3)
             if self.table.finish(doc_id, self.pid, str(done.adapter), seconds, progress):
                 log(f"ready {doc_id} in {seconds:.1f} s ({'trained' if done.trained else 'reused the stored adapter'})")
@@ -139,6 +150,153 @@ class Worker:
             self.loaded = load_model(self.model_spec, self.device)
 
 
+def train_on_ray(job, doc_id: str, text: str, queue, interval: float) -> dict:
+    """The body of one Ray task of ``serve --ray``: ``liftlm.batch``'s task (threads and device as Ray assigned
+    them, the worker's model kept loaded between documents), its progress sent back through ``queue``."""
+    from dataclasses import replace
+
+    from ..batch import _ray_task
+
+    last = [0.0]
+
+    def on_step(p) -> None:
+        now = time.monotonic()
+        if p.step < p.steps and now - last[0] < interval:
+            return
+        last[0] = now
+        queue.put_nowait((doc_id, step_progress(p)))
+
+    return _ray_task(replace(job, on_step=on_step), doc_id, text)
+
+
+class RayWorker:
+    """``serve --ray``: each job trains as a Ray task on the cluster (up to ``jobs`` at once: by default as many
+    as the cluster's CPUs or GPUs fit). This process loads no model: it claims jobs, relays the tasks' progress
+    to the job table, cancels a task whose job was deleted, and calls a job ``ready`` only once its adapter reads
+    back whole from the store, which must be a folder every node sees. A task whose Ray worker dies is re-run
+    (``retries``); a task that fails for good fails its job with the reason."""
+
+    def __init__(self, jobs: str, model: str | None, store: str | None, device: str | None, parent: int | None,
+                 address: str | None, cpus: float = 1, gpus: float = 0, retries: int = 3, max_jobs: int = 0,
+                 progress_interval: float = 0.5):
+        from ..adapters import AdapterStore
+        from ..batch import BatchJob, check_ray_resources, connect_ray, ray_module
+
+        check_ray_resources(cpus, gpus, retries)
+        self.table = JobTable(jobs)
+        self.parent, self.pid = parent, os.getpid()
+        self.address, self.cpus, self.gpus, self.max_jobs = address, cpus, gpus, max_jobs
+        self.progress_interval = progress_interval
+        self.template = BatchJob(model=model, config={}, store=str(AdapterStore(store).root.resolve()),
+                                 device=device)
+        self.ray = ray_module()
+        self.started = connect_ray(address)
+        from ray.util.queue import Queue
+
+        self.queue = Queue()
+        self.task = self.ray.remote(train_on_ray).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries,
+                                                          retry_exceptions=False, name="liftlm-serve-train")
+        self.retries = retries
+        self.running: dict[str, tuple[object, float]] = {}  # document id -> (task, start)
+        self._capacity, self._capacity_at = 1, -1e9
+
+    parent_alive = Worker.parent_alive
+
+    def capacity(self) -> int:
+        """How many jobs may train at once: ``max_jobs``, or what the cluster's resources fit (rechecked every
+        10 s, as nodes join and leave)."""
+        if self.max_jobs:
+            return self.max_jobs
+        now = time.monotonic()
+        if now - self._capacity_at > 10:
+            res = self.ray.cluster_resources()
+            fits = [res.get("CPU", 0) // self.cpus] if self.cpus else []
+            if self.gpus:
+                fits.append(res.get("GPU", 0) // self.gpus)
+            self._capacity, self._capacity_at = max(1, int(min(fits, default=1))), now
+        return self._capacity
+
+    def run(self, poll: float = 0.25) -> None:
+        where = f"the Ray cluster at {self.address}" if self.address else "a new local Ray instance"
+        log(f"ready: training on {where} ({self.capacity()} job(s) at once, {self.cpus:g} CPU "
+            f"{self.gpus:g} GPU each)")
+        try:
+            while self.parent_alive():
+                self.submit()
+                self.relay()
+                self.collect(poll)
+            log("the web process is gone; exiting")
+        finally:
+            for ref, _ in self.running.values():  # unwinds the task: nothing half-written stays in the store
+                self.ray.cancel(ref)
+            if self.started:
+                self.ray.shutdown()
+
+    def submit(self) -> None:
+        from dataclasses import replace
+
+        while len(self.running) < self.capacity():
+            job = self.table.claim(self.pid)
+            if job is None:
+                return
+            doc_id = job["id"]
+            log(f"sending {doc_id} to Ray ({job['tokens']} tokens, attempt {job['attempts']})")
+            task = replace(self.template, config=job["settings"])
+            ref = self.task.remote(task, doc_id, job["text"], self.queue, self.progress_interval)
+            self.running[doc_id] = (ref, time.monotonic())
+
+    def relay(self) -> None:
+        latest: dict[str, dict] = {}
+        n = self.queue.size()
+        if n:
+            for doc_id, progress in self.queue.get_nowait_batch(n):
+                latest[doc_id] = progress
+        for doc_id, progress in latest.items():
+            if doc_id in self.running and not self.table.progress(doc_id, self.pid, progress):
+                ref, _ = self.running.pop(doc_id)
+                self.ray.cancel(ref)
+                log(f"abandoned {doc_id}: the job was deleted or taken back")
+
+    def collect(self, poll: float) -> None:
+        if not self.running:
+            time.sleep(poll)
+            return
+        refs = {ref: doc_id for doc_id, (ref, _) in self.running.items()}
+        done, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=poll)
+        for ref in done:
+            doc_id = refs[ref]
+            _, start = self.running.pop(doc_id)
+            self.finish(doc_id, ref, round(time.monotonic() - start, 3))
+
+    def finish(self, doc_id: str, ref, seconds: float) -> None:
+        try:
+            row = self.ray.get(ref)
+        except self.ray.exceptions.TaskCancelledError:
+            return
+        except Exception as e:  # noqa: BLE001 - its Ray worker died on every try, or its node was lost
+            error = f"the Ray task failed after {self.retries} retries: {type(e).__name__}: {e}".splitlines()[0]
+            log(f"failed {doc_id}: {error}")
+            self.table.fail_owned(doc_id, self.pid, error)
+            return
+        if row["status"] == "failed":
+            log(f"failed {doc_id}: {row['error']}")
+            self.table.fail_owned(doc_id, self.pid, row["error"])
+            return
+        adapter = row["adapter"]
+        try:
+            if os.path.basename(adapter) != doc_id:
+                raise LiftError(f"the adapter was stored as {os.path.basename(adapter)}, not under the job's id "
+                                f"{doc_id} (the settings changed between the web process and the worker)")
+            _, progress = ready_progress(adapter)  # the store is shared: it must read back whole from here
+        except (LiftError, OSError, ValueError) as e:
+            self.table.fail_owned(doc_id, self.pid, f"{type(e).__name__}: {e}")
+            return
+        if self.table.finish(doc_id, self.pid, adapter, seconds, progress):
+            log(f"ready {doc_id} in {seconds:.1f} s on {row['node']} ({row['status']})")
+        else:
+            log(f"{doc_id} was deleted while it trained; its adapter stays in the store")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m liftlm.serve.worker")
     p.add_argument("--jobs", required=True)
@@ -146,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--parent", type=int, default=None)
+    p.add_argument("--ray", default=None, help="train on Ray: the cluster's address, or '' for a local instance")
+    p.add_argument("--ray-cpus", type=float, default=1)
+    p.add_argument("--ray-gpus", type=float, default=0)
+    p.add_argument("--ray-retries", type=int, default=3)
+    p.add_argument("--ray-jobs", type=int, default=0)
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Writing model shards" bar per adapter
 
@@ -157,9 +320,16 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     try:
-        Worker(args.jobs, args.model, args.store, args.device, args.parent).run()
+        if args.ray is None:
+            Worker(args.jobs, args.model, args.store, args.device, args.parent).run()
+        else:
+            RayWorker(args.jobs, args.model, args.store, args.device, args.parent, args.ray or None,
+                      args.ray_cpus, args.ray_gpus, args.ray_retries, args.ray_jobs).run()
     except KeyboardInterrupt:
         return 130
+    except LiftError as e:  # e.g. the Ray cluster cannot be reached
+        log(f"error: {e}")
+        return 2
     return 0
 
 

@@ -139,6 +139,11 @@ def test_restart_picks_up_queued_and_interrupted_jobs(tiny_model_dir, tmp_path):
     (["--finetune", "full"], {}, "LoRA"),
     (["--epochs", "-2"], {}, "--epochs"),
     (["--model", "/no/such/model"], {}, "--model"),
+    (["--ray-cpus", "1"], {}, "goes with --ray"),
+    (["--ray", "127.0.0.1:1"], {}, "nothing answers at 127.0.0.1:1"),
+    (["--ray", "--ray-jobs", "-1"], {}, "--ray-jobs"),
+    (["--ray", "--ray-cpus", "0"], {}, "--ray-cpus and --ray-gpus are both 0"),
+    (["--ray", "--ray-gpus", "1.5"], {}, "--ray-gpus"),
 ])
 def test_serve_refuses_bad_flags_before_starting(argv, env, message, capsys, monkeypatch):
     from liftlm.cli import main

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Issue 12's facts benchmark on Qwen2.5-Coder-1.5B-Instruct: a 2k-token haystack with 10 made-up facts asked in
+# paraphrase, window 512, and 4 general-knowledge controls. Run after scripts/fetch_qwen1.5b.sh (same LIFTLM_HOME).
+# 1. the paper's objective (contextualized next-token training on segments): oracle, icl, rag, lift, lift+icl
+# 2. context distillation (teacher = the base model with a chunk in context): lift, lift+icl
+# Writes bench/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LIFTLM=${LIFTLM:-.venv/bin/liftlm}
+MODEL=${MODEL:-${LIFTLM_HOME:-$HOME/.cache/liftlm}/gguf/qwen2.5-coder-1.5b-instruct.gguf}
+OUT=bench/results/facts-qwen1.5b
+GRID=(--benchmark facts --model "$MODEL" --lengths 2000 --facts 10 --controls 4 --window 512)
+only=${1:-all}
+if [[ $only == all || $only == ct ]]; then
+  "$LIFTLM" eval "${GRID[@]}" --methods oracle,icl,rag,lift,lift+icl --objective ct --out "$OUT/ct"
+fi
+if [[ $only == all || $only == distill ]]; then
+  # 4 prompts of 32 answer tokens per chunk: the teacher answers each once (~20 s an item on 2 CPU cores)
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
+    --distill-answer-tokens 32 --out "$OUT/distill"
+fi
