@@ -370,15 +370,21 @@ def add_batch_flags(parser) -> None:
                    help="the model name vLLM serves (its --served-model-name, or the MODEL it was started with); "
                         "the named adapters carry it as base_model_name_or_path (default: the path or hub id "
                         "the adapters were trained from)")
-    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="one Ray task per document: on the cluster at ADDRESS (auto, host:6379, "
-                        "ray://host:10001), or a new local Ray instance without ADDRESS. The store must be a "
-                        "folder every node sees. Needs pip install 'liftlm[ray]'")
-    g.add_argument("--ray-cpus", type=float, default=None, help="CPUs per task (default: 1)")
-    g.add_argument("--ray-gpus", type=float, default=None,
-                   help="GPUs per task; a fraction below 1 shares a GPU between tasks (default: 0)")
-    g.add_argument("--ray-retries", type=int, default=None,
-                   help="re-runs of a task whose worker died (default: 3)")
+    add_ray_flags(g, "one Ray task per document")
+
+
+def add_ray_flags(group, what: str) -> None:
+    """``--ray [ADDRESS]``, ``--ray-cpus``, ``--ray-gpus``, ``--ray-retries`` (for ``internalize --documents`` and
+    ``serve``); ``what`` says what runs on Ray."""
+    group.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help=f"{what}: on the cluster at ADDRESS (auto, host:6379, ray://host:10001), or a new "
+                            "local Ray instance without ADDRESS. The store must be a folder every node sees. "
+                            "Needs pip install 'liftlm[ray]'")
+    group.add_argument("--ray-cpus", type=float, default=None, help="CPUs per task (default: 1)")
+    group.add_argument("--ray-gpus", type=float, default=None,
+                       help="GPUs per task; a fraction below 1 shares a GPU between tasks (default: 0)")
+    group.add_argument("--ray-retries", type=int, default=None,
+                       help="re-runs of a task whose worker died (default: 3)")
 
 
 def reject_batch_flags(args) -> None:

@@ -15,6 +15,7 @@ TOKEN_ENV = "LIFTLM_API_TOKEN"
 
 
 def register(subparsers) -> argparse.ArgumentParser:
+    from ..batch import add_ray_flags
     from ..options import add_config_flags
 
     p = subparsers.add_parser(
@@ -40,14 +41,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="a job whose worker dies this many times while training it fails (default: 3)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     r = p.add_argument_group("training on a Ray cluster")
-    r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="train each document as a Ray task on the cluster at ADDRESS (auto, host:6379, "
-                        "ray://host:10001), or on a new local Ray instance without ADDRESS; several documents "
-                        "train at once. The store must be a folder every node sees. Needs pip install 'liftlm[ray]'")
-    r.add_argument("--ray-cpus", type=float, default=None, help="CPUs per training task (default: 1)")
-    r.add_argument("--ray-gpus", type=float, default=None,
-                   help="GPUs per training task; a fraction below 1 shares a GPU (default: 0)")
-    r.add_argument("--ray-retries", type=int, default=None, help="re-runs of a task whose worker died (default: 3)")
+    add_ray_flags(r, "train each document as a Ray task, several at once")
     r.add_argument("--ray-jobs", type=int, default=None,
                    help="documents training at once (default: as many as the cluster's CPUs/GPUs fit)")
     add_config_flags(p)
