@@ -70,7 +70,9 @@ def test_worker_killed_mid_training_requeues_never_ready(tiny_model_dir, tmp_pat
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             job = server.document(doc_id)
-            if job["status"] == "training" and job["progress"].get("step", 0) >= 2:
+            p = job["progress"]
+            if job["status"] == "training" and (p.get("step") or 0) > (p.get("steps") or 1e9) // (p.get("epochs") or 1) + 1:
+                # (past the first epoch's end: its checkpoint is written)
                 os.kill(pid, signal.SIGSTOP)  # freeze it at once, then confirm it had not finished
                 break
             time.sleep(0.02)
@@ -81,10 +83,10 @@ def test_worker_killed_mid_training_requeues_never_ready(tiny_model_dir, tmp_pat
         assert after["status"] == "queued", after  # re-queued, never ready from a killed run
         assert "exited" in after["progress"]["note"] and not (server.store / doc_id).exists()
         assert not [p for p in server.store.glob("*") if p.name == doc_id]
-        # the supervisor restarted the worker, which trains it again from the start, to a complete adapter
+        # the supervisor restarted the worker, which resumes from the last epoch-end checkpoint, to a whole adapter
         job = server.wait(doc_id, timeout=300)
         assert job["status"] == "ready" and job["attempts"] == 2, job
-        read_metadata(job["adapter"])
+        assert read_metadata(job["adapter"])["training"]["resumed_after_epoch"] >= 1
         status = httpx.get(f"{server.url}/v1/status", headers=server.headers, timeout=30).json()["worker"]
         assert status["restarts"] == 1 and status["pid"] != pid and status["alive"]
         statuses = [json.loads(line)["status"] for line in _events(server, doc_id)]
