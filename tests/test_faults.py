@@ -307,21 +307,40 @@ def env(tmp_path: Path) -> dict:
     return {**os.environ, "LIFTLM_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def wait_for_checkpoint(proc: subprocess.Popen, store: Path, timeout: float = 240) -> None:
-    """Wait for the first checkpoint, then freeze the process (SIGSTOP) at once: a fast machine, or this process
-    starved of CPU, must not let the training end before the test's signal reaches it."""
+# `liftlm ...` that freezes itself (SIGSTOP) right after writing its first checkpoint: the test then signals a
+# process that is certainly mid-training, however fast this machine or however starved the test process is.
+STOP_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+from liftlm.checkpoint import Checkpoints
+from liftlm.cli import main
+save = Checkpoints.save
+def save_then_stop(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    if not getattr(Checkpoints, "stopped_once", False):
+        Checkpoints.stopped_once = True
+        os.kill(os.getpid(), signal.SIGSTOP)
+Checkpoints.save = save_then_stop
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def stopping_cli(*argv: str) -> list[str]:
+    assert argv[1:3] == ("-m", "liftlm")
+    return [sys.executable, "-c", STOP_AFTER_FIRST_CHECKPOINT, *argv[3:]]
+
+
+def wait_until_stopped(proc: subprocess.Popen, timeout: float = 240) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if list(store.glob(".work/*/checkpoint/checkpoint.json")):
-            proc.send_signal(signal.SIGSTOP)
-            assert proc.poll() is None, "the training ended before it could be stopped"
-            return
         if proc.poll() is not None:
             pytest.fail(f"the training ended (rc {proc.returncode}) before its first checkpoint: "
                         f"{proc.stderr.read() if proc.stderr else ''}")
+        with open(f"/proc/{proc.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":  # stopped
+                return
         time.sleep(0.02)
     proc.kill()
-    pytest.fail("no checkpoint appeared")
+    pytest.fail("the training did not reach its first checkpoint")
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)])
@@ -329,10 +348,11 @@ def test_killed_or_interrupted_process_then_resume(tiny_model_dir, tmp_path, sig
     doc = tmp_path / "doc.txt"
     doc.write_text(DOC)
     store = tmp_path / "store"
-    epochs = ["--epochs", "40"]  # long enough to be stopped right after its first checkpoint
-    proc = subprocess.Popen(cli(store, doc, tiny_model_dir, *epochs), env=env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    wait_for_checkpoint(proc, store)  # (stopped)
+    epochs = ["--epochs", "25"]
+    proc = subprocess.Popen(stopping_cli(*cli(store, doc, tiny_model_dir, *epochs)), env=env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until_stopped(proc)  # frozen right after its first checkpoint
+    assert list(store.glob(".work/*/checkpoint/checkpoint.json"))
     proc.send_signal(sig)
     proc.send_signal(signal.SIGCONT)  # a SIGINT is delivered as it continues
     out, err = proc.communicate(timeout=120)
@@ -343,7 +363,7 @@ def test_killed_or_interrupted_process_then_resume(tiny_model_dir, tmp_path, sig
     stored = [p for p in store.iterdir() if p.name != ".work"]
     assert stored == []  # nothing half-written in the store (no adapter, no temporary directory)
     info = json.loads(next(store.glob(".work/*/checkpoint/checkpoint.json")).read_text())
-    assert 0 <= info["epoch"] < 39
+    assert info["epoch"] == 0  # stopped after the first epoch
     again = subprocess.run(cli(store, doc, tiny_model_dir, *epochs), env=env(tmp_path), capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0, again.stderr
@@ -352,7 +372,7 @@ def test_killed_or_interrupted_process_then_resume(tiny_model_dir, tmp_path, sig
     meta = read_metadata(adapter)
     assert meta["training"]["resumed_after_epoch"] >= info["epoch"] + 1
     # the same weights as one uninterrupted run
-    whole = make(tiny_model_dir, tmp_path / "whole", epochs=40).internalize(DOC)
+    whole = make(tiny_model_dir, tmp_path / "whole", epochs=25).internalize(DOC)
     assert whole.adapter.name == adapter.name
     assert_same_weights(whole.adapter, adapter)
     assert not list(store.glob(".work/*/checkpoint"))

@@ -66,7 +66,7 @@ def test_worker_killed_mid_training_requeues_never_ready(tiny_model_dir, tmp_pat
     try:
         pid = httpx.get(f"{server.url}/v1/status", headers=server.headers, timeout=30).json()["worker"]["pid"]
         # enough steps that the run cannot end between our poll and the signal on a fast machine
-        doc_id = server.post(DOCS[0], settings={"epochs": 40})["id"]
+        doc_id = server.post(DOCS[0], settings={"epochs": 80})["id"]
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             job = server.document(doc_id)
