@@ -309,8 +309,11 @@ def env(tmp_path: Path) -> dict:
 
 # `liftlm ...` that freezes itself (SIGSTOP) right after writing its first checkpoint: the test then signals a
 # process that is certainly mid-training, however fast this machine or however starved the test process is.
+# (It also takes Ctrl-C as an interactive run does: a test run started in the background, e.g. `nohup ... &`,
+# passes SIGINT on as ignored, and Python then leaves it ignored.)
 STOP_AFTER_FIRST_CHECKPOINT = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from liftlm.checkpoint import Checkpoints
 from liftlm.cli import main
 save = Checkpoints.save
