@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 
 from liftlm.errors import LiftError
-from liftlm.eval import runner
+from liftlm.eval import facts, runner
 from liftlm.eval.cli import register, run
 
 SMALL = ["--segment-length", "32", "--context-tokens", "32", "--epochs", "1", "--lora-rank", "4", "--quiet",
@@ -290,6 +290,22 @@ def test_judge_with_a_local_model(tmp_path, tiny_model_dir, loogle_file):
     (["--benchmark", "loogle", "--data", "x.jsonl", "--lengths", "100"], "--lengths"),
     (["--benchmark", "loogle", "--data", "x.jsonl", "--qa-file", "qa.jsonl"], "--qa-file"),
     (["--benchmark", "loogle", "--data", "x.jsonl", "--base", "/no/such/sft/model"], "--base"),
+    # facts (liftlm.eval.facts)
+    (["--benchmark", "facts", "--facts", "0"], "--facts"),
+    (["--benchmark", "facts", "--facts", str(len(facts.TEMPLATES) + 1)], "--facts"),
+    (["--benchmark", "facts", "--controls", "-1"], "--controls"),
+    (["--benchmark", "facts", "--controls", str(len(facts.CONTROLS) + 1)], "--controls"),
+    (["--benchmark", "facts", "--depths", "0.2,1.5"], "--depths"),
+    (["--benchmark", "facts", "--lengths", "0"], "--lengths"),
+    (["--benchmark", "facts", "--samples", "0"], "--samples"),
+    (["--benchmark", "facts", "--needle", "A needle."], "--needle"),
+    (["--benchmark", "facts", "--variants", "single"], "--variants"),
+    (["--benchmark", "facts", "--documents", "1"], "--documents"),
+    (["--benchmark", "facts", "--methods", "oracle,magic"], "--methods"),
+    (["--benchmark", "facts", "--data", "/no/such/folder"], "--data"),
+    (["--benchmark", "niah", "--facts", "3"], "--facts"),
+    (["--benchmark", "ruler", "--controls", "3"], "--controls"),
+    (["--benchmark", "ruler", "--depths", "0.5"], "--depths"),
 ])
 def test_bad_flags_are_refused_before_loading(argv, flag, tmp_path):
     with pytest.raises(LiftError) as err:
