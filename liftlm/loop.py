@@ -8,6 +8,8 @@ never materialised (``logits_to_keep``), which saves the vocabulary projection f
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -107,7 +109,7 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
         params, lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-8, weight_decay=cfg.weight_decay
     )
     order = [i for epoch in plan for i in epoch]
-    epoch_ends = [sum(len(e) for e in plan[: k + 1]) for k in range(len(plan))]
+    epoch_ends = list(itertools.accumulate(len(e) for e in plan))  # samples done when each epoch ends
     total_steps = math.ceil(len(order) / cfg.grad_accum)
     scheduler = _scheduler(opt, cfg, total_steps)
     step_losses: list[float] = []
@@ -143,7 +145,7 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
             bar.set_postfix(loss=f"{result.loss_curve[-1]:.3f}")
             done = k + len(group)
             if on_step is not None:
-                epoch = next(e for e, end in enumerate(epoch_ends) if end > k)  # the epoch of its first sample
+                epoch = bisect.bisect_right(epoch_ends, k)  # the epoch of its first sample
                 on_step(StepProgress(epoch, len(plan), result.steps, total_steps, result.loss_curve[-1]))
             while len(result.epoch_losses) < len(epoch_ends) and epoch_ends[len(result.epoch_losses)] <= done:
                 e = len(result.epoch_losses)

@@ -168,7 +168,7 @@ def test_concurrent_questions_get_their_own_documents_answer(server, ready_docs,
 
 
 def test_question_about_a_training_document_gets_409(server):
-    doc_id = server.post(DOCS[2] + " The museum opens at nine.", settings={"epochs": 400})["id"]
+    doc_id = server.post(DOCS[2] + " The museum opens at nine.", settings={"epochs": 100_000})["id"]  # never ready: it is deleted
     r = server.ask(doc_id, "When does the museum open?")
     assert r.status_code == 409, r.text
     err = r.json()["error"]

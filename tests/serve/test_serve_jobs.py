@@ -108,7 +108,7 @@ def _events(server, doc_id: str) -> list[str]:
 
 def test_restart_picks_up_queued_and_interrupted_jobs(tiny_model_dir, tmp_path):
     server = Server(tiny_model_dir, tmp_path, name="first").start()
-    long_id = server.post(DOCS[1] * 3, settings={"epochs": 200})["id"]
+    long_id = server.post(DOCS[1] * 3, settings={"epochs": 100_000})["id"]  # never done: deleted below
     queued_id = server.post(DOCS[2])["id"]
     server.wait(long_id, statuses=("training",), timeout=120)
     assert server.document(queued_id)["status"] == "queued"
@@ -123,7 +123,7 @@ def test_restart_picks_up_queued_and_interrupted_jobs(tiny_model_dir, tmp_path):
     again = Server(tiny_model_dir, tmp_path, name="second").start()
     try:
         with again.client() as c:
-            c.delete(f"/v1/documents/{long_id}")  # (200 epochs: not worth waiting for)
+            c.delete(f"/v1/documents/{long_id}")  # (it would train for hours)
         job = again.wait(queued_id, timeout=180)
         assert job["status"] == "ready" and job["attempts"] == 1
         read_metadata(job["adapter"])
