@@ -78,7 +78,7 @@ def test_page_paste_watch_progress_ask_and_upload(browser, page_server, tmp_path
     text = DOCS[0] + " The keeper's name was Ansel Brannock."
     browser.find_element(By.ID, "doc-text").send_keys(text)
     browser.find_element(By.ID, "doc-title").send_keys("Varnholm ledger")
-    browser.find_element(By.ID, "doc-settings").send_keys('{"epochs": 30}')
+    browser.find_element(By.ID, "doc-settings").send_keys('{"epochs": 100}')  # seconds of training: the page shows it live
     browser.find_element(By.ID, "submit-doc").click()
 
     seen = []
