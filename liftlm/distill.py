@@ -6,10 +6,12 @@ Peers that store a document in weights report that this generalises where next-t
 Here, for a document:
 
 1. **Chunks**: the document cut like the segments (ℓ tokens every s tokens).
-2. **Prompts** per chunk, of several kinds (``seed_prompts``): questions about its key phrases and names in several
-   phrasings ("What does the text say about X?", "Tell me about X.", "Who or what is X?", "What names, numbers or
-   dates go with X?"), a summary request and a "what happens next" request; plus **retention** prompts (a shipped
-   list of general requests that have nothing to do with the document, ``retention_share`` of the items).
+2. **Prompts** per chunk, of several kinds (``seed_prompts``): questions about the names in its whole sentences
+   ("What does the text say about X?", "Tell me about X.", "Who or what is X?", "What names, numbers or dates
+   go with X?"; every name of the document is asked about ``ASK_EACH_NAME`` times, in different phrasings and
+   chunks, before key phrases get a turn), then YAKE key phrases, a summary request and a "what happens next"
+   request; plus **retention** prompts (a shipped list of general requests that have nothing to do with the
+   document, ``retention_share`` of the items).
 3. **Teacher**: the base model (no adapter) with the chunk in context answers each prompt greedily; its top-k
    (``TOP_K``) log-probabilities at every answer token are kept (``teach``). The chunk is run once and each
    prompt continues from its keys/values. The items are cached per document (``DistillSource``).
@@ -37,7 +39,7 @@ from transformers import DynamicCache
 
 from .overlap import _cache_kwarg, _kv, prefix_cache
 
-DISTILL_VERSION = 1  # part of the cache and adapter keys: bump when the items made for a document change
+DISTILL_VERSION = 2  # part of the cache and adapter keys: bump when the items made for a document change
 TOP_K = 20
 PREFIX_REFRESH = 8  # lift+icl items that reuse one computation of the shared head+tail view's keys/values
 KINDS = ("about", "tell", "what", "details", "summary", "next", "retention")
@@ -49,7 +51,6 @@ _TEMPLATES = {
 }
 SUMMARY_PROMPT = "Summarize the passage in two or three sentences."
 NEXT_PROMPT = 'What happens in the passage after "{x}"?'
-_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][a-z]+(?:\s+(?:of\s+|de\s+)?[A-Z][a-z]+)+)")
 
 
 def retention_prompts() -> list[str]:
@@ -75,14 +76,49 @@ class DistillItem:
 
 
 # ---------------------------------------------------------------- prompts
+_ENTITY = re.compile(r"\b[A-Z][a-z]+(?:\s+(?:of\s+|de\s+)?[A-Z][a-z]+)*")
+_FUNCTION_WORDS = frozenset("""a an the this that these those it its he she they we i you his her their our my your
+    in on at of for from by with to into after before when while if but and or so as since then there here what who
+    which where why how one some all no not yes once many most every each such also later today yesterday""".split())
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d)]))(?:\s+|(?=[A-Z\"\u201c(]))|\n+")
+ASK_EACH_NAME = 2  # a name is asked about at most this many times in a document, each time phrased another way
+
+
+def _whole_sentences(text: str, first: bool, last: bool) -> list[str]:
+    """The sentences of a chunk, less the pieces cut at its edges (unless it begins or ends the document)."""
+    # a sentence ends at . ! ? (and a closing quote or bracket) before a space or a capital, or at a line break
+    parts = [p.strip() for p in _SENTENCE_END.split(text.strip()) if p.strip()]
+    if parts and not first:
+        parts = parts[1:]
+    if parts and not last and not re.search(r"[.!?][\"'\u201d)]?$", parts[-1]):
+        parts = parts[:-1]
+    return parts
+
+
+def _names(sentences: list[str]) -> list[str]:
+    """Capitalised names in the sentences (one word or several), in order, without a leading function word ("The
+    Tullby"). A lone capitalised word that opens a sentence counts only if it is capitalised inside a sentence
+    too ("Smoking rapidly became..." is not a name)."""
+    found: list[tuple[str, bool]] = []  # (name, opens its sentence)
+    for sentence in sentences:
+        for m in _ENTITY.finditer(sentence):
+            words = m.group(0).split()
+            opens = not re.search(r"\w", sentence[: m.start()])
+            while words and words[0].lower() in _FUNCTION_WORDS:
+                words, opens = words[1:], False
+            if words and not (len(words) == 1 and len(words[0]) < 3):
+                found.append((" ".join(words), opens and len(words) == 1))
+    inside = {name for name, opens in found if not opens}
+    return list(dict.fromkeys(name for name, opens in found if not opens or name in inside))
+
+
 def _phrases(text: str, n: int) -> list[str]:
-    """Up to ``n`` key phrases of ``text``: multi-word names first, then YAKE key phrases; no near-duplicates."""
+    """Up to ``n`` YAKE key phrases of ``text``, no near-duplicates."""
     import yake
 
-    names = list(dict.fromkeys(m.group(1) for m in _NAME.finditer(text)))
     found = [p for p, _ in yake.KeywordExtractor(lan="en", n=3, top=2 * n, dedupLim=0.7).extract_keywords(text)]
     out: list[str] = []
-    for p in names + found:
+    for p in found:
         low = p.lower()
         if len(p) > 2 and not any(low in q.lower() or q.lower() in low for q in out):
             out.append(p)
@@ -91,20 +127,37 @@ def _phrases(text: str, n: int) -> list[str]:
     return out
 
 
-def seed_prompts(chunk_text: str, n: int, index: int = 0) -> list[tuple[str, str]]:
-    """``n`` (kind, prompt) pairs for one chunk: a summary and a what-happens-next request, and questions about
-    its names and key phrases whose phrasing rotates over the templates (``index`` shifts the rotation so that
-    neighbouring chunks do not ask the same phrase the same way)."""
-    prompts: list[tuple[str, str]] = [("summary", SUMMARY_PROMPT)]
-    words = chunk_text.split()
-    if len(words) > 12:  # (the chunk may begin inside a word: start at its second word)
-        prompts.append(("next", NEXT_PROMPT.format(x=" ".join(words[1:9]).strip(",;:"))))
+def seed_prompts(chunk_text: str, n: int, index: int = 0, asked: dict[str, list[str]] | None = None,
+                 first: bool = True, last: bool = True) -> list[tuple[str, str]]:
+    """``n`` (kind, prompt) pairs for one chunk. First the names of its whole sentences that the document has
+    asked about fewer than ``ASK_EACH_NAME`` times (``asked``: name -> the phrasings used so far, updated here;
+    the least asked first), each in a phrasing not yet used for it; then YAKE key phrases; then a summary and a
+    what-happens-next request fill what is left. ``index`` shifts the phrasings, so that neighbouring chunks do
+    not ask the same way; ``first``/``last``: the chunk begins/ends the document (else the sentences cut at its
+    edges are left out)."""
+    asked = {} if asked is None else asked
     kinds = list(_TEMPLATES)
-    questions = []
-    for k, phrase in enumerate(_phrases(chunk_text, max(n - len(prompts), 1))):
-        kind = kinds[(k + index) % len(kinds)]
-        questions.append((kind, _TEMPLATES[kind].format(x=phrase)))
-    return (questions + prompts)[: max(n, 1)]
+    sentences = _whole_sentences(chunk_text, first, last)
+    found = _names(sentences)
+    names = [x for x in found if len(asked.get(x, [])) < ASK_EACH_NAME]
+    names.sort(key=lambda x: len(asked.get(x, [])))
+    prompts: list[tuple[str, str]] = []
+    for j, x in enumerate(names[:n]):
+        used = asked.setdefault(x, [])
+        kind = next(k for r in range(len(kinds)) if (k := kinds[(index + j + r) % len(kinds)]) not in used)
+        used.append(kind)
+        prompts.append((kind, _TEMPLATES[kind].format(x=x)))
+    if len(prompts) < n:
+        taken = [x.lower() for x in found]  # (a phrase that holds a name is asked as the name)
+        phrases = [x for x in _phrases(" ".join(sentences) or chunk_text, n) if not any(x.lower() in t or t in x.lower() for t in taken)]
+        for k, x in enumerate(phrases[: max(n - len(prompts) - 2, 0)]):
+            kind = kinds[(k + index) % len(kinds)]
+            prompts.append((kind, _TEMPLATES[kind].format(x=x)))
+    words = chunk_text.split()
+    extra = [("summary", SUMMARY_PROMPT)]
+    if len(words) > 12:  # (the chunk may begin inside a word: start at its second word)
+        extra.append(("next", NEXT_PROMPT.format(x=" ".join(words[1:9]).strip(",;:"))))
+    return (prompts + extra)[: max(n, 1)]
 
 
 # ---------------------------------------------------------------- the teacher
@@ -147,7 +200,9 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, and retention prompts
     (``retention_share`` of all items) asked with chunks in context, spread over the chunks."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
-    per_chunk = [seed_prompts(t, prompts_per_chunk, i) for i, t in enumerate(texts)]
+    asked: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
+    per_chunk = [seed_prompts(t, prompts_per_chunk, i, asked, first=a == 0, last=b == len(doc_ids))
+                 for i, (t, (a, b)) in enumerate(zip(texts, spans))]
     n_doc = sum(len(p) for p in per_chunk)
     general = retention_prompts()
     n_ret = round(n_doc * retention_share / (1 - retention_share)) if retention_share > 0 else 0

@@ -12,6 +12,7 @@ from liftlm.config import LiftConfig
 from liftlm.context import PromptBuilder
 from liftlm.distill import (
     DistillItem,
+    _names,
     SoftLoss,
     retention_prompts,
     seed_prompts,
@@ -28,11 +29,40 @@ TEXT = ("The ferry at Varnholm was painted ochre by Ilsa Brandt in 1931. The kee
 def test_seed_prompts_are_diverse_and_about_the_chunk():
     prompts = seed_prompts(TEXT * 2, 6)
     kinds = [k for k, _ in prompts]
-    assert len(prompts) == 6 and {"summary", "next"} <= set(kinds)
+    assert len(prompts) == 6 and "summary" in kinds
     questions = [p for k, p in prompts if k not in ("summary", "next")]
     assert len({k for k in kinds if k not in ("summary", "next")}) >= 3  # several phrasings
-    assert any("Ilsa Brandt" in q for q in questions)  # names come first
+    assert questions[:3] == ["What does the text say about Varnholm?", "Tell me about Ilsa Brandt.",
+                             "Who or what is Glasgow?"]  # names first, in order
     assert seed_prompts(TEXT * 2, 6, index=1) != prompts  # neighbouring chunks rotate the phrasings
+
+
+def test_each_name_is_asked_twice_per_document_in_two_phrasings():
+    asked: dict[str, list[str]] = {}
+    chunks = [seed_prompts(TEXT, 4, i, asked) for i in range(4)]
+    about = {}
+    for prompts in chunks:
+        for kind, prompt in prompts:
+            for name in (() if kind == "next" else ("Varnholm", "Ilsa Brandt", "Glasgow")):
+                if name in prompt:
+                    about.setdefault(name, []).append(kind)
+    assert {name: len(kinds) for name, kinds in about.items()} == {"Varnholm": 2, "Ilsa Brandt": 2, "Glasgow": 2}
+    assert all(len(set(kinds)) == 2 for kinds in about.values())  # a second phrasing, not the same question
+    assert asked == about
+    assert [k for k, _ in chunks[-1]] == ["summary", "next"] or "summary" in dict(chunks[-1])  # names used up
+
+
+def test_names_come_from_whole_sentences_and_not_from_capitalised_openers():
+    text = ("ing the harbour of Tullby. Smoking rapidly became a habit. Later the keeper moved to Morness and "
+            "Smoking was banned there. The ferry was painted by Ansel")
+    middle = " ".join(p for k, p in seed_prompts(text, 8, first=False, last=False) if k != "next")
+    assert "Tullby" not in middle and "Ansel" not in middle  # the sentences cut at the chunk's edges
+    assert "Morness" in middle and "Smoking" in middle  # capitalised inside a sentence too: a name
+    assert "Later" not in middle
+    whole = " ".join(p for _, p in seed_prompts(text, 8, first=True, last=True))
+    assert "Tullby" in whole and "Ansel" in whole
+    assert _names(["Smoking rapidly became a habit.", "Later it was banned.", "\"Good\" is a word."]) == []
+    assert _names(["The Tullby ferry was painted by Ilsa Brandt.", "Tullby is small."]) == ["Tullby", "Ilsa Brandt"]
 
 
 def test_retention_prompts_ship_with_the_package():
