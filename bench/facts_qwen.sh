@@ -4,6 +4,7 @@
 # 1. the paper's objective (contextualized next-token training on segments): oracle, icl, rag, lift, lift+icl
 # 2. context distillation (teacher = the base model with a chunk in context): lift, lift+icl
 # 3. (ct+distill, only when asked for by name) both objectives, the paper's two-stage schedule
+# 4. (distill-ce, only when asked for by name) the ablation: the same teacher items, next-token loss on its answers
 # Writes bench/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,10 @@ if [[ $only == all || $only == distill ]]; then
   # 4 prompts of 32 answer tokens per chunk: the teacher answers each once (~20 s an item on 2 CPU cores)
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
     --distill-answer-tokens 32 --out "$OUT/distill"
+fi
+if [[ $only == distill-ce ]]; then  # the ablation: distill's teacher items (cached) as plain next-token targets
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
+    --distill-answer-tokens 32 --distill-loss ce --out "$OUT/distill-ce"
 fi
 if [[ $only == ct+distill ]]; then  # (not in "all": the same teacher items, cached by the distill run)
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective ct+distill --distill-prompts 4 \

@@ -21,6 +21,7 @@ MODES = ("icl", "lift", "lift+icl", "rag", "lift+rag")
 FINETUNE_KINDS = ("lora", "full")
 OBJECTIVES = ("ct", "distill", "ct+distill")
 DISTILL_VIEWS = ("lift+icl", "lift")
+DISTILL_LOSSES = ("kl", "ce")
 
 
 def _f(default, help: str, key: bool = True, **kw):
@@ -72,6 +73,9 @@ class LiftConfig:
     distill_answer_tokens: int = _f(48, "most tokens of each teacher answer")
     distill_retention: float = _f(0.15, "share of distillation items that are general requests unrelated to the "
                                         "document (the student keeps answering them as the base model does)")
+    distill_loss: str = _f("kl", "kl: cross-entropy against the teacher's top-k distribution (distillation) | ce: "
+                                 "plain next-token cross-entropy on the teacher's greedy answer (the same items "
+                                 "as hard targets: the ablation)")
     distill_views: str = _f("lift+icl,lift", "what the student sees before each prompt: lift+icl (the head+tail "
                                              "view of the document) and/or lift (nothing)")
     # --- training ---
@@ -145,6 +149,8 @@ class LiftConfig:
         if self.distill_prompts < 1 or self.distill_answer_tokens < 1 or not 0 <= self.distill_retention < 1:
             problems.append("--distill-prompts and --distill-answer-tokens must be at least 1, "
                             "--distill-retention in [0, 1)")
+        if self.distill_loss not in DISTILL_LOSSES:
+            problems.append(f"--distill-loss must be one of {', '.join(DISTILL_LOSSES)} (got {self.distill_loss!r})")
         if not self.views or set(self.views) - set(DISTILL_VIEWS):
             problems.append(f"--distill-views: a comma-separated subset of {', '.join(DISTILL_VIEWS)} "
                             f"(got {self.distill_views!r})")
@@ -202,7 +208,8 @@ class LiftConfig:
             for name in ("qa_generator", "qa_model", "qa_window_sentences"):
                 out.pop(name, None)
         if self.objective == "ct":  # no distillation items
-            for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views"):
+            for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views",
+                         "distill_loss"):
                 out.pop(name, None)
         if self.finetune != "lora":
             for name in ("lora_rank", "lora_alpha", "lora_dropout", "target_modules"):

@@ -274,12 +274,20 @@ def soft_loss(logits: torch.Tensor, top_ids: torch.Tensor, top_logprobs: torch.T
     return -(target * logq).sum(-1).mean()
 
 
+def hard_loss(logits: torch.Tensor, top_ids: torch.Tensor, top_logprobs: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy on the teacher's greedy answer (its top-1 token at every position): the same
+    items as plain targets, the ablation of ``soft_loss``."""
+    return F.cross_entropy(logits.float(), top_ids[:, 0])
+
+
 class SoftLoss:
     """Computes ``SoftSample`` losses for a trainer, reusing the shared prefix's keys/values (no gradients)
-    for ``PREFIX_REFRESH`` samples in a row (they are recomputed with the current adapter after that)."""
+    for ``PREFIX_REFRESH`` samples in a row (they are recomputed with the current adapter after that).
+    ``loss``: ``"kl"`` (``soft_loss``, distillation) or ``"ce"`` (``hard_loss``)."""
 
-    def __init__(self, model, samples: list[SoftSample]):
+    def __init__(self, model, samples: list[SoftSample], loss: str = "kl"):
         self.model = model
+        self.loss = {"kl": soft_loss, "ce": hard_loss}[loss]
         device = next(model.parameters()).device
         self.tensors = [(torch.tensor([s.input_ids], device=device), torch.tensor(s.top_ids, device=device),
                          torch.tensor(s.top_logprobs, device=device)) for s in samples]
@@ -296,7 +304,7 @@ class SoftLoss:
         n = len(s.top_ids)
         if s.shared_prefix is None:
             logits = self.model(input_ids=ids, logits_to_keep=n + 1, use_cache=False).logits[0, :-1]
-            return soft_loss(logits, top_ids, top_lp), ids.shape[1]
+            return self.loss(logits, top_ids, top_lp), ids.shape[1]
         if self.age >= PREFIX_REFRESH or self.prefix_kv is None:
             prefix = torch.tensor([s.shared_prefix], device=ids.device)
             self.prefix_kv, self.prefix_len, self.age = _kv(prefix_cache(self.model, prefix)), prefix.shape[1], 0
@@ -306,7 +314,7 @@ class SoftLoss:
         cache = DynamicCache(ddp_cache_data=list(self.prefix_kv))
         out = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=n + 1,
                          **{_cache_kwarg(self.model): cache})
-        return soft_loss(out.logits[0, :-1], top_ids, top_lp), ids.shape[1]
+        return self.loss(out.logits[0, :-1], top_ids, top_lp), ids.shape[1]
 
 
 # ---------------------------------------------------------------- the items of one LIFT setup, cached

@@ -16,6 +16,7 @@ from liftlm.distill import (
     SoftLoss,
     retention_prompts,
     seed_prompts,
+    hard_loss,
     soft_loss,
     student_samples,
     teach,
@@ -97,6 +98,8 @@ def test_soft_loss_is_cross_entropy_against_the_teachers_top_k():
     # a one-hot teacher is plain cross-entropy on its token
     one_hot = torch.tensor([[0.0] + [-1e4] * 3] * 3)
     torch.testing.assert_close(soft_loss(logits, top_ids, one_hot), F.cross_entropy(logits, top_ids[:, 0]))
+    # the ablation's hard targets: the teacher's greedy tokens, whatever its distribution
+    torch.testing.assert_close(hard_loss(logits, top_ids, top_lp), F.cross_entropy(logits, top_ids[:, 0]))
 
 
 def _item(tok, prompt="Who painted the ferry?", answer="Ilsa Brandt painted it."):
@@ -119,7 +122,7 @@ def test_student_views_and_the_shared_prefix_match_a_full_forward_pass(tiny_load
     shared = samples[1].shared_prefix
     assert shared is samples[3].shared_prefix and len(shared) + len(samples[1].input_ids) <= 160
     assert tok.decode(samples[0].input_ids).count("Who painted the ferry?") == 1
-    losses = SoftLoss(model, samples)
+    losses, hard = SoftLoss(model, samples), SoftLoss(model, samples, "ce")
     with torch.no_grad():
         for k, s in enumerate(samples):
             ids = (s.shared_prefix or []) + s.input_ids
@@ -129,6 +132,8 @@ def test_student_views_and_the_shared_prefix_match_a_full_forward_pass(tiny_load
             got, tokens = losses(k)
             torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
             assert tokens == len(s.input_ids)
+            ce = F.cross_entropy(logits, torch.tensor([t[0] for t in s.top_ids]))  # the greedy answer
+            torch.testing.assert_close(hard(k)[0], ce, atol=1e-4, rtol=1e-4)
     assert losses.prefix_tokens == len(shared)  # computed once for both lift+icl samples
 
 
@@ -140,6 +145,12 @@ def test_objective_settings_are_checked():
     with pytest.raises(LiftError, match="--distill-views"):
         LiftConfig(objective="distill", distill_views="lift,rag")
     assert LiftConfig(distill_views="lift").views == ("lift",)
+    with pytest.raises(LiftError, match="--distill-loss"):
+        LiftConfig(objective="distill", distill_loss="mse")
+    # the ablation trains other weights: another adapter; the paper's objective has no distillation loss at all
+    kl, ce = LiftConfig(objective="distill").key_dict(), LiftConfig(objective="distill", distill_loss="ce").key_dict()
+    assert kl != ce and ce["distill_loss"] == "ce"
+    assert "distill_loss" not in LiftConfig(distill_loss="ce").key_dict()
 
 
 @pytest.mark.parametrize("objective", ["distill", "ct+distill"])
