@@ -13,6 +13,8 @@ GRID=(--benchmark niah --lengths 2000 --depths 0,0.25,0.5,0.75,1 --quiet)
 AT=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-rate 5e-4 --qa-epochs 3)
 AT5=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-rate 5e-4 --qa-epochs 5)
 
+only=${1:-all}  # all | distill (run 8 alone)
+if [[ $only == all ]]; then
 # 1. LIFT alone, segments only, no document in context
 "$LIFTLM" eval "${GRID[@]}" --methods lift --out "$OUT/segments"
 # 2. LIFT alone, segments + auxiliary QA (synthesizer v2; segments+at holds v1's result, key phrases only)
@@ -40,3 +42,14 @@ AT5=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-ra
 # 7. run 6 with 3 stage-1 epochs of segments instead of 2 (a recurrent epoch costs a third of a paper epoch)
 "$LIFTLM" eval "${GRID[@]}" --methods lift "${AT5[@]}" --training-mode recurrent --epochs 3 \
   --out "$OUT/segments+at5-recurrent-ep3"
+fi
+# 8. context distillation instead of segments (the student sees the question alone, as mode lift asks it):
+#    4 prompts of 32 answer tokens per chunk; the same adapters asked the paraphrase and the unrelated question
+DISTILL=(--objective distill --distill-prompts 4 --distill-answer-tokens 32 --distill-views lift)
+if [[ $only == all || $only == distill ]]; then
+  "$LIFTLM" eval "${GRID[@]}" --methods lift "${DISTILL[@]}" --out "$OUT/distill"
+  "$LIFTLM" eval "${GRID[@]}" --methods lift "${DISTILL[@]}" --out "$OUT/distill-paraphrase" \
+    --question "What should you do in San Francisco on a sunny day?"
+  "$LIFTLM" eval "${GRID[@]}" --methods lift "${DISTILL[@]}" --out "$OUT/distill-unrelated" \
+    --question "What is the capital of France?" --keywords paris
+fi
