@@ -37,17 +37,20 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from .errors import LiftError
 from .overlap import _cache_kwarg, _kv, prefix_cache
 
-DISTILL_VERSION = 2  # part of the cache and adapter keys: bump when the items made for a document change
+DISTILL_VERSION = 3  # part of the cache and adapter keys: bump when the items made for a document change
 TOP_K = 20
 PREFIX_REFRESH = 8  # lift+icl items that reuse one computation of the shared head+tail view's keys/values
 KINDS = ("about", "tell", "what", "details", "summary", "next", "retention")
+# Every phrasing points at the text: asked "Tell me about X." or "Who is X?", a 1.5B teacher answers about a made-up
+# name from its own knowledge ("Busismere is an island in the Maldives") or refuses, with the chunk in context.
 _TEMPLATES = {
     "about": "What does the text say about {x}?",
-    "tell": "Tell me about {x}.",
-    "what": "Who or what is {x}?",
-    "details": "What names, numbers or dates does the text give for {x}?",
+    "tell": "What does the passage tell us about {x}?",
+    "what": "According to the text, who or what is {x}?",
+    "details": "According to the passage, what is known about {x}?",
 }
 SUMMARY_PROMPT = "Summarize the passage in two or three sentences."
 NEXT_PROMPT = 'What happens in the passage after "{x}"?'
@@ -194,11 +197,32 @@ def teach(model, tokenizer, chat, chunk_ids: list[int], prompts: list[tuple[str,
     return items
 
 
+_NOT_CONTENT = frozenset("text passage mention mentions mentioned provide provides provided give gives given "
+                         "does specific sorry assist".split())
+
+
+def _content(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower())
+            if len(w) > 3 and w not in _FUNCTION_WORDS and w not in _NOT_CONTENT}
+
+
+def grounded(answer: str, prompt: str, chunk_text: str) -> bool:
+    """Whether the teacher's answer says what the chunk says: at least half of its content words beyond the
+    question's own occur in the chunk (and at least one does). A refusal ("I'm sorry, but I can't assist"), a
+    "the text does not mention X", or an answer from the model's own knowledge ("Busismere is a small island in
+    the Maldives") is not; distilling it would teach the adapter to refuse or to make things up."""
+    new = _content(answer) - _content(prompt)
+    found = new & _content(chunk_text)
+    return bool(found) and 2 * len(found) >= len(new)
+
+
 def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]], prompts_per_chunk: int,
                answer_tokens: int, retention_share: float, seed: int = 0,
-               progress: Callable[[int, int], None] | None = None) -> list[DistillItem]:
+               progress: Callable[[int, int], None] | None = None) -> tuple[list[DistillItem], int]:
     """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, and retention prompts
-    (``retention_share`` of all items) asked with chunks in context, spread over the chunks."""
+    (``retention_share`` of all items) asked with chunks in context, spread over the chunks; and how many answers
+    to questions about names and key phrases were left out as not ``grounded`` in their chunk (summaries and
+    what-happens-next answers paraphrase by nature: they are kept)."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
     asked: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
     per_chunk = [seed_prompts(t, prompts_per_chunk, i, asked, first=a == 0, last=b == len(doc_ids))
@@ -211,11 +235,17 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     for j in range(n_ret):
         per_chunk[j % len(spans)].append(("retention", general[order[j % len(general)]]))
     items: list[DistillItem] = []
+    dropped = 0
     for i, ((a, b), prompts) in enumerate(zip(spans, per_chunk)):
-        items += teach(model, tokenizer, chat, doc_ids[a:b], prompts, answer_tokens, (a, b))
+        for it in teach(model, tokenizer, chat, doc_ids[a:b], prompts, answer_tokens, (a, b)):
+            if it.kind not in _TEMPLATES or grounded(tokenizer.decode(it.answer_ids, skip_special_tokens=True),
+                                                  it.prompt, texts[i]):
+                items.append(it)
+            else:
+                dropped += 1
         if progress is not None:
             progress(i + 1, len(spans))
-    return items
+    return items, dropped
 
 
 def write_items(path: Path, items: list[DistillItem]) -> None:
@@ -356,14 +386,18 @@ class DistillSource:
             bar = tqdm(total=len(spans), desc="teacher", unit="chunk", dynamic_ncols=True)
         start = time.perf_counter()
         try:
-            items = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
+            items, dropped = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
                                self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
                                (lambda done, total: bar.update(1)) if bar else None)
         finally:
             if bar:
                 bar.close()
         seconds = time.perf_counter() - start
+        if not items:
+            raise LiftError(f"none of the teacher's {dropped} answers about the document says what its chunk says "
+                            "(see distill.grounded): nothing to distil; try --objective ct or --distill-retention")
         write_items(cache, items)
         kinds = {k: sum(it.kind == k for it in items) for k in KINDS if any(it.kind == k for it in items)}
-        return items, {"items": len(items), "kinds": kinds, "teacher_seconds": round(seconds, 2),
-                       "answer_tokens": sum(len(it.answer_ids) for it in items), "cache": str(cache)}
+        return items, {"items": len(items), "kinds": kinds, "not_grounded": dropped,
+                       "teacher_seconds": round(seconds, 2), "answer_tokens": sum(len(it.answer_ids) for it in items),
+                       "cache": str(cache)}

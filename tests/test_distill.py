@@ -13,6 +13,7 @@ from liftlm.context import PromptBuilder
 from liftlm.distill import (
     DistillItem,
     _names,
+    grounded,
     SoftLoss,
     retention_prompts,
     seed_prompts,
@@ -33,8 +34,8 @@ def test_seed_prompts_are_diverse_and_about_the_chunk():
     assert len(prompts) == 6 and "summary" in kinds
     questions = [p for k, p in prompts if k not in ("summary", "next")]
     assert len({k for k in kinds if k not in ("summary", "next")}) >= 3  # several phrasings
-    assert questions[:3] == ["What does the text say about Varnholm?", "Tell me about Ilsa Brandt.",
-                             "Who or what is Glasgow?"]  # names first, in order
+    assert questions[:3] == ["What does the text say about Varnholm?", "What does the passage tell us about Ilsa "
+                             "Brandt?", "According to the text, who or what is Glasgow?"]  # names first, in order
     assert seed_prompts(TEXT * 2, 6, index=1) != prompts  # neighbouring chunks rotate the phrasings
 
 
@@ -64,6 +65,19 @@ def test_names_come_from_whole_sentences_and_not_from_capitalised_openers():
     assert "Tullby" in whole and "Ansel" in whole
     assert _names(["Smoking rapidly became a habit.", "Later it was banned.", "\"Good\" is a word."]) == []
     assert _names(["The Tullby ferry was painted by Ilsa Brandt.", "Tullby is small."]) == ["Tullby", "Ilsa Brandt"]
+
+
+def test_teacher_answers_must_say_what_the_chunk_says():
+    chunk = "Every morning Gustav Tusozur ate herring for breakfast. Henrike Tessaro opened the first bakery in Busismere."
+    assert grounded("Henrike Tessaro opened the first bakery in Busismere.", "What does the text say about Busismere?",
+                    chunk)
+    assert grounded("Gustav Tusozur is a person who eats herring for breakfast every morning.",
+                    "According to the text, who or what is Gustav Tusozur?", chunk)
+    assert not grounded("Busismere is a small island in the Maldives, located in the Indian Ocean.",
+                        "Who or what is Busismere?", chunk)  # from the model's own knowledge
+    assert not grounded("I'm sorry, but I can't assist with that.", "Tell me about Gustav Tusozur.", chunk)
+    assert not grounded("The text does not mention Gustav Tusozur.", "What does the text say about Gustav Tusozur?",
+                        chunk)
 
 
 def test_retention_prompts_ship_with_the_package():
