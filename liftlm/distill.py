@@ -7,14 +7,15 @@ Here, for a document:
 
 1. **Chunks**: the document cut like the segments (ℓ tokens every s tokens).
 2. **Prompts** per chunk, of several kinds (``seed_prompts``): questions about the names in its whole sentences
-   ("What does the text say about X?", "Tell me about X.", "Who or what is X?", "What names, numbers or dates
-   go with X?"; every name of the document is asked about ``ASK_EACH_NAME`` times, in different phrasings and
-   chunks, before key phrases get a turn), then YAKE key phrases, a summary request and a "what happens next"
+   (four phrasings that all point at the text, as "According to the text, who or what is X?"; every name of the
+   document is asked about ``ASK_EACH_NAME`` times, in different phrasings and chunks, before key phrases get a
+   turn), then YAKE key phrases, a summary request and a "what happens next"
    request; plus **retention** prompts (a shipped list of general requests that have nothing to do with the
    document, ``retention_share`` of the items).
 3. **Teacher**: the base model (no adapter) with the chunk in context answers each prompt greedily; its top-k
    (``TOP_K``) log-probabilities at every answer token are kept (``teach``). The chunk is run once and each
-   prompt continues from its keys/values. The items are cached per document (``DistillSource``).
+   prompt continues from its keys/values. Answers to name and key-phrase questions that do not say what the
+   chunk says (``grounded``) are left out. The items are cached per document (``DistillSource``).
 4. **Student**: the adapted model sees what it will see when asked — the question alone (mode ``lift``) and the
    question after the head+tail view of the document (mode ``lift+icl``); the loss is the cross-entropy against
    the teacher's top-k distribution on the answer tokens (forward KL up to a constant). The head+tail view is
@@ -152,7 +153,8 @@ def seed_prompts(chunk_text: str, n: int, index: int = 0, asked: dict[str, list[
         prompts.append((kind, _TEMPLATES[kind].format(x=x)))
     if len(prompts) < n:
         taken = [x.lower() for x in found]  # (a phrase that holds a name is asked as the name)
-        phrases = [x for x in _phrases(" ".join(sentences) or chunk_text, n) if not any(x.lower() in t or t in x.lower() for t in taken)]
+        phrases = [x for x in _phrases(" ".join(sentences) or chunk_text, n)
+                   if not any(x.lower() in t or t in x.lower() for t in taken)]
         for k, x in enumerate(phrases[: max(n - len(prompts) - 2, 0)]):
             kind = kinds[(k + index) % len(kinds)]
             prompts.append((kind, _TEMPLATES[kind].format(x=x)))
