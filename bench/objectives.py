@@ -30,9 +30,24 @@ def parse_config(spec: str, window: int) -> LiftConfig:
     settings["objective"] = name
     for item in filter(None, extra.split(";")):
         key, _, value = item.partition("=")
-        kind = type(getattr(LiftConfig(), key))
-        settings[key] = value if kind is str or value == "None" and kind is type(None) else kind(value)
+        settings[key] = _value(value, type(getattr(LiftConfig(), key)))
     return LiftConfig(**settings)
+
+
+def _value(text: str, kind: type):
+    """A setting's value from its text, by the type of its default (a None default: int, float or text)."""
+    if kind is str or text == "None":
+        return None if text == "None" else text
+    if kind is bool:
+        return text.lower() in ("1", "true", "yes")
+    if kind is type(None):
+        for convert in (int, float):
+            try:
+                return convert(text)
+            except ValueError:
+                pass
+        return text
+    return kind(text)
 
 
 def hit(answer: str, answers: list[str]) -> bool:
