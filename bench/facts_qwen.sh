@@ -7,6 +7,7 @@
 # 4. (distill-ce, only when asked for by name) the ablation: the same teacher items, next-token loss on its answers
 # 5. (distill-long, only when asked for by name) distill's items, a student trained 4 epochs instead of 2 (the v3
 #    student's loss was still falling after 2 epochs; lr 1e-3 with LoRA on the MLP too plateaued higher: stopped)
+# 6. (ct-chat, only when asked for by name) the paper's objective with the CT samples inside the chat turn
 # Writes bench/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,10 +32,10 @@ if [[ $only == ct+distill ]]; then  # (not in "all": the same teacher items, cac
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective ct+distill --distill-prompts 4 \
     --distill-answer-tokens 32 --out "$OUT/ct+distill"
 fi
-if [[ $only == distill-long ]]; then  # the same teacher items (cached), a longer and stronger student
+if [[ $only == distill-long ]]; then  # the same teacher items (cached), twice the student epochs
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
     --distill-answer-tokens 32 --epochs 4 --out "$OUT/distill-long"
 fi
-if [[ $only == ct-chat ]]; then  # issue 12's item 1: the paper's objective with CT samples inside the chat turn
+if [[ $only == ct-chat ]]; then  # issue 12's item 1: raw vs chat contextualized samples
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective ct --ct-format chat --out "$OUT/ct-chat"
 fi
