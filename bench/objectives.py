@@ -18,36 +18,27 @@ from pathlib import Path
 
 from liftlm import Lift, LiftConfig
 from liftlm.eval.metrics import score
+from liftlm.options import add_config_flags, config_from_args, flag_name
 
 MODES = ("icl", "lift+icl", "lift")
 
 
 def parse_config(spec: str, window: int) -> LiftConfig:
+    """``objective[-chat][:key=value;...]`` as a ``LiftConfig``, each setting parsed by its CLI flag."""
     name, _, extra = spec.partition(":")
-    settings: dict = {"window": window}
+    argv = ["--window", str(window)]
     if name.endswith("-chat"):
-        name, settings["ct_format"] = name.removesuffix("-chat"), "chat"
-    settings["objective"] = name
+        name, argv = name.removesuffix("-chat"), argv + ["--ct-format", "chat"]
+    argv += ["--objective", name]
     for item in filter(None, extra.split(";")):
         key, _, value = item.partition("=")
-        settings[key] = _value(value, type(getattr(LiftConfig(), key)))
-    return LiftConfig(**settings)
-
-
-def _value(text: str, kind: type):
-    """A setting's value from its text, by the type of its default (a None default: int, float or text)."""
-    if kind is str or text == "None":
-        return None if text == "None" else text
-    if kind is bool:
-        return text.lower() in ("1", "true", "yes")
-    if kind is type(None):
-        for convert in (int, float):
-            try:
-                return convert(text)
-            except ValueError:
-                pass
-        return text
-    return kind(text)
+        if isinstance(getattr(LiftConfig(), key), bool):  # a --flag / --no-flag pair
+            argv.append(flag_name(key) if value.lower() in ("1", "true", "yes") else "--no-" + flag_name(key)[2:])
+        else:
+            argv += [flag_name(key), value]
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    return config_from_args(parser.parse_args(argv))
 
 
 def hit(answer: str, answers: list[str]) -> bool:
