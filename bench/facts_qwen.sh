@@ -8,6 +8,8 @@
 # 5. (distill-long, only when asked for by name) distill's items, a student trained 4 epochs instead of 2 (the v3
 #    student's loss was still falling after 2 epochs; lr 1e-3 with LoRA on the MLP too plateaued higher: stopped)
 # 6. (ct-chat, only when asked for by name) the paper's objective with the CT samples inside the chat turn
+# 7. (distill-written, only when asked for by name) distill's items plus 2 questions the teacher writes about each
+#    sentence with a name or a number (--distill-questions 2), in other words than the sentence's
 # Writes bench/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,4 +40,8 @@ if [[ $only == distill-long ]]; then  # the same teacher items (cached), twice t
 fi
 if [[ $only == ct-chat ]]; then  # issue 12's item 1: raw vs chat contextualized samples
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective ct --ct-format chat --out "$OUT/ct-chat"
+fi
+if [[ $only == distill-written ]]; then  # more ways of asking for each fact: the teacher writes them
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
+    --distill-answer-tokens 32 --distill-questions 2 --out "$OUT/distill-written"
 fi

@@ -70,6 +70,9 @@ class LiftConfig:
                               "segments + distillation items, as the two-stage QA schedule)")
     distill_prompts: int = _f(8, "distillation prompts per chunk (questions about its names and key phrases in "
                                  "several phrasings, a summary, a what-happens-next)")
+    distill_questions: int = _f(0, "questions the teacher writes, with the chunk in context, about each sentence "
+                                   "with a name or a number, in other words than the sentence's (then answers "
+                                   "them as distillation prompts; 0: none)")
     distill_answer_tokens: int = _f(48, "most tokens of each teacher answer")
     distill_retention: float = _f(0.15, "share of distillation items that are general requests unrelated to the "
                                         "document (the student keeps answering them as the base model does)")
@@ -149,6 +152,8 @@ class LiftConfig:
         if self.distill_prompts < 1 or self.distill_answer_tokens < 1 or not 0 <= self.distill_retention < 1:
             problems.append("--distill-prompts and --distill-answer-tokens must be at least 1, "
                             "--distill-retention in [0, 1)")
+        if self.distill_questions < 0:
+            problems.append(f"--distill-questions must be 0 or more (got {self.distill_questions})")
         if self.distill_loss not in DISTILL_LOSSES:
             problems.append(f"--distill-loss must be one of {', '.join(DISTILL_LOSSES)} (got {self.distill_loss!r})")
         if not self.views or set(self.views) - set(DISTILL_VIEWS):
@@ -209,7 +214,7 @@ class LiftConfig:
                 out.pop(name, None)
         if self.objective == "ct":  # no distillation items
             for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views",
-                         "distill_loss"):
+                         "distill_loss", "distill_questions"):
                 out.pop(name, None)
         if self.finetune != "lora":
             for name in ("lora_rank", "lora_alpha", "lora_dropout", "target_modules"):

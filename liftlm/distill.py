@@ -11,7 +11,11 @@ Here, for a document:
    document is asked about ``ASK_EACH_NAME`` times, in different phrasings and chunks, before key phrases get a
    turn), then YAKE key phrases, a summary request and a "what happens next"
    request; plus **retention** prompts (a shipped list of general requests that have nothing to do with the
-   document, ``retention_share`` of the items).
+   document, ``retention_share`` of the items). With ``questions_per_sentence`` (``--distill-questions``),
+   also **written questions**: the teacher, with the chunk in context, writes that many questions about each
+   of its fact-bearing sentences (a name or a number; each sentence once per document) in words other than the
+   sentence's (``WRITE_PROMPT``, parsed by ``written_questions``): the ways a reader asks for a fact, which the
+   templates above cannot vary (Cartridges' self-study has the model write its own seed questions too).
 3. **Teacher**: the base model (no adapter) with the chunk in context answers each prompt greedily; its top-k
    (``TOP_K``) log-probabilities at every answer token are kept (``teach``). The chunk is run once and each
    prompt continues from its keys/values. Answers to name and key-phrase questions that do not say what the
@@ -44,7 +48,7 @@ from .overlap import _cache_kwarg, _kv, prefix_cache
 DISTILL_VERSION = 3  # part of the cache and adapter keys: bump when the items made for a document change
 TOP_K = 20
 PREFIX_REFRESH = 8  # lift+icl items that reuse one computation of the shared head+tail view's keys/values
-KINDS = ("about", "tell", "what", "details", "summary", "next", "retention")
+KINDS = ("about", "tell", "what", "details", "asked", "summary", "next", "retention")
 # Every phrasing points at the text: asked "Tell me about X." or "Who is X?", a 1.5B teacher answers about a made-up
 # name from its own knowledge ("Busismere is an island in the Maldives") or refuses, with the chunk in context.
 _TEMPLATES = {
@@ -55,6 +59,12 @@ _TEMPLATES = {
 }
 SUMMARY_PROMPT = "Summarize the passage in two or three sentences."
 NEXT_PROMPT = 'What happens in the passage after "{x}"?'
+# Asked with the chunk in context. "Clear without the passage": the student is asked with no passage (mode lift);
+# a question that says "he" or "the passage" cannot be answered from the weights.
+WRITE_PROMPT = ('Write {n} questions that the sentence "{s}" answers. Ask each in different words from the '
+                'sentence, and make each question clear without the passage (name who or what it is about). '
+                'One question per line.')
+WRITE_TOKENS = 24  # most tokens the teacher writes per question it is asked for
 
 
 def retention_prompts() -> list[str]:
@@ -165,6 +175,37 @@ def seed_prompts(chunk_text: str, n: int, index: int = 0, asked: dict[str, list[
     return (prompts + extra)[: max(n, 1)]
 
 
+_NUMBER = re.compile(r"(?<![\[\w])\d[\d,.]*(?![\]\w])")  # 1733, 10, 159 (not a footnote mark "[4]")
+_LIST_MARK = re.compile(r"^\s*(?:\d+\s*[.):]|[-*\u2022]|(?:Q|Question)\s*\d*\s*[:.])\s*", re.IGNORECASE)
+
+
+def fact_sentences(sentences: list[str]) -> list[str]:
+    """The sentences that state a fact a reader may ask about: those with a name or a number in them."""
+    return [s for s in sentences if _names([s]) or _NUMBER.search(s)]
+
+
+def written_questions(reply: str, sentence: str, n: int, seen: set[str] | None = None) -> list[str]:
+    """Up to ``n`` questions from the teacher's ``reply`` to ``WRITE_PROMPT``: one per line, list marks
+    removed; kept if it ends with "?", has 3-30 words, is about the sentence (names one of its names, or,
+    for a sentence without names, shares a content word with it) and is not already in ``seen`` (questions
+    kept so far in the document, normalised; updated here)."""
+    seen = set() if seen is None else seen
+    names = [x.lower() for x in _names([sentence])]
+    words = _content(sentence)
+    out: list[str] = []
+    for line in reply.splitlines():
+        q = _LIST_MARK.sub("", line).strip().strip('"\u201c\u201d').strip()
+        key = " ".join(re.findall(r"\w+", q.lower()))
+        if (not q.endswith("?") or not 3 <= len(q.split()) <= 30 or key in seen
+                or not (any(x in q.lower() for x in names) if names else _content(q) & words)):
+            continue
+        seen.add(key)
+        out.append(q)
+        if len(out) == n:
+            break
+    return out
+
+
 # ---------------------------------------------------------------- the teacher
 @torch.no_grad()
 def teach(model, tokenizer, chat, chunk_ids: list[int], prompts: list[tuple[str, str]], max_new_tokens: int,
@@ -220,15 +261,41 @@ def grounded(answer: str, prompt: str, chunk_text: str) -> bool:
 
 def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]], prompts_per_chunk: int,
                answer_tokens: int, retention_share: float, seed: int = 0,
-               progress: Callable[[int, int], None] | None = None) -> tuple[list[DistillItem], int]:
-    """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, and retention prompts
-    (``retention_share`` of all items) asked with chunks in context, spread over the chunks; and how many answers
-    to questions about names and key phrases were left out as not ``grounded`` in their chunk (summaries and
-    what-happens-next answers paraphrase by nature: they are kept)."""
+               progress: Callable[[int, int], None] | None = None,
+               questions_per_sentence: int = 0) -> tuple[list[DistillItem], dict]:
+    """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, with
+    ``questions_per_sentence`` > 0 the questions the teacher writes about each fact-bearing sentence, and
+    retention prompts (``retention_share`` of all items) asked with chunks in context, spread over the chunks.
+    Returns the items and counts: ``not_grounded`` (answers to questions about names, key phrases or
+    sentences that do not say what their chunk says: left out; summaries and what-happens-next answers
+    paraphrase by nature and are kept), and with written questions ``sentences`` asked about and ``written``
+    (questions kept). ``progress(done, total)``: after each chunk of each pass (writing, then answering)."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
     asked: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
     per_chunk = [seed_prompts(t, prompts_per_chunk, i, asked, first=a == 0, last=b == len(doc_ids))
                  for i, (t, (a, b)) in enumerate(zip(texts, spans))]
+    counts = {"not_grounded": 0}
+    passes = 2 if questions_per_sentence > 0 else 1
+    total = passes * len(spans)
+    if questions_per_sentence > 0:  # pass 1: the teacher writes questions about the fact-bearing sentences
+        done_sentences: set[str] = set()
+        seen: set[str] = set()
+        counts |= {"sentences": 0, "written": 0}
+        for i, ((a, b), t) in enumerate(zip(spans, texts)):
+            sentences = [x for x in dict.fromkeys(fact_sentences(_whole_sentences(t, a == 0, b == len(doc_ids))))
+                         if x not in done_sentences]
+            done_sentences.update(sentences)
+            asks = [("write", WRITE_PROMPT.format(n=questions_per_sentence, s=x)) for x in sentences]
+            replies = teach(model, tokenizer, chat, doc_ids[a:b], asks, WRITE_TOKENS * questions_per_sentence,
+                            (a, b), top_k=1) if asks else []
+            for x, reply in zip(sentences, replies):
+                questions = written_questions(tokenizer.decode(reply.answer_ids, skip_special_tokens=True), x,
+                                              questions_per_sentence, seen)
+                per_chunk[i].extend(("asked", q) for q in questions)
+                counts["written"] += len(questions)
+            counts["sentences"] += len(sentences)
+            if progress is not None:
+                progress(i + 1, total)
     n_doc = sum(len(p) for p in per_chunk)
     general = retention_prompts()
     n_ret = round(n_doc * retention_share / (1 - retention_share)) if retention_share > 0 else 0
@@ -237,17 +304,16 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     for j in range(n_ret):
         per_chunk[j % len(spans)].append(("retention", general[order[j % len(general)]]))
     items: list[DistillItem] = []
-    dropped = 0
     for i, ((a, b), prompts) in enumerate(zip(spans, per_chunk)):
         for it in teach(model, tokenizer, chat, doc_ids[a:b], prompts, answer_tokens, (a, b)):
-            if it.kind not in _TEMPLATES or grounded(tokenizer.decode(it.answer_ids, skip_special_tokens=True),
-                                                  it.prompt, texts[i]):
+            if it.kind not in _TEMPLATES and it.kind != "asked" or grounded(
+                    tokenizer.decode(it.answer_ids, skip_special_tokens=True), it.prompt, texts[i]):
                 items.append(it)
             else:
-                dropped += 1
+                counts["not_grounded"] += 1
         if progress is not None:
-            progress(i + 1, len(spans))
-    return items, dropped
+            progress((passes - 1) * len(spans) + i + 1, total)
+    return items, counts
 
 
 def write_items(path: Path, items: list[DistillItem]) -> None:
@@ -366,6 +432,8 @@ class DistillSource:
         from .adapters import document_sha256, store_key
 
         settings = {k: getattr(self.cfg, k) for k in self.SETTINGS} | {"distill_version": DISTILL_VERSION}
+        if self.cfg.distill_questions:  # (only when asked for: the items of every earlier setup keep their key)
+            settings["distill_questions"] = self.cfg.distill_questions
         return self.cache_dir / f"{store_key(document_sha256(text), self.model_id, settings)}.jsonl"
 
     def items(self, text: str, doc_ids: list[int], model, tokenizer, chat) -> tuple[list[DistillItem], dict]:
@@ -386,20 +454,26 @@ class DistillSource:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(spans), desc="teacher", unit="chunk", dynamic_ncols=True)
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
         start = time.perf_counter()
         try:
-            items, dropped = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
-                               self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
-                               (lambda done, total: bar.update(1)) if bar else None)
+            items, counts = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
+                                       self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
+                                       advance if bar else None, self.cfg.distill_questions)
         finally:
             if bar:
                 bar.close()
         seconds = time.perf_counter() - start
         if not items:
-            raise LiftError(f"none of the teacher's {dropped} answers about the document says what its chunk says "
-                            "(see distill.grounded): nothing to distil; try --objective ct or --distill-retention")
+            raise LiftError(f"none of the teacher's {counts['not_grounded']} answers about the document says what "
+                            "its chunk says (see distill.grounded): nothing to distil; try --objective ct or "
+                            "--distill-retention")
         write_items(cache, items)
         kinds = {k: sum(it.kind == k for it in items) for k in KINDS if any(it.kind == k for it in items)}
-        return items, {"items": len(items), "kinds": kinds, "not_grounded": dropped,
+        return items, {"items": len(items), "kinds": kinds, **counts,
                        "teacher_seconds": round(seconds, 2), "answer_tokens": sum(len(it.answer_ids) for it in items),
                        "cache": str(cache)}

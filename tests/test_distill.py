@@ -13,6 +13,8 @@ from liftlm.context import PromptBuilder
 from liftlm.distill import (
     DistillItem,
     _names,
+    fact_sentences,
+    written_questions,
     grounded,
     SoftLoss,
     retention_prompts,
@@ -78,6 +80,31 @@ def test_teacher_answers_must_say_what_the_chunk_says():
     assert not grounded("I'm sorry, but I can't assist with that.", "Tell me about Gustav Tusozur.", chunk)
     assert not grounded("The text does not mention Gustav Tusozur.", "What does the text say about Gustav Tusozur?",
                         chunk)
+
+
+def test_fact_sentences_have_a_name_or_a_number():
+    sentences = ["The garden of the Pufilmoor monastery is full of dahlias.", "The road runs 159 kilometres.",
+                 "Most people I know have problems with this.[4]", "it got worse in 2010 and after."]
+    assert fact_sentences(sentences) == [sentences[0], sentences[1], sentences[3]]  # a footnote mark is no number
+
+
+def test_written_questions_are_parsed_checked_and_not_repeated():
+    sentence = "Bertil Haugen served as mayor of Nakurmoor for 10 years."
+    reply = ("1. How long was Bertil Haugen the mayor of Nakurmoor?\n"
+             "2. How long did he serve as mayor?\n"  # no name: unclear without the passage
+             "- Which town did Bertil Haugen lead?\n"
+             "Question 3: Who led Nakurmoor for a decade?\n"
+             "Nakurmoor is a town.\n"  # not a question
+             "4. How long was Bertil Haugen the mayor of Nakurmoor?")  # a repeat
+    seen: set[str] = set()
+    got = written_questions(reply, sentence, 5, seen)
+    assert got == ["How long was Bertil Haugen the mayor of Nakurmoor?", "Which town did Bertil Haugen lead?",
+                   "Who led Nakurmoor for a decade?"]
+    assert written_questions(reply, sentence, 5, seen) == []  # asked already in this document
+    assert written_questions(reply, sentence, 1) == got[:1]
+    # a sentence without names: the question must share a content word with it
+    plain = "The road to the coast runs 159 kilometres."
+    assert written_questions("How far is the coast?\nWhat is your name?", plain, 2) == ["How far is the coast?"]
 
 
 def test_retention_prompts_ship_with_the_package():
@@ -165,6 +192,44 @@ def test_objective_settings_are_checked():
     kl, ce = LiftConfig(objective="distill").key_dict(), LiftConfig(objective="distill", distill_loss="ce").key_dict()
     assert kl != ce and ce["distill_loss"] == "ce"
     assert "distill_loss" not in LiftConfig(distill_loss="ce").key_dict()
+
+
+def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded):
+    """With written questions, every fact-bearing sentence gets one writing request in the document (chunks
+    overlap: a sentence is whole in several), and the kept questions are answered as prompts of kind "asked"."""
+    from liftlm import distill
+
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 512)
+    ids = tok.encode(TEXT * 3, add_special_tokens=False)
+    spans = [(0, 60), (30, 90), (60, len(ids))]
+    asks: list[str] = []
+    answered: list[tuple[str, str]] = []
+    real_teach = distill.teach
+
+    def spy(model, tokenizer, chat, chunk_ids, pairs, *args, **kwargs):
+        asks.extend(p for k, p in pairs if k == "write")
+        answered.extend(p for p in pairs if p[0] != "write")
+        if pairs and pairs[0][0] == "write":  # a teacher that writes good questions
+            return [DistillItem("write", p, args[1], tok.encode("Who painted the ferry at Varnholm?\n"
+                                                                  "What did the keeper's ledger list?"))
+                    for k, p in pairs]
+        return real_teach(model, tokenizer, chat, chunk_ids, pairs, *args, **kwargs)
+
+    distill.teach = spy
+    try:
+        items, counts = distill.make_items(model, tok, prompts.chat, ids, spans, 2, 3, 0.0,
+                                           questions_per_sentence=2)
+    finally:
+        distill.teach = real_teach
+    whole = [s for a, b in spans for s in fact_sentences(distill._whole_sentences(
+        tok.decode(ids[a:b]), a == 0, b == len(ids)))]
+    assert len(asks) == counts["sentences"] == len(set(whole)) > 0
+    assert all('Write 2 questions that the sentence "' in a for a in asks)
+    # the same two questions come back for every sentence: each is kept once per document
+    assert counts["written"] == 1  # "What did the keeper's ledger list?" names nothing of the sentences asked
+    assert [p for p in answered if p[0] == "asked"] == [("asked", "Who painted the ferry at Varnholm?")]
+    assert len(items) + counts["not_grounded"] == len(answered)  # (the random model's answers are not grounded)
 
 
 @pytest.mark.parametrize("objective", ["distill", "ct+distill"])
