@@ -45,7 +45,7 @@ if [[ $only == all ]]; then
 fi
 # 8. context distillation instead of segments (the student sees the question alone, as mode lift asks it):
 #    4 prompts of 32 answer tokens per chunk; the same adapters asked the paraphrase and the unrelated question
-DISTILL=(--objective distill --distill-prompts 4 --distill-answer-tokens 32 --distill-views lift)
+DISTILL=(--objective distill --distill-prompts 4 --distill-answer-tokens 32 --distill-questions 0 --distill-views lift)
 if [[ $only == all || $only == distill ]]; then
   "$LIFTLM" eval "${GRID[@]}" --methods lift "${DISTILL[@]}" --out "$OUT/distill"
   "$LIFTLM" eval "${GRID[@]}" --methods lift "${DISTILL[@]}" --out "$OUT/distill-paraphrase" \

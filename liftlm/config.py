@@ -70,7 +70,7 @@ class LiftConfig:
                               "segments + distillation items, as the two-stage QA schedule)")
     distill_prompts: int = _f(8, "distillation prompts per chunk (questions about its names and key phrases in "
                                  "several phrasings, a summary, a what-happens-next)")
-    distill_questions: int = _f(0, "questions the teacher writes, with the chunk in context, about each sentence "
+    distill_questions: int = _f(2, "questions the teacher writes, with the chunk in context, about each sentence "
                                    "with a name or a number, in other words than the sentence's (then answers "
                                    "them as distillation prompts; 0: none)")
     distill_answer_tokens: int = _f(48, "most tokens of each teacher answer")
@@ -212,6 +212,12 @@ class LiftConfig:
         if self.qa_pairs == 0:  # no QA samples from synthesis (a --qa-file adds its own hash to the key)
             for name in ("qa_generator", "qa_model", "qa_window_sentences"):
                 out.pop(name, None)
+        # written questions: in the key whenever there are any (their default was 0 before it became 2: the
+        # adapters trained before the setting existed have none and keep their key)
+        if self.distill_questions:
+            out["distill_questions"] = self.distill_questions
+        else:
+            out.pop("distill_questions", None)
         if self.objective == "ct":  # no distillation items
             for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views",
                          "distill_loss", "distill_questions"):

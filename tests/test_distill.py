@@ -192,6 +192,13 @@ def test_objective_settings_are_checked():
     kl, ce = LiftConfig(objective="distill").key_dict(), LiftConfig(objective="distill", distill_loss="ce").key_dict()
     assert kl != ce and ce["distill_loss"] == "ce"
     assert "distill_loss" not in LiftConfig(distill_loss="ce").key_dict()
+    # written questions change the items: in the key when there are any; none keeps the key adapters trained
+    # before the setting existed have (its default was 0 then)
+    assert LiftConfig(objective="distill").key_dict()["distill_questions"] == 2
+    assert "distill_questions" not in LiftConfig(objective="distill", distill_questions=0).key_dict()
+    assert "distill_questions" not in LiftConfig().key_dict()  # the paper's objective: no items at all
+    with pytest.raises(LiftError, match="--distill-questions"):
+        LiftConfig(objective="distill", distill_questions=-1)
 
 
 def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded):
@@ -244,6 +251,7 @@ def test_distillation_end_to_end_through_lift(tiny_model_dir, tmp_path, objectiv
     meta = done.metadata
     report = meta["distill"]
     assert report["items"] > 0 and report["kinds"]["retention"] >= 1
+    assert report["sentences"] == 2  # the default writes questions about Varnholm's and Glasgow's sentences
     assert report["student_samples"] == 2 * report["items"]  # both views
     n_segments = meta["samples"]
     assert (n_segments == 0) == (objective == "distill")
