@@ -9,7 +9,11 @@
 #    student's loss was still falling after 2 epochs; lr 1e-3 with LoRA on the MLP too plateaued higher: stopped)
 # 6. (ct-chat, only when asked for by name) the paper's objective with the CT samples inside the chat turn
 # 7. (distill-written, only when asked for by name) distill's items plus 2 questions the teacher writes about each
-#    sentence with a name or a number (--distill-questions 2), in other words than the sentence's
+#    sentence with a name or a number (--distill-questions 2), in other words than the sentence's; distill-written4:
+#    4 questions per sentence (stopped: it could not finish within the session)
+# 8. (distill-asked / distill-names, only when asked for by name) the ablation of prompt kinds: distill-written's
+#    teacher items (cached), the student trained on the written questions only / the name questions only (four
+#    phrasings), each with the retention prompts
 # Writes bench/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,21 +26,22 @@ if [[ $only == all || $only == ct ]]; then
   "$LIFTLM" eval "${GRID[@]}" --methods oracle,icl,rag,lift,lift+icl --objective ct --out "$OUT/ct"
 fi
 if [[ $only == all || $only == distill ]]; then
-  # 4 prompts of 32 answer tokens per chunk: the teacher answers each once (~20 s an item on 2 CPU cores)
+  # 4 prompts of 32 answer tokens per chunk: the teacher answers each once (~20 s an item on 2 CPU cores); items v3
+  # (no written questions: they came later, see distill-written)
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
-    --distill-answer-tokens 32 --out "$OUT/distill"
+    --distill-answer-tokens 32 --distill-questions 0 --out "$OUT/distill"
 fi
 if [[ $only == distill-ce ]]; then  # the ablation: distill's teacher items (cached) as plain next-token targets
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
-    --distill-answer-tokens 32 --distill-loss ce --out "$OUT/distill-ce"
+    --distill-answer-tokens 32 --distill-questions 0 --distill-loss ce --out "$OUT/distill-ce"
 fi
 if [[ $only == ct+distill ]]; then  # (not in "all": the same teacher items, cached by the distill run)
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective ct+distill --distill-prompts 4 \
-    --distill-answer-tokens 32 --out "$OUT/ct+distill"
+    --distill-answer-tokens 32 --distill-questions 0 --out "$OUT/ct+distill"
 fi
 if [[ $only == distill-long ]]; then  # the same teacher items (cached), twice the student epochs
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
-    --distill-answer-tokens 32 --epochs 4 --out "$OUT/distill-long"
+    --distill-answer-tokens 32 --distill-questions 0 --epochs 4 --out "$OUT/distill-long"
 fi
 if [[ $only == ct-chat ]]; then  # issue 12's item 1: raw vs chat contextualized samples
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective ct --ct-format chat --out "$OUT/ct-chat"
@@ -44,4 +49,17 @@ fi
 if [[ $only == distill-written ]]; then  # more ways of asking for each fact: the teacher writes them
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
     --distill-answer-tokens 32 --distill-questions 2 --out "$OUT/distill-written"
+fi
+if [[ $only == distill-written4 ]]; then  # as distill-written, 4 questions per sentence
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
+    --distill-answer-tokens 32 --distill-questions 4 --out "$OUT/distill-written4"
+fi
+if [[ $only == distill-asked ]]; then  # one prompt kind: the questions the teacher wrote
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
+    --distill-answer-tokens 32 --distill-questions 2 --distill-kinds asked,retention --out "$OUT/distill-asked"
+fi
+if [[ $only == distill-names ]]; then  # one prompt kind: the template questions about names
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
+    --distill-answer-tokens 32 --distill-questions 2 --distill-kinds about,tell,what,details,retention \
+    --out "$OUT/distill-names"
 fi

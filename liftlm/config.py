@@ -22,6 +22,9 @@ FINETUNE_KINDS = ("lora", "full")
 OBJECTIVES = ("ct", "distill", "ct+distill")
 DISTILL_VIEWS = ("lift+icl", "lift")
 DISTILL_LOSSES = ("kl", "ce")
+# the kinds of distillation items (liftlm.distill): name questions in four phrasings, written questions, summary
+# and what-happens-next requests, retention prompts
+DISTILL_KINDS = ("about", "tell", "what", "details", "asked", "summary", "next", "retention")
 
 
 def _f(default, help: str, key: bool = True, **kw):
@@ -79,6 +82,9 @@ class LiftConfig:
     distill_loss: str = _f("kl", "kl: cross-entropy against the teacher's top-k distribution (distillation) | ce: "
                                  "plain next-token cross-entropy on the teacher's greedy answer (the same items "
                                  "as hard targets: the ablation)")
+    distill_kinds: str = _f("all", "the kinds of teacher items the student trains on: all, or a comma-separated "
+                                   f"subset of {', '.join(DISTILL_KINDS)} (the teacher makes every kind; the "
+                                   "ablation of prompt diversity)")
     distill_views: str = _f("lift+icl,lift", "what the student sees before each prompt: lift+icl (the head+tail "
                                              "view of the document) and/or lift (nothing)")
     # --- training ---
@@ -156,6 +162,9 @@ class LiftConfig:
             problems.append(f"--distill-questions must be 0 or more (got {self.distill_questions})")
         if self.distill_loss not in DISTILL_LOSSES:
             problems.append(f"--distill-loss must be one of {', '.join(DISTILL_LOSSES)} (got {self.distill_loss!r})")
+        if not self.kinds or set(self.kinds) - set(DISTILL_KINDS):
+            problems.append(f"--distill-kinds: all, or a comma-separated subset of {', '.join(DISTILL_KINDS)} "
+                            f"(got {self.distill_kinds!r})")
         if not self.views or set(self.views) - set(DISTILL_VIEWS):
             problems.append(f"--distill-views: a comma-separated subset of {', '.join(DISTILL_VIEWS)} "
                             f"(got {self.distill_views!r})")
@@ -173,6 +182,13 @@ class LiftConfig:
         if self.qa_context_tokens is not None:
             return max(self.qa_context_tokens, 0)
         return self.context_tokens if self.context_tokens and self.context_tokens > 0 else None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds of distillation items trained (``distill_kinds``, ``all`` spelled out)."""
+        if self.distill_kinds.strip() == "all":
+            return DISTILL_KINDS
+        return tuple(k.strip() for k in self.distill_kinds.split(",") if k.strip())
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -220,7 +236,7 @@ class LiftConfig:
             out.pop("distill_questions", None)
         if self.objective == "ct":  # no distillation items
             for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views",
-                         "distill_loss", "distill_questions"):
+                         "distill_loss", "distill_questions", "distill_kinds"):
                 out.pop(name, None)
         if self.finetune != "lora":
             for name in ("lora_rank", "lora_alpha", "lora_dropout", "target_modules"):

@@ -42,13 +42,14 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from .config import DISTILL_KINDS
 from .errors import LiftError
 from .overlap import _cache_kwarg, _kv, prefix_cache
 
 DISTILL_VERSION = 3  # part of the cache and adapter keys: bump when the items made for a document change
 TOP_K = 20
 PREFIX_REFRESH = 8  # lift+icl items that reuse one computation of the shared head+tail view's keys/values
-KINDS = ("about", "tell", "what", "details", "asked", "summary", "next", "retention")
+KINDS = DISTILL_KINDS
 # Every phrasing points at the text: asked "Tell me about X." or "Who is X?", a 1.5B teacher answers about a made-up
 # name from its own knowledge ("Busismere is an island in the Maldives") or refuses, with the chunk in context.
 _TEMPLATES = {
@@ -437,13 +438,27 @@ class DistillSource:
         return self.cache_dir / f"{store_key(document_sha256(text), self.model_id, settings)}.jsonl"
 
     def items(self, text: str, doc_ids: list[int], model, tokenizer, chat) -> tuple[list[DistillItem], dict]:
-        """The items for ``text`` (``model``: the base model, the teacher) and a report (count, teacher time)."""
+        """The items for ``text`` the student trains on (``model``: the base model, the teacher; only the kinds
+        of ``--distill-kinds``) and a report (count, teacher time; ``made``: all the teacher made, if fewer)."""
+        if self.cfg.objective == "ct":
+            return [], {}
+        items, report = self._made(text, doc_ids, model, tokenizer, chat)
+        if set(self.cfg.kinds) != set(KINDS):  # the ablation: the student trains on some kinds only
+            made = len(items)
+            items = [it for it in items if it.kind in self.cfg.kinds]
+            if not items:
+                raise LiftError(f"none of the teacher's {made} items is of a kind in --distill-kinds "
+                                f"{self.cfg.distill_kinds}")
+            kinds = {k: sum(it.kind == k for it in items) for k in KINDS if any(it.kind == k for it in items)}
+            report |= {"items": len(items), "made": made, "kinds": kinds}
+        return items, report
+
+    def _made(self, text: str, doc_ids: list[int], model, tokenizer, chat) -> tuple[list[DistillItem], dict]:
+        """Every item the teacher makes for ``text``: from the cache, or made now (then cached)."""
         import time
 
         from .segment import segment_spans
 
-        if self.cfg.objective == "ct":
-            return [], {}
         cache = self.cache_path(text)
         if cache.is_file():
             items = read_items(cache)

@@ -2,6 +2,7 @@
 shared head+tail prefix), and the objective end to end through ``Lift``."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -199,6 +200,11 @@ def test_objective_settings_are_checked():
     assert "distill_questions" not in LiftConfig().key_dict()  # the paper's objective: no items at all
     with pytest.raises(LiftError, match="--distill-questions"):
         LiftConfig(objective="distill", distill_questions=-1)
+    with pytest.raises(LiftError, match="--distill-kinds"):
+        LiftConfig(objective="distill", distill_kinds="about,gossip")
+    assert LiftConfig(distill_kinds="asked, retention").kinds == ("asked", "retention")
+    assert "distill_kinds" not in LiftConfig(objective="distill").key_dict()  # all: as before the setting
+    assert LiftConfig(objective="distill", distill_kinds="asked").key_dict()["distill_kinds"] == "asked"
 
 
 def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded):
@@ -263,3 +269,12 @@ def test_distillation_end_to_end_through_lift(tiny_model_dir, tmp_path, objectiv
     assert rep["used"] == "cache" and len(items) == report["items"]
     assert lift.ask("Who painted the ferry?", max_new_tokens=4).mode == "lift+icl"
     assert not Lift(str(tiny_model_dir), cfg, store=tmp_path / "store", progress=False).internalize(text).trained
+    # the ablation of prompt kinds: the student trains on the retention items of the same cached teacher items only
+    only = dataclasses.replace(cfg, distill_kinds="retention")
+    part = Lift(str(tiny_model_dir), only, store=tmp_path / "store", progress=False).internalize(text)
+    kept = part.metadata["distill"]
+    assert part.trained and kept["used"] == "cache" and kept["made"] == report["items"]
+    assert kept["kinds"] == {"retention": report["kinds"]["retention"]} == {"retention": kept["items"]}
+    with pytest.raises(LiftError, match="--distill-kinds"):  # (the random model writes no question that passes)
+        Lift(str(tiny_model_dir), dataclasses.replace(cfg, distill_kinds="asked"), store=tmp_path / "s3",
+             progress=False).internalize(text)
