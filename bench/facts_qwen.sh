@@ -10,10 +10,10 @@
 # 6. (ct-chat, only when asked for by name) the paper's objective with the CT samples inside the chat turn
 # 7. (distill-written, only when asked for by name) distill's items plus 2 questions the teacher writes about each
 #    sentence with a name or a number (--distill-questions 2), in other words than the sentence's; distill-written4:
-#    4 questions per sentence (stopped: it could not finish within the session)
+#    4 questions per sentence (started, stopped: it could not finish within the session)
 # 8. (distill-asked / distill-names, only when asked for by name) the ablation of prompt kinds: distill-written's
 #    teacher items (cached), the student trained on the written questions only / the name questions only (four
-#    phrasings), each with the retention prompts
+#    phrasings), each with the retention prompts (distill-names: started, stopped unfinished)
 # Writes bench/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
