@@ -18,8 +18,8 @@ Here, for a document:
    templates above cannot vary (Cartridges' self-study has the model write its own seed questions too).
 3. **Teacher**: the base model (no adapter) with the chunk in context answers each prompt greedily; its top-k
    (``TOP_K``) log-probabilities at every answer token are kept (``teach``). The chunk is run once and each
-   prompt continues from its keys/values. Answers to name and key-phrase questions that do not say what the
-   chunk says (``grounded``) are left out. The items are cached per document (``DistillSource``).
+   prompt continues from its keys/values. Answers to name, key-phrase and written questions that do not say
+   what the chunk says (``grounded``) are left out. The items are cached per document (``DistillSource``).
 4. **Student**: the adapted model sees what it will see when asked — the question alone (mode ``lift``) and the
    question after the head+tail view of the document (mode ``lift+icl``); the loss is the cross-entropy against
    the teacher's top-k distribution on the answer tokens (forward KL up to a constant). The head+tail view is
@@ -66,6 +66,7 @@ WRITE_PROMPT = ('Write {n} questions that the sentence "{s}" answers. Ask each i
                 'sentence, and make each question clear without the passage (name who or what it is about). '
                 'One question per line.')
 WRITE_TOKENS = 24  # most tokens the teacher writes per question it is asked for
+_CHECKED = frozenset(_TEMPLATES) | {"asked"}  # kinds whose answers must say what their chunk says (``grounded``)
 
 
 def retention_prompts() -> list[str]:
@@ -307,14 +308,19 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     items: list[DistillItem] = []
     for i, ((a, b), prompts) in enumerate(zip(spans, per_chunk)):
         for it in teach(model, tokenizer, chat, doc_ids[a:b], prompts, answer_tokens, (a, b)):
-            if it.kind not in _TEMPLATES and it.kind != "asked" or grounded(
-                    tokenizer.decode(it.answer_ids, skip_special_tokens=True), it.prompt, texts[i]):
+            if it.kind not in _CHECKED or grounded(tokenizer.decode(it.answer_ids, skip_special_tokens=True),
+                                                   it.prompt, texts[i]):
                 items.append(it)
             else:
                 counts["not_grounded"] += 1
         if progress is not None:
             progress((passes - 1) * len(spans) + i + 1, total)
     return items, counts
+
+
+def _kind_counts(items: list[DistillItem]) -> dict[str, int]:
+    """How many items of each kind (the kinds present, in ``KINDS`` order)."""
+    return {k: n for k in KINDS if (n := sum(it.kind == k for it in items))}
 
 
 def write_items(path: Path, items: list[DistillItem]) -> None:
@@ -449,7 +455,7 @@ class DistillSource:
             if not items:
                 raise LiftError(f"none of the teacher's {made} items is of a kind in --distill-kinds "
                                 f"{self.cfg.distill_kinds}")
-            kinds = {k: sum(it.kind == k for it in items) for k in KINDS if any(it.kind == k for it in items)}
+            kinds = _kind_counts(items)
             report |= {"items": len(items), "made": made, "kinds": kinds}
         return items, report
 
@@ -488,7 +494,7 @@ class DistillSource:
                             "its chunk says (see distill.grounded): nothing to distil; try --objective ct or "
                             "--distill-retention")
         write_items(cache, items)
-        kinds = {k: sum(it.kind == k for it in items) for k in KINDS if any(it.kind == k for it in items)}
+        kinds = _kind_counts(items)
         return items, {"items": len(items), "kinds": kinds, **counts,
                        "teacher_seconds": round(seconds, 2), "answer_tokens": sum(len(it.answer_ids) for it in items),
                        "cache": str(cache)}

@@ -13,17 +13,17 @@ from liftlm.config import LiftConfig
 from liftlm.context import PromptBuilder
 from liftlm.distill import (
     DistillItem,
+    SoftLoss,
     _names,
     fact_sentences,
-    written_questions,
     grounded,
-    SoftLoss,
+    hard_loss,
     retention_prompts,
     seed_prompts,
-    hard_loss,
     soft_loss,
     student_samples,
     teach,
+    written_questions,
 )
 from liftlm.errors import LiftError
 
