@@ -50,6 +50,7 @@ DISTILL_VERSION = 3  # part of the cache and adapter keys: bump when the items m
 TOP_K = 20
 PREFIX_REFRESH = 8  # lift+icl items that reuse one computation of the shared head+tail view's keys/values
 KINDS = DISTILL_KINDS
+TEACH_BATCH = 8  # prompts the teacher answers at once (on 2 CPU cores, 8 rows decode ~3.9x faster per answer than 1)
 # Every phrasing points at the text: asked "Tell me about X." or "Who is X?", a 1.5B teacher answers about a made-up
 # name from its own knowledge ("Busismere is an island in the Maldives") or refuses, with the chunk in context.
 _TEMPLATES = {
@@ -211,34 +212,55 @@ def written_questions(reply: str, sentence: str, n: int, seen: set[str] | None =
 # ---------------------------------------------------------------- the teacher
 @torch.no_grad()
 def teach(model, tokenizer, chat, chunk_ids: list[int], prompts: list[tuple[str, str]], max_new_tokens: int,
-          span: tuple[int, int], top_k: int = TOP_K) -> list[DistillItem]:
+          span: tuple[int, int], top_k: int = TOP_K, batch_size: int = TEACH_BATCH) -> list[DistillItem]:
     """The base ``model`` answers every prompt about one chunk, greedily: [chat prefix] chunk, prompt [assistant
-    cue] answer. The chunk runs once; each prompt continues from its keys/values (a fresh cache over them)."""
+    cue] answer. The chunk runs once; the prompts continue from its keys/values ``batch_size`` at a time, each
+    batch over a fresh copy of them. In a batch the prompts are left-padded up to the chunk (the pads masked out,
+    positions counted without them), so every row reads exactly chunk + its prompt; decoding one token for 8 rows
+    costs about as much as for one on a CPU (reading the weights dominates)."""
     from .infer import base_model_context
 
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
+    suffixes = [tokenizer.encode("\n\n" + prompt, add_special_tokens=False) + chat.after for _, prompt in prompts]
     items = []
     with base_model_context(model):
         prefix = torch.tensor([chat.before + list(chunk_ids)], device=device)
+        n_prefix = prefix.shape[1]
         chunk_kv = _kv(prefix_cache(model, prefix))
-        for kind, prompt in prompts:
-            cache = DynamicCache(ddp_cache_data=list(chunk_kv))  # appending to it leaves chunk_kv as it is
-            suffix = tokenizer.encode("\n\n" + prompt, add_special_tokens=False) + chat.after
-            ids = torch.tensor([suffix], device=device)
-            answer, tops, lps = [], [], []
+        for start in range(0, len(prompts), batch_size):
+            rows = suffixes[start:start + batch_size]
+            b, width = len(rows), max(len(r) for r in rows)
+            cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1).contiguous(),
+                                                  v.expand(b, -1, -1, -1).contiguous()) for k, v in chunk_kv])
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+            real = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+            mask = torch.cat([torch.ones(b, n_prefix, dtype=real.dtype, device=device), real], 1)
+            positions = n_prefix + (real.cumsum(1) - 1).clamp(min=0)
+            answers: list[list[int]] = [[] for _ in rows]
+            tops: list[list[list[int]]] = [[] for _ in rows]
+            lps: list[list[list[float]]] = [[] for _ in rows]
+            done = [False] * b
             for _ in range(max_new_tokens):
-                out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): cache})
-                logp = F.log_softmax(out.logits[0, -1].float(), -1)
-                top = logp.topk(top_k)
-                token = int(top.indices[0])
-                answer.append(token)
-                tops.append(top.indices.tolist())
-                lps.append([round(x, 4) for x in top.values.tolist()])
-                if token == eos:
+                out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                            logits_to_keep=1, **{_cache_kwarg(model): cache})
+                top = F.log_softmax(out.logits[:, -1].float(), -1).topk(top_k)
+                for r in range(b):
+                    if done[r]:
+                        continue
+                    token = int(top.indices[r, 0])
+                    answers[r].append(token)
+                    tops[r].append(top.indices[r].tolist())
+                    lps[r].append([round(x, 4) for x in top.values[r].tolist()])
+                    done[r] = token == eos
+                if all(done):
                     break
-                ids = torch.tensor([[token]], device=device)
-            items.append(DistillItem(kind, prompt, span, answer, tops, lps))
+                ids = top.indices[:, :1]
+                mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=device)], 1)
+                positions = positions[:, -1:] + 1
+            for r, (kind, prompt) in enumerate(prompts[start:start + batch_size]):
+                items.append(DistillItem(kind, prompt, span, answers[r], tops[r], lps[r]))
     return items
 
 

@@ -115,12 +115,18 @@ def test_retention_prompts_ship_with_the_package():
 
 
 def test_teacher_answers_are_its_greedy_answers_with_the_chunk_in_context(tiny_loaded):
-    """Cropping the chunk's cache between prompts gives the same answers as running each prompt whole."""
+    """Continuing from the chunk's keys/values, one prompt at a time or a left-padded batch of prompts of unequal
+    lengths, gives the answers of running each prompt whole."""
     model, tok = tiny_loaded.model, tiny_loaded.tokenizer
     prompts = PromptBuilder(tok, 512)
     chunk = tok.encode(TEXT, add_special_tokens=False)
-    asked = [("about", "What does the text say about the ferry?"), ("summary", "Summarize the passage.")]
-    items = teach(model, tok, prompts.chat, chunk, asked, 6, (0, len(chunk)), top_k=5)
+    asked = [("about", "What does the text say about the ferry?"), ("summary", "Summarize the passage."),
+             ("asked", "Which harbour did the ferry leave from, and how long did the crossing to the island take?")]
+    items = teach(model, tok, prompts.chat, chunk, asked, 6, (0, len(chunk)), top_k=5, batch_size=3)
+    one_by_one = teach(model, tok, prompts.chat, chunk, asked, 6, (0, len(chunk)), top_k=5, batch_size=1)
+    assert [it.answer_ids for it in items] == [it.answer_ids for it in one_by_one]
+    for it, alone in zip(items, one_by_one):
+        assert torch.allclose(torch.tensor(it.top_logprobs), torch.tensor(alone.top_logprobs), atol=1e-3)
     for (kind, prompt), item in zip(asked, items):
         ids = prompts.chat.before + chunk + tok.encode("\n\n" + prompt, add_special_tokens=False) + prompts.chat.after
         out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False,
