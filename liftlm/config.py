@@ -73,7 +73,7 @@ class LiftConfig:
                               "segments + distillation items, as the two-stage QA schedule)")
     distill_prompts: int = _f(8, "distillation prompts per chunk (questions about its names and key phrases in "
                                  "several phrasings, a summary, a what-happens-next)")
-    distill_questions: int = _f(2, "questions the teacher writes, with the chunk in context, about each sentence "
+    distill_questions: int = _f(4, "questions the teacher writes, with the chunk in context, about each sentence "
                                    "with a name or a number, in other words than the sentence's (then answers "
                                    "them as distillation prompts; 0: none)")
     distill_answer_tokens: int = _f(48, "most tokens of each teacher answer")

@@ -201,7 +201,7 @@ def test_objective_settings_are_checked():
     assert "distill_loss" not in LiftConfig(distill_loss="ce").key_dict()
     # written questions change the items: in the key when there are any; none keeps the key adapters trained
     # before the setting existed have (its default was 0 then)
-    assert LiftConfig(objective="distill").key_dict()["distill_questions"] == 2
+    assert LiftConfig(objective="distill").key_dict()["distill_questions"] == 4
     assert "distill_questions" not in LiftConfig(objective="distill", distill_questions=0).key_dict()
     assert "distill_questions" not in LiftConfig().key_dict()  # the paper's objective: no items at all
     with pytest.raises(LiftError, match="--distill-questions"):
