@@ -10,7 +10,8 @@
 # 6. (ct-chat, only when asked for by name) the paper's objective with the CT samples inside the chat turn
 # 7. (distill-written, only when asked for by name) distill's items plus 2 questions the teacher writes about each
 #    sentence with a name or a number (--distill-questions 2), in other words than the sentence's; distill-written4:
-#    4 questions per sentence (started, stopped: it could not finish within the session)
+#    4 questions per sentence; distill-written-mlp: distill-written's items (cached), LoRA on the MLP projections
+#    too (what --target-modules auto, the default, picks for --objective distill)
 # 8. (distill-asked / distill-names, only when asked for by name) the ablation of prompt kinds: distill-written's
 #    teacher items (cached), the student trained on the written questions only / the name questions only (four
 #    phrasings), each with the retention prompts (distill-names: started, stopped unfinished)
@@ -62,4 +63,9 @@ if [[ $only == distill-names ]]; then  # one prompt kind: the template questions
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
     --distill-answer-tokens 32 --distill-questions 2 --distill-kinds about,tell,what,details,retention \
     --out "$OUT/distill-names"
+fi
+if [[ $only == distill-written-mlp ]]; then  # distill-written's items (cached), LoRA on the MLP projections too
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
+    --distill-answer-tokens 32 --distill-questions 2 \
+    --target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --out "$OUT/distill-written-mlp"
 fi

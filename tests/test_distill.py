@@ -201,7 +201,7 @@ def test_objective_settings_are_checked():
     assert "distill_loss" not in LiftConfig(distill_loss="ce").key_dict()
     # written questions change the items: in the key when there are any; none keeps the key adapters trained
     # before the setting existed have (its default was 0 then)
-    assert LiftConfig(objective="distill").key_dict()["distill_questions"] == 4
+    assert LiftConfig(objective="distill").key_dict()["distill_questions"] == 2
     assert "distill_questions" not in LiftConfig(objective="distill", distill_questions=0).key_dict()
     assert "distill_questions" not in LiftConfig().key_dict()  # the paper's objective: no items at all
     with pytest.raises(LiftError, match="--distill-questions"):
@@ -211,6 +211,22 @@ def test_objective_settings_are_checked():
     assert LiftConfig(distill_kinds="asked, retention").kinds == ("asked", "retention")
     assert "distill_kinds" not in LiftConfig(objective="distill").key_dict()  # all: as before the setting
     assert LiftConfig(objective="distill", distill_kinds="asked").key_dict()["distill_kinds"] == "asked"
+
+
+def test_auto_lora_targets_add_the_mlp_for_distillation_only():
+    """``--target-modules auto``: the attention projections, plus the MLP projections for ``--objective distill``.
+    The key holds the modules trained, so the paper's objective keeps the key it had when the default was the
+    explicit list."""
+    attention = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert LiftConfig().lora_targets == attention
+    assert LiftConfig(objective="ct+distill").lora_targets == attention
+    assert LiftConfig(objective="distill").lora_targets == attention + ["gate_proj", "up_proj", "down_proj"]
+    assert LiftConfig(objective="distill", target_modules="q_proj,v_proj").lora_targets == ["q_proj", "v_proj"]
+    assert LiftConfig(objective="distill", target_modules="all-linear").lora_targets == "all-linear"
+    explicit = LiftConfig(target_modules="q_proj,k_proj,v_proj,o_proj")
+    assert LiftConfig().key_dict() == explicit.key_dict()
+    assert LiftConfig(objective="distill").key_dict()["target_modules"].endswith("gate_proj,up_proj,down_proj")
+    assert "target_modules" not in LiftConfig(finetune="full").key_dict()
 
 
 def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded):
