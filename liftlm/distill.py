@@ -246,14 +246,14 @@ def teach(model, tokenizer, chat, chunk_ids: list[int], prompts: list[tuple[str,
                 out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                             logits_to_keep=1, **{_cache_kwarg(model): cache})
                 top = F.log_softmax(out.logits[:, -1].float(), -1).topk(top_k)
+                top_ids, top_lps = top.indices.tolist(), top.values.tolist()
                 for r in range(b):
                     if done[r]:
                         continue
-                    token = int(top.indices[r, 0])
-                    answers[r].append(token)
-                    tops[r].append(top.indices[r].tolist())
-                    lps[r].append([round(x, 4) for x in top.values[r].tolist()])
-                    done[r] = token == eos
+                    answers[r].append(top_ids[r][0])
+                    tops[r].append(top_ids[r])
+                    lps[r].append([round(x, 4) for x in top_lps[r]])
+                    done[r] = top_ids[r][0] == eos
                 if all(done):
                     break
                 ids = top.indices[:, :1]
