@@ -11,7 +11,8 @@
 # 7. (distill-written, only when asked for by name) distill's items plus 2 questions the teacher writes about each
 #    sentence with a name or a number (--distill-questions 2), in other words than the sentence's; distill-written4:
 #    4 questions per sentence; distill-written-mlp: distill-written's items (cached), LoRA on the MLP projections
-#    too (what --target-modules auto, the default, picks for --objective distill)
+#    too (what --target-modules auto, the default, picks for --objective distill); distill-written4-mlp:
+#    distill-written4's items (cached), LoRA on the MLP projections too
 # 8. (distill-asked / distill-names, only when asked for by name) the ablation of prompt kinds: distill-written's
 #    teacher items (cached), the student trained on the written questions only / the name questions only (four
 #    phrasings), each with the retention prompts (distill-names: started, stopped unfinished)
@@ -68,4 +69,9 @@ if [[ $only == distill-written-mlp ]]; then  # distill-written's items (cached),
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
     --distill-answer-tokens 32 --distill-questions 2 \
     --target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --out "$OUT/distill-written-mlp"
+fi
+if [[ $only == distill-written4-mlp ]]; then  # distill-written4's items (cached), LoRA on the MLP projections too
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
+    --distill-answer-tokens 32 --distill-questions 4 \
+    --target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --out "$OUT/distill-written4-mlp"
 fi

@@ -211,33 +211,47 @@ def written_questions(reply: str, sentence: str, n: int, seen: set[str] | None =
 
 # ---------------------------------------------------------------- the teacher
 @torch.no_grad()
-def teach(model, tokenizer, chat, chunk_ids: list[int], prompts: list[tuple[str, str]], max_new_tokens: int,
-          span: tuple[int, int], top_k: int = TOP_K, batch_size: int = TEACH_BATCH) -> list[DistillItem]:
-    """The base ``model`` answers every prompt about one chunk, greedily: [chat prefix] chunk, prompt [assistant
-    cue] answer. The chunk runs once; the prompts continue from its keys/values ``batch_size`` at a time, each
-    batch over a fresh copy of them. In a batch the prompts are left-padded up to the chunk (the pads masked out,
-    positions counted without them), so every row reads exactly chunk + its prompt; decoding one token for 8 rows
-    costs about as much as for one on a CPU (reading the weights dominates)."""
+def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int, int], str, str]],
+          max_new_tokens: int, top_k: int = TOP_K, batch_size: int = TEACH_BATCH,
+          progress: Callable[[int], None] | None = None) -> list[DistillItem]:
+    """The base ``model`` answers every ask — (chunk span, kind, prompt), in chunk order — greedily: [chat prefix]
+    chunk, prompt [assistant cue] answer. Each chunk runs once; its keys/values are kept while asks about it
+    remain. The asks are answered ``batch_size`` at a time, whichever chunks they are about: each row's chunk
+    keys/values and its prompt are left-padded (the pads masked out, positions counted without them), so every
+    row reads exactly its chunk + its prompt. Decoding one token for 8 rows costs about as much as for one on a
+    CPU (reading the weights dominates), and batching across chunks leaves no batch half full where a chunk has
+    few prompts. ``progress(done)``: asks answered so far, after each batch."""
     from .infer import base_model_context
 
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
-    suffixes = [tokenizer.encode("\n\n" + prompt, add_special_tokens=False) + chat.after for _, prompt in prompts]
+    suffixes = [tokenizer.encode("\n\n" + prompt, add_special_tokens=False) + chat.after for _, _, prompt in asks]
+    last_ask = {span: i for i, (span, _, _) in enumerate(asks)}  # after it, a chunk's keys/values are dropped
+    chunk_kv: dict[tuple[int, int], list] = {}
     items = []
     with base_model_context(model):
-        prefix = torch.tensor([chat.before + list(chunk_ids)], device=device)
-        n_prefix = prefix.shape[1]
-        chunk_kv = _kv(prefix_cache(model, prefix))
-        for start in range(0, len(prompts), batch_size):
+        for start in range(0, len(asks), batch_size):
+            batch = asks[start:start + batch_size]
+            spans = [span for span, _, _ in batch]
+            for a, b in dict.fromkeys(spans):
+                if (a, b) not in chunk_kv:
+                    chunk = torch.tensor([chat.before + list(doc_ids[a:b])], device=device)
+                    chunk_kv[(a, b)] = _kv(prefix_cache(model, chunk))
+            lens = [chunk_kv[span][0][0].shape[2] for span in spans]
+            n_prefix = max(lens)
+            # each layer's keys and values for the batch: the rows' chunks, left-padded to the longest
+            cache = DynamicCache(ddp_cache_data=[
+                tuple(torch.cat([F.pad(chunk_kv[span][layer][j], (0, 0, n_prefix - n, 0))
+                                 for span, n in zip(spans, lens)]) for j in (0, 1))
+                for layer in range(len(chunk_kv[spans[0]]))])
             rows = suffixes[start:start + batch_size]
             b, width = len(rows), max(len(r) for r in rows)
-            cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1).contiguous(),
-                                                  v.expand(b, -1, -1, -1).contiguous()) for k, v in chunk_kv])
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
             real = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-            mask = torch.cat([torch.ones(b, n_prefix, dtype=real.dtype, device=device), real], 1)
-            positions = n_prefix + (real.cumsum(1) - 1).clamp(min=0)
+            chunk_mask = torch.tensor([[0] * (n_prefix - n) + [1] * n for n in lens], device=device)
+            mask = torch.cat([chunk_mask.to(real.dtype), real], 1)
+            positions = torch.tensor(lens, device=device)[:, None] + (real.cumsum(1) - 1).clamp(min=0)
             answers: list[list[int]] = [[] for _ in rows]
             tops: list[list[list[int]]] = [[] for _ in rows]
             lps: list[list[list[float]]] = [[] for _ in rows]
@@ -259,8 +273,13 @@ def teach(model, tokenizer, chat, chunk_ids: list[int], prompts: list[tuple[str,
                 ids = top.indices[:, :1]
                 mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=device)], 1)
                 positions = positions[:, -1:] + 1
-            for r, (kind, prompt) in enumerate(prompts[start:start + batch_size]):
+            for r, (span, kind, prompt) in enumerate(batch):
                 items.append(DistillItem(kind, prompt, span, answers[r], tops[r], lps[r]))
+            for span in set(spans):
+                if last_ask[span] < start + b:
+                    del chunk_kv[span]
+            if progress is not None:
+                progress(start + b)
     return items
 
 
@@ -293,33 +312,34 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     Returns the items and counts: ``not_grounded`` (answers to questions about names, key phrases or
     sentences that do not say what their chunk says: left out; summaries and what-happens-next answers
     paraphrase by nature and are kept), and with written questions ``sentences`` asked about and ``written``
-    (questions kept). ``progress(done, total)``: after each chunk of each pass (writing, then answering)."""
+    (questions kept). ``progress(done, total)``: asks answered (writing, then answering), after each batch."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
     asked: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
     per_chunk = [seed_prompts(t, prompts_per_chunk, i, asked, first=a == 0, last=b == len(doc_ids))
                  for i, (t, (a, b)) in enumerate(zip(texts, spans))]
     counts = {"not_grounded": 0}
-    passes = 2 if questions_per_sentence > 0 else 1
-    total = passes * len(spans)
+    n_writes = 0  # asks of pass 1, answered before pass 2's
     if questions_per_sentence > 0:  # pass 1: the teacher writes questions about the fact-bearing sentences
         done_sentences: set[str] = set()
-        seen: set[str] = set()
-        counts |= {"sentences": 0, "written": 0}
+        writes: list[tuple[int, str]] = []  # (chunk, sentence), each sentence once per document
         for i, ((a, b), t) in enumerate(zip(spans, texts)):
             sentences = [x for x in dict.fromkeys(fact_sentences(_whole_sentences(t, a == 0, b == len(doc_ids))))
                          if x not in done_sentences]
             done_sentences.update(sentences)
-            asks = [("write", WRITE_PROMPT.format(n=questions_per_sentence, s=x)) for x in sentences]
-            replies = teach(model, tokenizer, chat, doc_ids[a:b], asks, WRITE_TOKENS * questions_per_sentence,
-                            (a, b), top_k=1) if asks else []
-            for x, reply in zip(sentences, replies):
-                questions = written_questions(tokenizer.decode(reply.answer_ids, skip_special_tokens=True), x,
-                                              questions_per_sentence, seen)
-                per_chunk[i].extend(("asked", q) for q in questions)
-                counts["written"] += len(questions)
-            counts["sentences"] += len(sentences)
-            if progress is not None:
-                progress(i + 1, total)
+            writes.extend((i, x) for x in sentences)
+        n_writes = len(writes)
+        later = sum(len(p) for p in per_chunk)  # pass 2's asks so far (the written ones and retention come later)
+        replies = teach(model, tokenizer, chat, doc_ids,
+                        [(spans[i], "write", WRITE_PROMPT.format(n=questions_per_sentence, s=x)) for i, x in writes],
+                        WRITE_TOKENS * questions_per_sentence, top_k=1,
+                        progress=None if progress is None else lambda done: progress(done, n_writes + later))
+        seen: set[str] = set()
+        counts |= {"sentences": n_writes, "written": 0}
+        for (i, x), reply in zip(writes, replies):
+            questions = written_questions(tokenizer.decode(reply.answer_ids, skip_special_tokens=True), x,
+                                          questions_per_sentence, seen)
+            per_chunk[i].extend(("asked", q) for q in questions)
+            counts["written"] += len(questions)
     n_doc = sum(len(p) for p in per_chunk)
     general = retention_prompts()
     n_ret = round(n_doc * retention_share / (1 - retention_share)) if retention_share > 0 else 0
@@ -327,16 +347,18 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     order = torch.randperm(len(general), generator=g).tolist()
     for j in range(n_ret):
         per_chunk[j % len(spans)].append(("retention", general[order[j % len(general)]]))
+    chunk_of = [i for i, prompts in enumerate(per_chunk) for _ in prompts]
+    asks = [(spans[i], kind, prompt) for i, prompts in enumerate(per_chunk) for kind, prompt in prompts]
+    answered = teach(model, tokenizer, chat, doc_ids, asks, answer_tokens,
+                     progress=None if progress is None else lambda done: progress(n_writes + done,
+                                                                                  n_writes + len(asks)))
     items: list[DistillItem] = []
-    for i, ((a, b), prompts) in enumerate(zip(spans, per_chunk)):
-        for it in teach(model, tokenizer, chat, doc_ids[a:b], prompts, answer_tokens, (a, b)):
-            if it.kind not in _CHECKED or grounded(tokenizer.decode(it.answer_ids, skip_special_tokens=True),
-                                                   it.prompt, texts[i]):
-                items.append(it)
-            else:
-                counts["not_grounded"] += 1
-        if progress is not None:
-            progress((passes - 1) * len(spans) + i + 1, total)
+    for i, it in zip(chunk_of, answered):
+        if it.kind not in _CHECKED or grounded(tokenizer.decode(it.answer_ids, skip_special_tokens=True),
+                                               it.prompt, texts[i]):
+            items.append(it)
+        else:
+            counts["not_grounded"] += 1
     return items, counts
 
 
@@ -496,7 +518,7 @@ class DistillSource:
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(spans), desc="teacher", unit="chunk", dynamic_ncols=True)
+            bar = tqdm(total=len(spans), desc="teacher", unit="prompt", dynamic_ncols=True)
 
         def advance(done: int, total: int) -> None:
             bar.total = total

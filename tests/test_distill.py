@@ -115,24 +115,29 @@ def test_retention_prompts_ship_with_the_package():
 
 
 def test_teacher_answers_are_its_greedy_answers_with_the_chunk_in_context(tiny_loaded):
-    """Continuing from the chunk's keys/values, one prompt at a time or a left-padded batch of prompts of unequal
-    lengths, gives the answers of running each prompt whole."""
+    """Continuing from each chunk's keys/values, one prompt at a time or a left-padded batch of prompts of unequal
+    lengths about chunks of unequal lengths, gives the answers of running each chunk + prompt whole."""
     model, tok = tiny_loaded.model, tiny_loaded.tokenizer
     prompts = PromptBuilder(tok, 512)
-    chunk = tok.encode(TEXT, add_special_tokens=False)
-    asked = [("about", "What does the text say about the ferry?"), ("summary", "Summarize the passage."),
-             ("asked", "Which harbour did the ferry leave from, and how long did the crossing to the island take?")]
-    items = teach(model, tok, prompts.chat, chunk, asked, 6, (0, len(chunk)), top_k=5, batch_size=3)
-    one_by_one = teach(model, tok, prompts.chat, chunk, asked, 6, (0, len(chunk)), top_k=5, batch_size=1)
+    doc = tok.encode(TEXT, add_special_tokens=False)
+    whole, short = (0, len(doc)), (5, len(doc) - 17)
+    asks = [(whole, "about", "What does the text say about the ferry?"), (whole, "summary", "Summarize the passage."),
+            (short, "asked", "Which harbour did the ferry leave from, and how long did the crossing take?"),
+            (short, "next", "What happens next?"), (whole, "retention", "What is the capital of France?")]
+    batched = []
+    items = teach(model, tok, prompts.chat, doc, asks, 6, top_k=5, batch_size=3, progress=batched.append)
+    assert batched == [3, 5]
+    one_by_one = teach(model, tok, prompts.chat, doc, asks, 6, top_k=5, batch_size=1)
     assert [it.answer_ids for it in items] == [it.answer_ids for it in one_by_one]
     for it, alone in zip(items, one_by_one):
         assert torch.allclose(torch.tensor(it.top_logprobs), torch.tensor(alone.top_logprobs), atol=1e-3)
-    for (kind, prompt), item in zip(asked, items):
-        ids = prompts.chat.before + chunk + tok.encode("\n\n" + prompt, add_special_tokens=False) + prompts.chat.after
+    for ((a, b), kind, prompt), item in zip(asks, items):
+        ids = (prompts.chat.before + doc[a:b] + tok.encode("\n\n" + prompt, add_special_tokens=False)
+               + prompts.chat.after)
         out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False,
                              pad_token_id=tok.pad_token_id)
         expected = out[0, len(ids):].tolist()
-        assert item.answer_ids == expected[: len(item.answer_ids)] and item.kind == kind
+        assert item.answer_ids == expected[: len(item.answer_ids)] and (item.kind, item.chunk) == (kind, (a, b))
         assert [t[0] for t in item.top_ids] == item.answer_ids  # greedy: the top token is the answer token
         assert all(lp == sorted(lp, reverse=True) and len(lp) == 5 for lp in item.top_logprobs)
 
@@ -242,14 +247,14 @@ def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded)
     answered: list[tuple[str, str]] = []
     real_teach = distill.teach
 
-    def spy(model, tokenizer, chat, chunk_ids, pairs, *args, **kwargs):
-        asks.extend(p for k, p in pairs if k == "write")
-        answered.extend(p for p in pairs if p[0] != "write")
-        if pairs and pairs[0][0] == "write":  # a teacher that writes good questions
-            return [DistillItem("write", p, args[1], tok.encode("Who painted the ferry at Varnholm?\n"
-                                                                  "What did the keeper's ledger list?"))
-                    for k, p in pairs]
-        return real_teach(model, tokenizer, chat, chunk_ids, pairs, *args, **kwargs)
+    def spy(model, tokenizer, chat, doc_ids, rows, *args, **kwargs):
+        asks.extend(p for _, k, p in rows if k == "write")
+        answered.extend((k, p) for _, k, p in rows if k != "write")
+        if rows and rows[0][1] == "write":  # a teacher that writes good questions
+            return [DistillItem("write", p, span, tok.encode("Who painted the ferry at Varnholm?\n"
+                                                               "What did the keeper's ledger list?"))
+                    for span, k, p in rows]
+        return real_teach(model, tokenizer, chat, doc_ids, rows, *args, **kwargs)
 
     distill.teach = spy
     try:
