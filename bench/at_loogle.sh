@@ -15,7 +15,7 @@ LOOGLE=${LOOGLE:-../shared/data/loogle}
 WORK=${LIFTLM_HOME:-$HOME/.cache/liftlm}/at-loogle
 SFT_MODEL=$WORK/sft-model
 TEST=(--benchmark loogle --data "$LOOGLE/shortdep_qa.jsonl" --documents 2 --max-doc-tokens 3000 --window 1024
-      --max-new-tokens 64 --quiet)
+      --max-new-tokens 64 --objective ct --quiet)
 # AT: 150 statement and key-phrase questions spread over the sentences, asked without the document, 2 stage-2
 # epochs (CPU time; the two 3k-token cuts have 110 and 77 sentences of 5+ words)
 AT=(--qa-pairs 150 --qa-generator keyphrase --qa-context-tokens 0 --qa-epochs 2)

@@ -83,7 +83,7 @@ def run_sft(args) -> int:
 
     if args.max_doc_tokens is not None and args.max_doc_tokens < 1:
         raise LiftError(f"--max-doc-tokens must be at least 1 (got {args.max_doc_tokens})")
-    out = sft(args.corpus, args.out, model_spec(args), config_from_args(args), args.max_doc_tokens,
+    out = sft(args.corpus, args.out, model_spec(args), config_from_args(args, objective="ct"), args.max_doc_tokens,
               progress=not args.quiet, device=args.device)
     print(out)
     return 0

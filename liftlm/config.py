@@ -69,16 +69,17 @@ class LiftConfig:
                                              "(default: as --context-tokens; 0 = the question alone, as mode "
                                              "lift asks it: ~5x cheaper per QA sample)")
     # --- context distillation (beyond the paper; liftlm.distill) ---
-    objective: str = _f("ct", "what the adapter learns: ct (the paper: recite the segments after the head+tail "
-                              "view) | distill (answer as the model does with a chunk in context: teacher "
-                              "answers to generated prompts, top-k distillation) | ct+distill (segments, then "
-                              "segments + distillation items, as the two-stage QA schedule)")
-    distill_prompts: int = _f(8, "distillation prompts per chunk (questions about its names and key phrases in "
+    objective: str = _f("distill", "what the adapter learns: distill (answer as the model does with a chunk in "
+                                   "context: teacher answers to generated prompts, top-k distillation; the "
+                                   "default, measured best) | ct (the paper: recite the segments after the "
+                                   "head+tail view) | ct+distill (segments, then segments + distillation items, "
+                                   "as the two-stage QA schedule)")
+    distill_prompts: int = _f(4, "distillation prompts per chunk (questions about its names and key phrases in "
                                  "several phrasings, a summary, a what-happens-next)")
     distill_questions: int = _f(2, "questions the teacher writes, with the chunk in context, about each sentence "
                                    "with a name or a number, in other words than the sentence's (then answers "
                                    "them as distillation prompts; 0: none)")
-    distill_answer_tokens: int = _f(48, "most tokens of each teacher answer")
+    distill_answer_tokens: int = _f(32, "most tokens of each teacher answer")
     distill_retention: float = _f(0.15, "share of distillation items that are general requests unrelated to the "
                                         "document (the student keeps answering them as the base model does)")
     distill_loss: str = _f("kl", "kl: cross-entropy against the teacher's top-k distribution (distillation) | ce: "
@@ -158,7 +159,8 @@ class LiftConfig:
         if self.objective not in OBJECTIVES:
             problems.append(f"--objective must be one of {', '.join(OBJECTIVES)} (got {self.objective!r})")
         elif self.objective != "ct" and self.training_mode != "paper":
-            problems.append(f"--objective {self.objective} trains with --training-mode paper only")
+            problems.append(f"--objective {self.objective} trains with --training-mode paper only (--objective ct "
+                            "for the paper's objective, which every --training-mode trains)")
         if self.distill_prompts < 1 or self.distill_answer_tokens < 1 or not 0 <= self.distill_retention < 1:
             problems.append("--distill-prompts and --distill-answer-tokens must be at least 1, "
                             "--distill-retention in [0, 1)")

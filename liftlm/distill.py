@@ -50,7 +50,10 @@ DISTILL_VERSION = 3  # part of the cache and adapter keys: bump when the items m
 TOP_K = 20
 PREFIX_REFRESH = 8  # lift+icl items that reuse one computation of the shared head+tail view's keys/values
 KINDS = DISTILL_KINDS
-TEACH_BATCH = 8  # prompts the teacher answers at once (on 2 CPU cores, 8 rows decode ~3.9x faster per answer than 1)
+# prompts the teacher answers at once, from any chunks. On 2 CPU cores, the teacher of examples/kellmere.txt (8
+# prompts a chunk, 144 asks) took 53 s at 32 rows, 62 s at 16 and 72-89 s at 8 with the embedded model; with
+# Qwen2.5-Coder-1.5B one decoding step costs 0.70 s for 8 rows against 0.34 s for one.
+TEACH_BATCH = 32
 # Every phrasing points at the text: asked "Tell me about X." or "Who is X?", a 1.5B teacher answers about a made-up
 # name from its own knowledge ("Busismere is an island in the Maldives") or refuses, with the chunk in context.
 _TEMPLATES = {
@@ -473,12 +476,12 @@ class DistillSource:
 
     SETTINGS = ("segment_length", "stride", "distill_prompts", "distill_answer_tokens", "distill_retention", "seed")
 
-    def __init__(self, cfg, model_id: str, cache_dir: str | Path, progress: bool = False):
+    def __init__(self, cfg, model_id: str, cache_dir: str | Path, progress: bool = False, on_step=None):
         self.cfg = cfg
         self.model_id = model_id
         self.cache_dir = Path(cache_dir)
         self.progress = progress
-
+        self.on_step = on_step  # given a StepProgress with stage "teacher" after each batch of the teacher
     def cache_path(self, text: str) -> Path:
         from .adapters import document_sha256, store_key
 
@@ -521,14 +524,19 @@ class DistillSource:
             bar = tqdm(total=len(spans), desc="teacher", unit="prompt", dynamic_ncols=True)
 
         def advance(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+            if self.on_step is not None:
+                from .loop import StepProgress
+
+                self.on_step(StepProgress(0, self.cfg.epochs, done, total, float("nan"), stage="teacher"))
 
         start = time.perf_counter()
         try:
             items, counts = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
                                        self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
-                                       advance if bar else None, self.cfg.distill_questions)
+                                       advance if bar or self.on_step else None, self.cfg.distill_questions)
         finally:
             if bar:
                 bar.close()

@@ -32,13 +32,16 @@ StepHook = Callable[["StepProgress"], None]
 
 @dataclass
 class StepProgress:
-    """Where training stands after an optimizer step (given to an ``on_step`` hook, e.g. a service's progress)."""
+    """Where training stands after an optimizer step (given to an ``on_step`` hook, e.g. a service's progress).
+    Before training, context distillation's teacher reports through the same hook with ``stage="teacher"``:
+    ``step`` prompts answered of ``steps``, epoch 0, loss NaN."""
 
     epoch: int  # 0-based epoch the step belongs to
     epochs: int
     step: int  # optimizer steps done (1-based)
     steps: int  # optimizer steps in the whole run
     loss: float  # mean loss of this step
+    stage: str = "training"  # or "teacher"
 
 
 @dataclass

@@ -130,7 +130,8 @@ class Lift:
         self.store = AdapterStore(store)
         self.qa = QASource(self.config, self.loaded.model_id, self.store.root.parent / "qa", self._qa_completer,
                            read_qa(qa_file) if qa_file is not None else None, progress)
-        self.distill = DistillSource(self.config, self.loaded.model_id, self.store.root.parent / "distill", progress)
+        self.distill = DistillSource(self.config, self.loaded.model_id, self.store.root.parent / "distill", progress,
+                                     on_step=lambda p: self.on_step(p) if self.on_step is not None else None)
         self.answerer = Answerer(self.tokenizer, self.prompts, rag_chunk_tokens)
         # the current document and its adapter
         self._base = self.loaded.model  # LoRA is injected into it and unloaded again; a full fine-tune trains a copy

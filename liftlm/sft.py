@@ -81,7 +81,10 @@ def load_corpus(path: str | Path) -> list[tuple[str, list[tuple[QAPair, list[str
 def run_sft(corpus: str | Path, out: str | Path, model: str | None = None, config: LiftConfig | None = None,
             max_doc_tokens: int | None = None, progress: bool = True, device: str | None = None) -> Path:
     """Train on the corpus and write a merged model directory to ``out`` (atomically). Returns ``out``."""
-    cfg = config or LiftConfig()
+    cfg = config or LiftConfig(objective="ct")
+    if cfg.objective != "ct":
+        raise LiftError("pre-LIFT SFT trains the paper's objective on its corpus: --objective ct (got "
+                        f"--objective {cfg.objective})")
     out = Path(out)
     if max_doc_tokens is not None and max_doc_tokens < 1:
         raise LiftError(f"--max-doc-tokens must be at least 1 (got {max_doc_tokens})")

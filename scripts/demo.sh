@@ -2,8 +2,11 @@
 # The main job on a fresh machine: set up, then ask a question about a long document with the embedded model.
 # The window is set to 512 tokens so that the example document (1.3k tokens) does not fit in context; the
 # answer is printed in mode icl (truncated reading alone) beside lift+icl (the adapted model, the paper's setting).
+# The question's answer (1964) lies in the middle of the document, outside the window. The adapter is trained by
+# context distillation (the default objective) with 8 prompts per chunk: the 135M model needs them (with the
+# default 4 it answers "1988"); 3 min 18 s here (teacher 49 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/liftlm ask --document examples/kellmere.txt --window 512 --mode icl,lift+icl \
-  --question "${1:-How long was the Kellmere rope walk?}"
+exec .venv/bin/liftlm ask --document examples/kellmere.txt --window 512 --distill-prompts 8 --mode icl,lift+icl \
+  --question "${1:-In what year was the railway line to Kellmere shut?}"

@@ -13,8 +13,8 @@ from liftlm.batch import BatchJob, Results, read_documents, run_local, run_ray
 from liftlm.cli import main
 from liftlm.vllm import publish, vllm_problems
 
-SMALL = dict(segment_length=32, context_tokens=32, window=256, epochs=1, lora_rank=4)
-SMALL_FLAGS = ["--segment-length", "32", "--context-tokens", "32", "--window", "256", "--epochs", "1",
+SMALL = dict(objective="ct", segment_length=32, context_tokens=32, window=256, epochs=1, lora_rank=4)
+SMALL_FLAGS = ["--objective", "ct", "--segment-length", "32", "--context-tokens", "32", "--window", "256", "--epochs", "1",
                "--lora-rank", "4", "--quiet"]
 TEXTS = {
     "keeper": "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 4,

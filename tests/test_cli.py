@@ -9,7 +9,7 @@ import pytest
 from liftlm.cli import main
 
 DOC = "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 10
-SMALL = ["--segment-length", "32", "--context-tokens", "32", "--epochs", "1", "--lora-rank", "4", "--quiet"]
+SMALL = ["--objective", "ct", "--segment-length", "32", "--context-tokens", "32", "--epochs", "1", "--lora-rank", "4", "--quiet"]
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_bad_documents(capsys, tmp_path, tiny_model_dir, case, verb):
     (["--question", "Why?", "--window", 256, "--mode", "lift", "--max-new-tokens", 300], "too small"),
     (["--question", "Why?", "--epochs", -1], "--epochs"),
     (["--question", "Why?", "--finetune", "qlora"], "--finetune"),
-    (["--question", "Why?", "--segment-length", 240, "--window", 256], "--window"),
+    (["--question", "Why?", "--objective", "ct", "--segment-length", 240, "--window", 256], "--window"),
     (["--questions-file", "/nonexistent/q.txt"], "--questions-file"),
 ])
 def test_bad_arguments(capsys, tmp_path, doc, tiny_model_dir, argv, message):

@@ -145,7 +145,7 @@ def test_raw_ct_samples_carry_no_chat_turn_and_no_target_holds_the_system_messag
     b = PromptBuilder(tiny_tokenizer, window=200)
     doc = tiny_tokenizer.encode("The lighthouse keeper of Varnholm kept a ledger of every ship. " * 40)
     for fmt, mode in [("raw", "paper"), ("chat", "paper"), ("raw", "overlap"), ("raw", "recurrent")]:
-        cfg = LiftConfig(segment_length=64, ct_format=fmt, training_mode=mode)
+        cfg = LiftConfig(objective="ct", segment_length=64, ct_format=fmt, training_mode=mode)
         for s in build_samples(doc, cfg, b):
             ids = s.input_ids if mode == "paper" else s.prefix_ids + s.target_ids
             targets = [t for t in s.labels if t != IGNORE_INDEX] if mode == "paper" else s.target_ids

@@ -203,12 +203,12 @@ def test_objective_settings_are_checked():
     # the ablation trains other weights: another adapter; the paper's objective has no distillation loss at all
     kl, ce = LiftConfig(objective="distill").key_dict(), LiftConfig(objective="distill", distill_loss="ce").key_dict()
     assert kl != ce and ce["distill_loss"] == "ce"
-    assert "distill_loss" not in LiftConfig(distill_loss="ce").key_dict()
+    assert "distill_loss" not in LiftConfig(objective="ct", distill_loss="ce").key_dict()
     # written questions change the items: in the key when there are any; none keeps the key adapters trained
     # before the setting existed have (its default was 0 then)
     assert LiftConfig(objective="distill").key_dict()["distill_questions"] == 2
     assert "distill_questions" not in LiftConfig(objective="distill", distill_questions=0).key_dict()
-    assert "distill_questions" not in LiftConfig().key_dict()  # the paper's objective: no items at all
+    assert "distill_questions" not in LiftConfig(objective="ct").key_dict()  # the paper's objective: no items
     with pytest.raises(LiftError, match="--distill-questions"):
         LiftConfig(objective="distill", distill_questions=-1)
     with pytest.raises(LiftError, match="--distill-kinds"):
@@ -223,15 +223,16 @@ def test_auto_lora_targets_add_the_mlp_for_distillation_only():
     The key holds the modules trained, so the paper's objective keeps the key it had when the default was the
     explicit list."""
     attention = ["q_proj", "k_proj", "v_proj", "o_proj"]
-    assert LiftConfig().lora_targets == attention
+    assert LiftConfig(objective="ct").lora_targets == attention
     assert LiftConfig(objective="ct+distill").lora_targets == attention
     assert LiftConfig(objective="distill").lora_targets == attention + ["gate_proj", "up_proj", "down_proj"]
     assert LiftConfig(objective="distill", target_modules="q_proj,v_proj").lora_targets == ["q_proj", "v_proj"]
     assert LiftConfig(objective="distill", target_modules="all-linear").lora_targets == "all-linear"
-    explicit = LiftConfig(target_modules="q_proj,k_proj,v_proj,o_proj")
-    assert LiftConfig().key_dict() == explicit.key_dict()
+    explicit = LiftConfig(objective="ct", target_modules="q_proj,k_proj,v_proj,o_proj")
+    assert LiftConfig(objective="ct").key_dict() == explicit.key_dict()
     assert LiftConfig(objective="distill").key_dict()["target_modules"].endswith("gate_proj,up_proj,down_proj")
     assert "target_modules" not in LiftConfig(finetune="full").key_dict()
+    assert LiftConfig().objective == "distill" and LiftConfig().lora_targets == LiftConfig(objective="distill").lora_targets
 
 
 def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded):
@@ -278,11 +279,17 @@ def test_distillation_end_to_end_through_lift(tiny_model_dir, tmp_path, objectiv
 
     cfg = LiftConfig(window=256, segment_length=48, context_tokens=32, epochs=1, qa_epochs=1, objective=objective,
                      distill_prompts=3, distill_answer_tokens=4, distill_retention=0.25, learning_rate=1e-3)
-    lift = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store", progress=False)
+    events = []
+    lift = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store", progress=False, on_step=events.append)
     text = TEXT * 5
     done = lift.internalize(text)
     meta = done.metadata
     report = meta["distill"]
+    # the teacher reports through on_step before training does: prompts answered, up to all of them
+    teacher = [p for p in events if p.stage == "teacher"]
+    assert teacher and events[:len(teacher)] == teacher and len(events) > len(teacher)
+    assert [p.step for p in teacher] == sorted(p.step for p in teacher) and teacher[-1].step == teacher[-1].steps
+    assert teacher[-1].steps == report["items"] + report["not_grounded"] + report["sentences"]
     assert report["items"] > 0 and report["kinds"]["retention"] >= 1
     assert report["sentences"] == 2  # the default writes questions about Varnholm's and Glasgow's sentences
     assert report["student_samples"] == 2 * report["items"]  # both views

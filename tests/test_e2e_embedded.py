@@ -60,7 +60,7 @@ def test_lift_puts_the_document_into_the_weights(home, tmp_path, monkeypatch):
     from liftlm import Lift, LiftConfig
     from liftlm.infer import text_nll
 
-    cfg = LiftConfig(contextualized=False, epochs=8, learning_rate=5e-4)
+    cfg = LiftConfig(objective="ct", contextualized=False, epochs=8, learning_rate=5e-4)
     lift = Lift(config=cfg, store=tmp_path / "store", progress=False)
     base_doc = text_nll(lift.loaded.model, lift.tokenizer, DOCUMENT)
     base_fact = text_nll(lift.loaded.model, lift.tokenizer, FACT)
@@ -74,10 +74,12 @@ def test_lift_puts_the_document_into_the_weights(home, tmp_path, monkeypatch):
 def test_qa_file_makes_the_fact_recallable_without_the_document(home, tmp_path):
     """Auxiliary QA pairs (given with --qa-file) let the adapted model answer with no document in context.
 
-    Measured on this document: QA prompts without the document (--qa-context-tokens 0, as mode lift asks) at lr 5e-4
-    for 8 stage-2 epochs recall the name, and an unrelated question is not answered with it; with the document in
-    the QA prompts the model learns to read the answer from context and does not recall it (it answers
-    "Whiskers"); at lr 1e-3 it answers every question with the name."""
+    Measured on this document, with the paper's objective (--objective ct): QA prompts without the document
+    (--qa-context-tokens 0, as mode lift asks) at lr 5e-4 for 8 stage-2 epochs recall the name, and an unrelated
+    question is not answered with it; with the document in the QA prompts the model learns to read the answer from
+    context and does not recall it (it answers "Whiskers"); at lr 1e-3 it answers every question with the name.
+    (With the default objective, distillation, the given pairs train beside the teacher's items for 2 epochs, and
+    the model answers "Whiskers".)"""
     doc = tmp_path / "varnholm.txt"
     doc.write_text(DOCUMENT)
     qa = tmp_path / "qa.jsonl"
@@ -88,8 +90,8 @@ def test_qa_file_makes_the_fact_recallable_without_the_document(home, tmp_path):
          "Quartermain.", "evidence": FACT},
     ]))
     store = tmp_path / "store"
-    done = liftlm(home, store, "internalize", "--document", doc, "--qa-file", qa, "--qa-context-tokens", 0,
-                  "--learning-rate", 5e-4, "--qa-epochs", 8, "--quiet")
+    done = liftlm(home, store, "internalize", "--document", doc, "--objective", "ct", "--qa-file", qa,
+                  "--qa-context-tokens", 0, "--learning-rate", 5e-4, "--qa-epochs", 8, "--quiet")
     assert done.returncode == 0, done.stderr
     adapter = done.stdout.strip()
     assert os.path.isfile(os.path.join(adapter, "qa.jsonl"))
@@ -100,3 +102,21 @@ def test_qa_file_makes_the_fact_recallable_without_the_document(home, tmp_path):
     other = liftlm(home, store, "ask", "--adapter", adapter, "--mode", "lift", "--json",
                    "--question", "In which year was the Varnholm lighthouse built?")
     assert other.returncode == 0 and "biscuit" not in json.loads(other.stdout)["answer"].lower()
+
+
+def test_the_demo_answers_from_outside_the_window_where_icl_cannot(home, tmp_path):
+    """The README demo (scripts/demo.sh) end to end: examples/kellmere.txt (1.3k tokens) with a 512-token window,
+    the adapter trained by context distillation with the demo's 8 prompts per chunk (3-4 minutes here). The
+    railway's closing year lies in the middle of the document, outside the head+tail view: ``icl`` cannot read
+    it, ``lift+icl`` answers it from the adapter (measured: bench/results/objectives-embedded-default/)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    demo = open(os.path.join(root, "scripts", "demo.sh")).read()
+    assert "--distill-prompts 8" in demo and "In what year was the railway line to Kellmere shut?" in demo
+    done = liftlm(home, tmp_path / "store", "ask", "--document", os.path.join(root, "examples", "kellmere.txt"),
+                  "--window", 512, "--distill-prompts", 8, "--mode", "icl,lift+icl", "--json", "--quiet",
+                  "--question", "In what year was the railway line to Kellmere shut?")
+    assert done.returncode == 0, done.stderr
+    icl, lift_icl = (json.loads(line) for line in done.stdout.splitlines())
+    assert (icl["mode"], lift_icl["mode"]) == ("icl", "lift+icl")
+    assert "1964" not in icl["answer"], icl
+    assert "1964" in lift_icl["answer"], lift_icl

@@ -22,8 +22,8 @@ from liftlm.cli import main
 
 DOC = ("The brass telescope in the museum was made in Glasgow in 1881 and still works. The keeper's daughter "
        "drew the map beside it and later captained the first ferry on the fjord. ") * 5
-CFG = dict(segment_length=32, context_tokens=32, window=256, epochs=3, learning_rate=5e-3, lora_rank=4, seed=3)
-SMALL = ["--segment-length", "32", "--context-tokens", "32", "--window", "256", "--learning-rate", "5e-3",
+CFG = dict(objective="ct", segment_length=32, context_tokens=32, window=256, epochs=3, learning_rate=5e-3, lora_rank=4, seed=3)
+SMALL = ["--objective", "ct", "--segment-length", "32", "--context-tokens", "32", "--window", "256", "--learning-rate", "5e-3",
          "--lora-rank", "4", "--seed", "3", "--quiet"]
 
 

@@ -29,7 +29,7 @@ WINDOW = 256
 
 
 def _cfg(**kw):
-    base = dict(segment_length=32, context_tokens=32, lora_rank=4, learning_rate=1e-2, epochs=1)
+    base = dict(objective="ct", segment_length=32, context_tokens=32, lora_rank=4, learning_rate=1e-2, epochs=1)
     return LiftConfig(**{**base, **kw})
 
 
@@ -209,7 +209,7 @@ def test_overlap_modes_through_the_recipe(tiny_model_dir, tmp_path):
     from liftlm import Lift, LiftConfig
 
     text = "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 8
-    cfg = LiftConfig(training_mode="overlap", segment_length=32, context_tokens=32, window=256, epochs=1,
+    cfg = LiftConfig(objective="ct", training_mode="overlap", segment_length=32, context_tokens=32, window=256, epochs=1,
                      lora_rank=4)
     runs = {mode: Lift(str(tiny_model_dir), LiftConfig(**{**cfg.to_dict(), "training_mode": mode}), store=tmp_path,
                        device="cpu", progress=False).internalize(text) for mode in ("overlap", "recurrent", "paper")}
@@ -322,9 +322,9 @@ def test_recurrent_mode_refuses_what_it_cannot_do(tiny_tokenizer):
     with pytest.raises(LiftError, match="rotary"):
         check_recurrent_support(learned_positions)
     with pytest.raises(ValueError, match="overlapping segments"):
-        LiftConfig(training_mode="recurrent", segment_length=32, stride=32)
+        LiftConfig(objective="ct", training_mode="recurrent", segment_length=32, stride=32)
     with pytest.raises(ValueError, match="grad-checkpointing"):
-        LiftConfig(training_mode="recurrent", grad_checkpointing=True)
+        LiftConfig(objective="ct", training_mode="recurrent", grad_checkpointing=True)
 
 
 def test_recurrent_training_takes_each_documents_own_prompt(tiny_loaded, monkeypatch):

@@ -49,6 +49,7 @@ def test_sft_then_lift_on_top(tmp_path, tiny_model_dir, capsys):
     assert capsys.readouterr().out.strip() == str(out)
     meta = json.loads((out / SFT_METADATA).read_text())
     assert meta["documents"] == 1 and meta["qa_pairs"] == 1 and meta["training"]["tokens"] > 0
+    assert meta["settings"]["objective"] == "ct" and meta["segments"] > 0  # SFT trains the paper's objective
     assert (out / "config.json").is_file() and list(out.glob("*.safetensors"))
     assert not list(tmp_path.glob(".sft-model.*"))  # no temporary leftovers
     doc = tmp_path / "d.txt"
@@ -59,8 +60,12 @@ def test_sft_then_lift_on_top(tmp_path, tiny_model_dir, capsys):
     assert code == 0 and record["trained"] is True
     meta = json.loads((Path(record["adapter"]) / "liftlm.json").read_text())
     assert meta["model_id"] == str(out.resolve())
-    # refusing to overwrite, and a --base that is not an SFT model
+    # refusing to overwrite, another objective, and a --base that is not an SFT model
     assert main(["sft", "--corpus", str(corpus), "--out", str(out), "--model", str(tiny_model_dir)]) == 2
+    assert main(["sft", "--corpus", str(corpus), "--out", str(tmp_path / "other"), "--model", str(tiny_model_dir),
+                 "--objective", "distill"]) == 2
+    assert "pre-LIFT SFT trains the paper's objective" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
     assert main(["ask", "--document", str(doc), "--base", str(tiny_model_dir), "--question", "Why?"]) == 2
     assert "not a model written by `liftlm sft`" in capsys.readouterr().err
 

@@ -8,7 +8,7 @@ from liftlm import Lift, LiftConfig, LiftError
 from liftlm.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, DOCUMENT, METADATA, AdapterStore
 
 DOC = "The brass telescope in the museum was made in Glasgow in 1881 and still works. " * 12
-CFG = dict(segment_length=32, context_tokens=48, window=256, epochs=2, learning_rate=5e-3, lora_rank=4)
+CFG = dict(objective="ct", segment_length=32, context_tokens=48, window=256, epochs=2, learning_rate=5e-3, lora_rank=4)
 
 
 def make(model_dir, store, **kw):

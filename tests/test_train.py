@@ -24,19 +24,19 @@ def test_sample_loss_equals_the_full_forward_loss(tiny_loaded):
 
 
 def test_epoch_plan_is_seeded_and_a_permutation():
-    a, b = epoch_plan(7, 0, LiftConfig(epochs=3, seed=1)), epoch_plan(7, 0, LiftConfig(epochs=3, seed=1))
+    a, b = epoch_plan(7, 0, LiftConfig(objective="ct", epochs=3, seed=1)), epoch_plan(7, 0, LiftConfig(objective="ct", epochs=3, seed=1))
     assert a == b and len(a) == 3 and all(sorted(e) == list(range(7)) for e in a)
-    assert epoch_plan(7, 0, LiftConfig(epochs=3, seed=2)) != a
+    assert epoch_plan(7, 0, LiftConfig(objective="ct", epochs=3, seed=2)) != a
 
 
 def test_two_stage_schedule_sees_qa_only_in_stage_two():
-    plan = epoch_plan(5, 3, LiftConfig(epochs=2, qa_epochs=3, qa_pairs=3))
+    plan = epoch_plan(5, 3, LiftConfig(objective="ct", epochs=2, qa_epochs=3, qa_pairs=3))
     assert len(plan) == 5
     assert all(sorted(e) == list(range(5)) for e in plan[:2])  # stage 1: segments only
     assert all(sorted(e) == list(range(8)) for e in plan[2:])  # stage 2: segments + QA
-    mixed = epoch_plan(5, 3, LiftConfig(epochs=2, qa_schedule="mixed", qa_pairs=3))
+    mixed = epoch_plan(5, 3, LiftConfig(objective="ct", epochs=2, qa_schedule="mixed", qa_pairs=3))
     assert len(mixed) == 2 and all(sorted(e) == list(range(8)) for e in mixed)
-    assert epoch_plan(5, 0, LiftConfig(epochs=2, qa_epochs=3)) == epoch_plan(5, 0, LiftConfig(epochs=2))
+    assert epoch_plan(5, 0, LiftConfig(objective="ct", epochs=2, qa_epochs=3)) == epoch_plan(5, 0, LiftConfig(objective="ct", epochs=2))
 
 
 def test_qa_loss_weight_scales_the_gradient(tiny_model_dir):
@@ -49,7 +49,7 @@ def test_qa_loss_weight_scales_the_gradient(tiny_model_dir):
     curves = []
     for weight in (0.0, 1.0):
         loaded = load_model(str(tiny_model_dir), device="cpu")
-        cfg = LiftConfig(segment_length=32, context_tokens=32, epochs=1, qa_schedule="mixed", qa_weight=weight,
+        cfg = LiftConfig(objective="ct", segment_length=32, context_tokens=32, epochs=1, qa_schedule="mixed", qa_weight=weight,
                          lora_rank=4, learning_rate=1e-2)
         samples = build_samples(tok.encode(TEXT), cfg, prompts)
         model = attach_adapter(loaded.model, cfg)
@@ -61,7 +61,7 @@ def test_qa_loss_weight_scales_the_gradient(tiny_model_dir):
 
 def test_loss_goes_down_on_a_repeated_text(tiny_loaded):
     tok = tiny_loaded.tokenizer
-    cfg = LiftConfig(segment_length=32, context_tokens=32, epochs=8, learning_rate=1e-2, lora_rank=8)
+    cfg = LiftConfig(objective="ct", segment_length=32, context_tokens=32, epochs=8, learning_rate=1e-2, lora_rank=8)
     samples = build_samples(tok.encode(TEXT), cfg, PromptBuilder(tok, 256))
     model = attach_adapter(tiny_loaded.model, cfg)
     result = train(model, samples, cfg, progress=False)
@@ -75,7 +75,7 @@ def test_loss_goes_down_on_a_repeated_text(tiny_loaded):
 
 def test_grad_accumulation_and_full_finetune(tiny_loaded):
     tok = tiny_loaded.tokenizer
-    cfg = LiftConfig(segment_length=32, contextualized=False, epochs=2, grad_accum=3, finetune="full",
+    cfg = LiftConfig(objective="ct", segment_length=32, contextualized=False, epochs=2, grad_accum=3, finetune="full",
                      learning_rate=1e-3, lr_schedule="cosine", warmup_ratio=0.2)
     samples = build_samples(tok.encode(TEXT), cfg, PromptBuilder(tok, 256))
     before = {n: p.detach().clone() for n, p in tiny_loaded.model.named_parameters()}
@@ -93,7 +93,7 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir):
     results = []
     for gc in (False, True):
         loaded = load_model(str(tiny_model_dir), device="cpu")
-        cfg = LiftConfig(segment_length=32, context_tokens=32, epochs=1, grad_checkpointing=gc, lora_rank=4)
+        cfg = LiftConfig(objective="ct", segment_length=32, context_tokens=32, epochs=1, grad_checkpointing=gc, lora_rank=4)
         samples = build_samples(tok.encode(TEXT), cfg, PromptBuilder(tok, 256))
         model = attach_adapter(loaded.model, cfg)
         results.append(train(model, samples, cfg, progress=False).loss_curve)
@@ -101,7 +101,7 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir):
 
 
 def test_zero_epochs_trains_nothing(tiny_loaded):
-    cfg = LiftConfig(epochs=0)
+    cfg = LiftConfig(objective="ct", epochs=0)
     assert train(attach_adapter(tiny_loaded.model, cfg), [], cfg, progress=False).steps == 0
 
 
@@ -113,7 +113,7 @@ def test_train_on_documents_counts_every_documents_samples(tiny_loaded):
     from liftlm.synth import QAPair
     from liftlm.train import detach_adapter, train_on_documents
 
-    cfg = LiftConfig(segment_length=32, context_tokens=16, epochs=1, qa_pairs=1, qa_schedule="mixed")
+    cfg = LiftConfig(objective="ct", segment_length=32, context_tokens=16, epochs=1, qa_pairs=1, qa_schedule="mixed")
     prompts = PromptBuilder(tiny_loaded.tokenizer, 256)
     one = tiny_loaded.tokenizer.encode(TEXT, add_special_tokens=False)
     two = tiny_loaded.tokenizer.encode("A brass telescope was made in Glasgow. " * 8, add_special_tokens=False)
@@ -136,7 +136,7 @@ def test_a_failed_training_hands_the_base_model_back_without_lora(tiny_loaded, m
     base = tiny_loaded.model.float()
     doc = tiny_loaded.tokenizer.encode(TEXT, add_special_tokens=False)
     with pytest.raises(RuntimeError, match="out of memory"):
-        liftlm.train.train_on_documents(base, [(doc, [])], LiftConfig(segment_length=32, context_tokens=16),
+        liftlm.train.train_on_documents(base, [(doc, [])], LiftConfig(objective="ct", segment_length=32, context_tokens=16),
                                         PromptBuilder(tiny_loaded.tokenizer, 256), progress=False)
     assert not _has_lora(base) and not hasattr(base, "peft_config")
 
@@ -147,7 +147,7 @@ def test_a_window_too_small_is_one_clear_error_before_training(tiny_loaded):
 
     doc = tiny_loaded.tokenizer.encode(TEXT, add_special_tokens=False)
     with pytest.raises(LiftError, match="--window/--segment-length"):
-        train_on_documents(tiny_loaded.model, [(doc, [])], LiftConfig(segment_length=64),
+        train_on_documents(tiny_loaded.model, [(doc, [])], LiftConfig(objective="ct", segment_length=64),
                            PromptBuilder(tiny_loaded.tokenizer, 48), progress=False)
     assert not _has_lora(tiny_loaded.model)
 
@@ -158,7 +158,7 @@ def test_full_fine_tune_with_keep_base_leaves_the_base_untouched(tiny_loaded):
     base = tiny_loaded.model.float()
     before = {k: v.clone() for k, v in base.state_dict().items()}
     doc = tiny_loaded.tokenizer.encode(TEXT, add_special_tokens=False)
-    cfg = LiftConfig(segment_length=32, context_tokens=16, epochs=1, finetune="full", learning_rate=1e-3)
+    cfg = LiftConfig(objective="ct", segment_length=32, context_tokens=16, epochs=1, finetune="full", learning_rate=1e-3)
     trained = train_on_documents(base, [(doc, [])], cfg, PromptBuilder(tiny_loaded.tokenizer, 256),
                                  keep_base=True, progress=False)
     assert trained.model is not base

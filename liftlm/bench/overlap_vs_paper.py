@@ -190,7 +190,7 @@ def run_overlap_vs_paper(opts: OverlapOptions) -> dict:
         k = rnd % len(plan)
         for mode, epochs in plan[k:] + plan[:k]:
             rows += [dict(r, round=rnd + 1) for r in run(loaded, doc_ids, text,
-                                                          LiftConfig(training_mode=mode, epochs=epochs),
+                                                          LiftConfig(objective="ct", training_mode=mode, epochs=epochs),
                                                           opts.progress)]
     meta = {"document_tokens": len(doc_ids), "model": loaded.model_id, "base_nll": base_nll}
     return write_outputs(Path(opts.out), meta, rows, [m for m, _ in plan])

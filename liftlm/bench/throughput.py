@@ -49,7 +49,7 @@ class ThroughputOptions:
     tokens: int = 2048  # document length: the first tokens of the haystack
     samples: int = 0  # use only the first N samples (0 = all)
     haystack: str | None = None
-    config: LiftConfig = field(default_factory=lambda: LiftConfig(epochs=1))
+    config: LiftConfig = field(default_factory=lambda: LiftConfig(objective="ct", epochs=1))
     random_config: str | None = None
     tokenizer: str | None = None
     force: bool = False

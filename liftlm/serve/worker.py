@@ -53,7 +53,10 @@ def _has_lora(model) -> bool:
 
 
 def step_progress(p) -> dict:
-    """The job table's progress record for a trainer's ``StepProgress``."""
+    """The job table's progress record for a trainer's ``StepProgress`` (or the distillation teacher's: prompts
+    answered of all)."""
+    if p.stage == "teacher":
+        return {"stage": "teacher", "epoch": 0, "epochs": p.epochs, "step": p.step, "steps": p.steps, "loss": None}
     final = p.step >= p.steps
     return {"stage": "saving" if final else "training", "epoch": p.epoch + 1, "epochs": p.epochs, "step": p.step,
             "steps": p.steps, "loss": round(float(p.loss), 5)}

@@ -11,7 +11,7 @@ from liftlm.bench.scaling import ROW_KEYS, STATUSES, ScalingOptions, point_spec,
 from liftlm.config import LiftConfig
 from liftlm.errors import LiftError
 
-TINY_LIFT = LiftConfig(epochs=1, segment_length=32, context_tokens=32, lora_rank=4)
+TINY_LIFT = LiftConfig(objective="ct", epochs=1, segment_length=32, context_tokens=32, lora_rank=4)
 
 
 def options(tiny_model_dir, haystack_dir, out, **kw) -> ScalingOptions:
@@ -116,6 +116,9 @@ def test_cli_flags_fit_the_liftlm_parser():
     assert args.verb == "bench" and args.bench_verb == "scaling" and args.methods == "lift,icl"
     cfg = bench_config(args)
     assert cfg.epochs == 1 and cfg.segment_length == 128 and cfg.lora_rank == LiftConfig().lora_rank
+    assert cfg.objective == "ct"  # the benchmarks time the paper's segment training, whatever LIFT's default
+    with pytest.raises(LiftError, match="--objective"):
+        bench_config(parser.parse_args(["bench", "scaling", "--objective", "distill"]))
     args = parser.parse_args(["bench", "throughput", "--random-weights", "--config", "llama-3-8b", "--epochs", "2"])
     assert args.config == "llama-3-8b" and bench_config(args).epochs == 2
 

@@ -75,4 +75,4 @@ def test_tiny_run_end_to_end(tmp_path, tiny_loaded, monkeypatch):
 def _small_config(**kw):
     from liftlm.config import LiftConfig
 
-    return LiftConfig(segment_length=32, context_tokens=16, learning_rate=5e-3, **kw)
+    return LiftConfig(**{"objective": "ct", "segment_length": 32, "context_tokens": 16, "learning_rate": 5e-3, **kw})

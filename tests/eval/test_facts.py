@@ -188,7 +188,7 @@ def test_control_list_is_well_formed():
 
 # ---------------------------------------------------------------- the run, on the tiny model
 
-SMALL = ["--segment-length", "32", "--context-tokens", "32", "--epochs", "1", "--lora-rank", "4", "--quiet",
+SMALL = ["--objective", "ct", "--segment-length", "32", "--context-tokens", "32", "--epochs", "1", "--lora-rank", "4", "--quiet",
          "--window", "256", "--max-new-tokens", "6"]
 
 

@@ -15,7 +15,7 @@ from liftlm.errors import LiftError
 from liftlm.eval import facts, runner
 from liftlm.eval.cli import register, run
 
-SMALL = ["--segment-length", "32", "--context-tokens", "32", "--epochs", "1", "--lora-rank", "4", "--quiet",
+SMALL = ["--objective", "ct", "--segment-length", "32", "--context-tokens", "32", "--epochs", "1", "--lora-rank", "4", "--quiet",
          "--window", "256", "--max-new-tokens", "6"]
 STORY = ("Mira kept the lighthouse on Varnholm for eleven winters. In the twelfth winter a letter came from her "
          "brother, who wrote that their mother was ill in the river town. Mira handed the keys to the harbour "

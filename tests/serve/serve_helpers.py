@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 # Small LIFT settings: a document of a few sentences trains in a few optimizer steps.
-TINY_FLAGS = ["--window", "256", "--segment-length", "32", "--context-tokens", "32", "--epochs", "1"]
+TINY_FLAGS = ["--objective", "ct", "--window", "256", "--segment-length", "32", "--context-tokens", "32", "--epochs", "1"]
 TOKEN = "test-token-5d1c"
 
 DOCS = [

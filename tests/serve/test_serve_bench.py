@@ -26,7 +26,7 @@ def test_percentile_and_documents():
 def test_bench_serve_on_the_tiny_model(tiny_model_dir, tmp_path):
     opts = ServeBenchOptions(model=str(tiny_model_dir), out=tmp_path / "bench", documents=3, doc_words=40,
                              questions=6, warmup=2, max_tokens=4, lru_bounds=[2], progress=False,
-                             lift_flags=["--window", "256", "--segment-length", "32", "--context-tokens", "32",
+                             lift_flags=["--objective", "ct", "--window", "256", "--segment-length", "32", "--context-tokens", "32",
                                          "--epochs", "1"])
     report = run_serve_bench(opts)
     rows = {r["scenario"]: r for r in report["rows"]}

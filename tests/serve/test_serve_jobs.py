@@ -165,3 +165,17 @@ def test_binding_beyond_loopback_needs_the_token(monkeypatch):
     monkeypatch.setenv("LIFTLM_API_TOKEN", "s3cret")
     settings = serve_settings(build_parser().parse_args(["serve", "--host", "0.0.0.0", "--epochs", "3"]))
     assert settings.token == "s3cret" and settings.defaults.epochs == 3
+
+
+def test_progress_records_tell_the_teacher_from_training():
+    """The job table's progress record of each ``StepProgress``: the distillation teacher's (prompts answered,
+    before training), a training step, and the last step (saving)."""
+    from liftlm.loop import StepProgress
+    from liftlm.serve.worker import step_progress
+
+    teacher = step_progress(StepProgress(0, 2, 30, 144, float("nan"), stage="teacher"))
+    assert teacher == {"stage": "teacher", "epoch": 0, "epochs": 2, "step": 30, "steps": 144, "loss": None}
+    json.dumps(teacher, allow_nan=False)  # the page reads it as JSON: no NaN
+    assert step_progress(StepProgress(0, 2, 3, 10, 1.234567)) == {"stage": "training", "epoch": 1, "epochs": 2,
+                                                                  "step": 3, "steps": 10, "loss": 1.23457}
+    assert step_progress(StepProgress(1, 2, 10, 10, 0.5))["stage"] == "saving"

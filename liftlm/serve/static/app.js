@@ -39,6 +39,7 @@ function say(text, isError) {
 
 function progressText(job) {
   const p = job.progress || {};
+  if (job.status === "training" && p.stage === "teacher" && p.steps) return `teacher: prompt ${p.step}/${p.steps}`;
   if (job.status === "training" && p.steps) return `epoch ${p.epoch}/${p.epochs}, step ${p.step}/${p.steps}`;
   if (job.status === "training") return p.stage || "preparing";
   if (job.status === "failed") return job.error || "failed";
