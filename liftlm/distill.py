@@ -521,7 +521,7 @@ class DistillSource:
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(spans), desc="teacher", unit="prompt", dynamic_ncols=True)
+            bar = tqdm(total=None, desc="teacher", unit="prompt", dynamic_ncols=True)  # total: set by the first batch
 
         def advance(done: int, total: int) -> None:
             if bar is not None:
