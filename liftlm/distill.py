@@ -482,6 +482,7 @@ class DistillSource:
         self.cache_dir = Path(cache_dir)
         self.progress = progress
         self.on_step = on_step  # given a StepProgress with stage "teacher" after each batch of the teacher
+
     def cache_path(self, text: str) -> Path:
         from .adapters import document_sha256, store_key
 
