@@ -237,10 +237,10 @@ def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int
         for start in range(0, len(asks), batch_size):
             batch = asks[start:start + batch_size]
             spans = [span for span, _, _ in batch]
-            for a, b in dict.fromkeys(spans):
-                if (a, b) not in chunk_kv:
-                    chunk = torch.tensor([chat.before + list(doc_ids[a:b])], device=device)
-                    chunk_kv[(a, b)] = _kv(prefix_cache(model, chunk))
+            for span in dict.fromkeys(spans):
+                if span not in chunk_kv:
+                    chunk = torch.tensor([chat.before + list(doc_ids[span[0]:span[1]])], device=device)
+                    chunk_kv[span] = _kv(prefix_cache(model, chunk))
             lens = [chunk_kv[span][0][0].shape[2] for span in spans]
             n_prefix = max(lens)
             # each layer's keys and values for the batch: the rows' chunks, left-padded to the longest
