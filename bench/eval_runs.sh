@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The committed result runs of `liftlm eval` on this machine (2 CPU cores, the embedded SmolLM2-135M-Instruct,
 # default LIFT settings: ℓ=256, s=96, CT context 256, LoRA r16 on q/k/v/o, lr 2e-4, 2 epochs).
-# Each run resumes where it stopped (same --out). Usage: bash bench/eval_runs.sh [ruler] [niah] [loogle] [qwen]
+# Each run resumes where it stopped (same --out). Usage: bash bench/eval_runs.sh [ruler] [niah] [loogle] [qwen] [qwen-distill]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
@@ -31,6 +31,13 @@ for run in "${runs[@]}"; do
       "$LIFTLM" eval --benchmark loogle --data "$LOOGLE" --task shortdep_qa --documents 2 --model "$QWEN" \
         --max-doc-tokens 3000 --max-new-tokens 96 --methods icl,lift+icl,rag --window 512 --objective ct \
         --judge "$QWEN" --out "$OUT/loogle-qwen1.5b" ;;  # judge: the same model (no stronger one here)
-    *) echo "unknown run: $run (ruler, niah, loogle, qwen)" >&2; exit 2 ;;
+    qwen-distill)  # the same documents, questions, window and answer cap as `qwen`, with the default objective
+                   # (context distillation: 4 prompts a chunk, 2 written questions per fact-bearing sentence, LoRA
+                   # on the attention and MLP projections); icl and rag again so the table stands on its own
+      QWEN=${QWEN:-$(bash scripts/fetch_qwen1.5b.sh)}
+      "$LIFTLM" eval --benchmark loogle --data "$LOOGLE" --task shortdep_qa --documents 2 --model "$QWEN" \
+        --max-doc-tokens 3000 --max-new-tokens 96 --methods icl,rag,lift,lift+icl,lift+rag --window 512 \
+        --objective distill --judge "$QWEN" --out "$OUT/loogle-qwen1.5b-distill" ;;
+    *) echo "unknown run: $run (ruler, niah, loogle, qwen, qwen-distill)" >&2; exit 2 ;;
   esac
 done
