@@ -537,9 +537,9 @@ class DistillSource:
         try:
             items, counts = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
                                        self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
-                                       advance if bar or self.on_step else None, self.cfg.distill_questions)
+                                       advance if bar is not None or self.on_step else None, self.cfg.distill_questions)
         finally:
-            if bar:
+            if bar is not None:  # (a tqdm without a total refuses bool())
                 bar.close()
         seconds = time.perf_counter() - start
         if not items:
