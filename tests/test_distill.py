@@ -312,3 +312,16 @@ def test_distillation_end_to_end_through_lift(tiny_model_dir, tmp_path, objectiv
     with pytest.raises(LiftError, match="--distill-kinds"):  # (the random model writes no question that passes)
         Lift(str(tiny_model_dir), dataclasses.replace(cfg, distill_kinds="asked"), store=tmp_path / "s3",
              progress=False).internalize(text)
+
+
+def test_the_teacher_bar_counts_prompts_when_progress_is_shown(tiny_model_dir, tmp_path, capsys):
+    """What a user of ``liftlm ask`` sees by default (progress on): the teacher's bar, up to every prompt asked."""
+    from liftlm import Lift
+
+    cfg = LiftConfig(window=256, segment_length=48, context_tokens=32, epochs=1, distill_prompts=2,
+                     distill_answer_tokens=3, distill_questions=0)
+    done = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store", progress=True).internalize(TEXT * 2)
+    report = done.metadata["distill"]
+    asked = report["items"] + report["not_grounded"]
+    bars = capsys.readouterr().err
+    assert "teacher: 100%" in bars and f"{asked}/{asked}" in bars
