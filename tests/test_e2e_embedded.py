@@ -113,9 +113,10 @@ def test_the_demo_answers_from_outside_the_window_where_icl_cannot(home, tmp_pat
     demo = open(os.path.join(root, "scripts", "demo.sh")).read()
     assert "--distill-prompts 8" in demo and "In what year was the railway line to Kellmere shut?" in demo
     done = liftlm(home, tmp_path / "store", "ask", "--document", os.path.join(root, "examples", "kellmere.txt"),
-                  "--window", 512, "--distill-prompts", 8, "--mode", "icl,lift+icl", "--json", "--quiet",
-                  "--question", "In what year was the railway line to Kellmere shut?")
+                  "--window", 512, "--distill-prompts", 8, "--mode", "icl,lift+icl", "--json",
+                  "--question", "In what year was the railway line to Kellmere shut?")  # progress shown, as in the demo
     assert done.returncode == 0, done.stderr
+    assert "teacher: 100%" in done.stderr and "LIFT" in done.stderr  # the bars the demo's user sees
     icl, lift_icl = (json.loads(line) for line in done.stdout.splitlines())
     assert (icl["mode"], lift_icl["mode"]) == ("icl", "lift+icl")
     assert "1964" not in icl["answer"], icl
