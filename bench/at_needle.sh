@@ -14,7 +14,7 @@ CT=(--objective ct)  # runs 1-7: the paper's objective (named: the default objec
 AT=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-rate 5e-4 --qa-epochs 3)
 AT5=(--qa-pairs 400 --qa-generator keyphrase --qa-context-tokens 0 --learning-rate 5e-4 --qa-epochs 5)
 
-only=${1:-all}  # all | distill (run 8 alone) | distill-default (run 9 alone)
+only=${1:-all}  # all | distill (run 8 alone) | distill-default (run 9 alone) | oracle (run 10 alone)
 if [[ $only == all ]]; then
 # 1. LIFT alone, segments only, no document in context
 "$LIFTLM" eval "${CT[@]}" "${GRID[@]}" --methods lift --out "$OUT/segments"
@@ -62,4 +62,10 @@ if [[ $only == all || $only == distill-default ]]; then
     --question "What should you do in San Francisco on a sunny day?"
   "$LIFTLM" eval "${GRID[@]}" --methods lift --out "$OUT/distill-default-unrelated" \
     --question "What is the capital of France?" --keywords paris
+fi
+# 10. the ceiling of any recipe whose teacher is the model itself: the base model with the whole 2k haystack in
+#     context (mode icl, the model's own 8k window), asked the paraphrase
+if [[ $only == all || $only == oracle ]]; then
+  "$LIFTLM" eval "${GRID[@]}" --methods icl --out "$OUT/oracle-paraphrase" \
+    --question "What should you do in San Francisco on a sunny day?"
 fi
