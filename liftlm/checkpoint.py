@@ -1,8 +1,10 @@
-"""Epoch-end checkpoints of one training, so that an interrupted run (Ctrl-C, a killed process, a full disk)
-resumes from its last finished epoch instead of starting over.
+"""Checkpoints of one training, so that an interrupted run (Ctrl-C, a killed process, a full disk, a session
+that ends) resumes where its last checkpoint left it instead of starting over: after each epoch, and within an
+epoch every ``--checkpoint-minutes`` (10 by default; a distillation student on a 1.5B model runs an hour an
+epoch on a CPU).
 
 A checkpoint lives in the store's work area, ``<store>/.work/<key>/checkpoint/`` (``AdapterStore.work``), and is
-replaced atomically after each epoch (``liftlm.fileio.atomic_directory``: a reader sees the previous one or the
+replaced atomically at each save (``liftlm.fileio.atomic_directory``: a reader sees the previous one or the
 new one, never half of one):
 
     checkpoint.json          what it is: epoch, AT stage, samples and steps done, the plan it belongs to
@@ -15,8 +17,11 @@ Everything a step depends on is then as it was: weights, optimizer moments, lear
 function of the seed) and the RNG streams (dropout), so the resumed run ends with the weights of an uninterrupted
 one (tests/test_faults.py). The ``recurrent`` trainer's Transformer-XL memory is not saved: it starts empty at
 every epoch's first span (the prompt's keys/values are recomputed there too), so an epoch boundary is an exact
-resume point for it; with ``--grad-accum`` > 1 an optimizer step can straddle a boundary, and that epoch then
-gets no checkpoint (``exact_epochs``).
+resume point for it and nothing within an epoch is; it gets no timed checkpoints, and with ``--grad-accum`` > 1
+an optimizer step can straddle a boundary, and that epoch then gets no checkpoint (``exact_epochs``). A
+distillation student resumed mid-run recomputes the head+tail view's keys/values with the restored weights
+(``distill.SoftLoss`` refreshes them every few items anyway), so its weights match an uninterrupted run's to
+within that refresh, not bit for bit.
 
 Full fine-tuning gets no checkpoints: the weights and AdamW's two moments are three copies of the model per epoch
 (18 GB for a 1.5B model in fp32), so ``Lift`` only checkpoints LoRA training (``--finetune lora``, the default).
@@ -27,6 +32,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -42,7 +48,7 @@ STATE = "state.pt"
 
 @dataclass
 class Resumed:
-    epoch: int  # the last finished epoch (0-based)
+    epoch: int  # the last finished epoch (0-based; -1: the checkpoint is within the first epoch)
     done: int  # samples of the plan already trained
     step_losses: list[float]
     seconds: float  # training time before the interruption
@@ -56,14 +62,20 @@ class Checkpoints:
     """The checkpoints of one training (one store key) under ``directory``.
 
     ``identity``: what the training is (the store key, the trainer); ``stages``: the AT stage of each epoch, for
-    the messages (e.g. ["segments", "segments", "segments + QA"])."""
+    the messages (e.g. ["segments", "segments", "segments + QA"]); ``every_seconds``: also save within an epoch
+    once this long has passed since the last save (or the start); None: at epoch ends only."""
 
-    def __init__(self, directory: str | Path, identity: dict, stages: list[str] | None = None):
+    def __init__(self, directory: str | Path, identity: dict, stages: list[str] | None = None,
+                 every_seconds: float | None = None):
         self.directory = Path(directory)
         self.identity = dict(identity)
         self.stages = stages or []
-        self.saved_epoch: int | None = None  # the last epoch checkpointed or restored in this process
-        self.resumed_epoch: int | None = None  # the epoch (0-based) this run resumed after, if it did
+        self.every_seconds = every_seconds
+        self.saved_epoch: int | None = None  # the last finished epoch of the checkpoint saved or restored here
+        self.saved_where: str | None = None  # where that checkpoint is, in words ("epoch 1 of 2", ...)
+        self.resumed_epoch: int | None = None  # the epoch (0-based) this run resumed after, if it did (-1: within the first)
+        self.resumed_done: int | None = None  # the samples trained before the resume, if it resumed
+        self._last = time.monotonic()
 
     @property
     def path(self) -> Path:
@@ -79,6 +91,20 @@ class Checkpoints:
     def _where(self, epoch: int, epochs: int) -> str:
         stage = self.stage(epoch)
         return f"epoch {epoch + 1} of {epochs}" + (f" (AT stage: {stage})" if stage else "")
+
+    def where(self, epoch: int, done: int) -> str:
+        """A checkpoint's place in words: "epoch 2 of 3" at an epoch's end, else "sample 1,234 of 2,000 (in epoch
+        2 of 3)" (``epoch``: the last finished epoch, ``done``: the samples trained)."""
+        plan = self.identity.get("plan", [])
+        if epoch >= 0 and done == sum(plan[: epoch + 1]):
+            return self._where(epoch, len(plan))
+        stage = self.stage(epoch + 1)
+        return (f"sample {done:,} of {sum(plan):,} (in epoch {epoch + 2} of {len(plan)}"
+                + (f", AT stage: {stage}" if stage else "") + ")")
+
+    def due(self) -> bool:
+        """Whether a timed checkpoint is due within the epoch (``every_seconds`` since the last save)."""
+        return self.every_seconds is not None and time.monotonic() - self._last >= self.every_seconds
 
     def info(self) -> dict | None:
         try:
@@ -117,15 +143,18 @@ class Checkpoints:
         for f in fields(result):
             if f.name in state["result"]:
                 setattr(result, f.name, state["result"][f.name])
-        epochs = len(self.identity.get("plan", [])) or info["epoch"] + 1
         self.saved_epoch = self.resumed_epoch = info["epoch"]
-        _say(f"resuming from the checkpoint after {self._where(info['epoch'], epochs)} in {self.path}: "
+        self.saved_where = self.where(info["epoch"], info["done"])
+        self.resumed_done = info["done"]
+        self._last = time.monotonic()
+        _say(f"resuming from the checkpoint after {self.saved_where} in {self.path}: "
              f"{info['done']} of {info['samples']} samples were trained before the interruption")
         return Resumed(info["epoch"], info["done"], list(state["step_losses"]), float(state["result"]["seconds"]))
 
     def save(self, model, opt, scheduler, result, *, epoch: int, done: int, step_losses: list[float]) -> None:
-        """Write the checkpoint after ``epoch`` (``done`` samples trained), replacing the previous one atomically.
-        A write that fails (e.g. a full disk) costs the checkpoint, not the training: a warning, and on."""
+        """Write the checkpoint with ``done`` samples trained, ``epoch`` the last finished epoch (-1: none yet),
+        replacing the previous one atomically. A write that fails (e.g. a full disk) costs the checkpoint, not the
+        training: a warning, and on."""
         from safetensors.torch import save_file
 
         weights = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
@@ -146,10 +175,11 @@ class Checkpoints:
                 torch.save(state, tmp / STATE)
                 (tmp / INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         except OSError as e:
-            _say(f"warning: could not write the checkpoint after epoch {epoch + 1} ({e.strerror or e}); "
+            _say(f"warning: could not write the checkpoint after {self.where(epoch, done)} ({e.strerror or e}); "
                  "training goes on without it")
+            self._last = time.monotonic()  # (not again at every step of a full disk)
             return
-        self.saved_epoch = epoch
+        self.saved_epoch, self.saved_where, self._last = epoch, self.where(epoch, done), time.monotonic()
 
     def clear(self) -> None:
         """Remove the checkpoints (the adapter is stored)."""

@@ -107,7 +107,8 @@ def run_internalize(args) -> int:
     done = lift.internalize(text, force=args.force)
     training = done.metadata.get("training", {})
     if done.trained:
-        how = [f"resumed after epoch {done.resumed_epoch}"] if done.resumed_epoch else []
+        how = [f"resumed from its checkpoint at sample {done.resumed_at:,}, after {done.resumed_epoch} epoch(s)"] \
+            if done.resumed_at is not None else []
         how += ["replaced the stored adapter"] if done.replaced else []
         print(f"liftlm: trained on {done.metadata['document_tokens']} tokens ({done.metadata['samples']} samples) "
               f"in {training.get('seconds', 0):.1f} s, {training.get('tokens_per_second', 0):.0f} tokens/s"

@@ -114,6 +114,9 @@ class LiftConfig:
     grad_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, ~30% slower)",
                                   key=False)
     seed: int = _f(0, "random seed (sample order, LoRA init, dropout)")
+    checkpoint_minutes: float = _f(10.0, "LoRA training is checkpointed after each epoch and, within an epoch, "
+                                         "every this many minutes (0: at epoch ends only); an interrupted run "
+                                         "resumes from its last checkpoint", key=False)
 
     def __post_init__(self) -> None:
         problems = []
@@ -164,6 +167,8 @@ class LiftConfig:
         if self.distill_prompts < 1 or self.distill_answer_tokens < 1 or not 0 <= self.distill_retention < 1:
             problems.append("--distill-prompts and --distill-answer-tokens must be at least 1, "
                             "--distill-retention in [0, 1)")
+        if not self.checkpoint_minutes >= 0:
+            problems.append(f"--checkpoint-minutes must be 0 or more (got {self.checkpoint_minutes})")
         if self.distill_questions < 0:
             problems.append(f"--distill-questions must be 0 or more (got {self.distill_questions})")
         if self.distill_loss not in DISTILL_LOSSES:

@@ -101,10 +101,11 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     time counts as training time).
 
     ``checkpoints`` (``liftlm.checkpoint.Checkpoints``): the loop starts from its last checkpoint when it has one
-    for this plan, and writes one after the optimizer step that ends each epoch (trainable weights, optimizer,
-    scheduler, RNG states, samples done, the result so far); not counted as training time. With ``grad_accum``
-    > 1 that step may take the first samples of the next epoch; ``exact_epochs`` (a trainer that carries state
-    from step to step within an epoch, as ``recurrent``) then skips that epoch's checkpoint."""
+    for this plan, and writes one after the optimizer step that ends each epoch and, when one is due
+    (``Checkpoints.due``), after any other step (trainable weights, optimizer, scheduler, RNG states, samples
+    done, the result so far); not counted as training time. With ``grad_accum`` > 1 the step that ends an epoch
+    may take the first samples of the next; ``exact_epochs`` (a trainer that carries state from step to step
+    within an epoch, as ``recurrent``) then skips that epoch's checkpoint, and every timed one."""
     if not any(plan):
         return result
     params = [p for p in model.parameters() if p.requires_grad]
@@ -167,6 +168,12 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
                     result.seconds = time.perf_counter() - start - hook_seconds
                     checkpoints.save(model, opt, scheduler, result, epoch=e, done=done, step_losses=step_losses)
                     hook_seconds += time.perf_counter() - hook_start
+            if checkpoints is not None and not exact_epochs and done < len(order) and checkpoints.due():
+                hook_start = time.perf_counter()  # a timed checkpoint within the epoch (--checkpoint-minutes)
+                result.seconds = time.perf_counter() - start - hook_seconds
+                checkpoints.save(model, opt, scheduler, result, epoch=len(result.epoch_losses) - 1, done=done,
+                                 step_losses=step_losses)
+                hook_seconds += time.perf_counter() - hook_start
     finally:
         bar.close()
         model.eval()

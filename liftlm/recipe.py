@@ -42,7 +42,8 @@ class Internalized:
     metadata: dict
     result: TrainResult | None = None
     waited: bool = False  # another process held the lock of this adapter's key first (and trained it)
-    resumed_epoch: int | None = None  # training resumed from the checkpoint after this epoch (1-based)
+    resumed_epoch: int | None = None  # training resumed from a checkpoint after this many epochs (0: within the first)
+    resumed_at: int | None = None  # ... with this many samples trained
     replaced: bool = False  # a stored adapter was replaced (--force, or a broken one)
 
 
@@ -228,15 +229,16 @@ class Lift:
         if self.config.finetune == "lora":  # a full fine-tune's checkpoint is 3 model copies: none (checkpoint.py)
             from .checkpoint import Checkpoints
 
+            every = self.config.checkpoint_minutes * 60 or None
             checkpoints = Checkpoints(self.store.work(key), {"key": key, "mode": self.config.training_mode},
-                                      at_stages(self.config, len(qa) + len(items)))
+                                      at_stages(self.config, len(qa) + len(items)), every_seconds=every)
         base = self._fresh_base()
         try:
             trained = train_on_documents(base, [(self._doc_ids, qa, items)], self.config, self.prompts, keep_base=True,
                                          progress=self.progress, on_step=self.on_step, checkpoints=checkpoints)
         except KeyboardInterrupt:
-            if checkpoints is not None and checkpoints.saved_epoch is not None:
-                _say(f"interrupted: epoch {checkpoints.saved_epoch + 1} is checkpointed in {checkpoints.path}; "
+            if checkpoints is not None and checkpoints.saved_where is not None:
+                _say(f"interrupted: training up to {checkpoints.saved_where} is checkpointed in {checkpoints.path}; "
                      "rerun the same command to resume")
             raise
         resumed = None if checkpoints is None or checkpoints.resumed_epoch is None else checkpoints.resumed_epoch + 1
@@ -244,14 +246,15 @@ class Lift:
         if items:
             metadata["distill"] = {**distill_report, "student_samples": trained.qa_samples - len(qa)}
         if resumed is not None:
-            metadata["training"]["resumed_after_epoch"] = resumed
+            metadata["training"]["resumed_after_epoch"] = resumed  # finished epochs (0: within the first)
+            metadata["training"]["resumed_at_sample"] = checkpoints.resumed_done
         try:
             path = self.store.save(key, trained.model, metadata, text, qa=qa, distill=items, replace=replace)
         except BaseException as e:
             detach_adapter(trained.model)  # the base model stays usable (no LoRA layers left in it)
             if isinstance(e, OSError):
                 where = " (the last epoch is checkpointed: rerun to store it without training again)" \
-                    if checkpoints is not None and checkpoints.saved_epoch is not None else ""
+                    if checkpoints is not None and checkpoints.saved_where is not None else ""
                 raise LiftError(f"--store: cannot write the adapter to {self.store.path(key)}: "
                                 f"{e.strerror or e}{where}") from e
             raise
@@ -259,6 +262,7 @@ class Lift:
             checkpoints.clear()
         self._adapted, self._adapter_path, self._trained = trained.model, path, True
         return Internalized(path, True, metadata, trained.result, waited=waited, resumed_epoch=resumed,
+                            resumed_at=None if resumed is None else checkpoints.resumed_done,
                             replaced=replace)
 
     def qa_pairs(self, text: str) -> tuple[list[QAPair], dict]:

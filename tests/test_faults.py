@@ -169,7 +169,7 @@ def test_enospc_on_a_checkpoint_costs_only_the_checkpoint(tiny_model_dir, tmp_pa
     monkeypatch.setattr(checkpoint.torch, "save", full)
     done = make(tiny_model_dir, tmp_path).internalize(DOC)
     assert done.trained and read_metadata(done.adapter)
-    assert "could not write the checkpoint after epoch 1 (No space left on device)" in capsys.readouterr().err
+    assert "could not write the checkpoint after epoch 1 of 3 (AT stage: segments) (No space left on device)" in capsys.readouterr().err
     assert not list((tmp_path / ".work").glob(f"{done.adapter.name}/**/.tmp-*"))
 
 
@@ -325,6 +325,57 @@ def save_then_stop(self, *args, **kwargs):
 Checkpoints.save = save_then_stop
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def stop_at_step(step: int, exc=KeyboardInterrupt):
+    """An on_step hook that interrupts training at optimizer step ``step`` (1-based), before that step's checkpoint."""
+    def hook(progress):
+        if progress.stage == "training" and progress.step == step:
+            raise exc()
+    return hook
+
+
+@pytest.mark.parametrize("mode", ["paper", "overlap"])
+def test_a_timed_checkpoint_within_an_epoch_resumes_exactly(tiny_model_dir, tmp_path, capsys, mode):
+    """--checkpoint-minutes: a run stopped in the middle of an epoch resumes from the last timed checkpoint there
+    (here one after every step) and ends with the weights of an uninterrupted run."""
+    every_step = 1e-9  # minutes: every optimizer step is due
+    whole = make(tiny_model_dir, tmp_path / "a", training_mode=mode, checkpoint_minutes=0).internalize(DOC)
+    plan = whole.metadata["training"]["steps"]
+    per_epoch = plan // CFG["epochs"]
+    stop = per_epoch + per_epoch // 2 + 1  # in the middle of the second epoch
+    cut = make(tiny_model_dir, tmp_path / "b", training_mode=mode, checkpoint_minutes=every_step,
+               on_step=stop_at_step(stop))
+    with pytest.raises(KeyboardInterrupt):
+        cut.internalize(DOC)
+    err = capsys.readouterr().err
+    key = whole.adapter.name
+    info = json.loads((tmp_path / "b" / ".work" / key / "checkpoint" / "checkpoint.json").read_text())
+    assert (info["epoch"], info["done"]) == (0, stop - 1)  # one finished epoch, and the steps before the stop
+    assert f"interrupted: training up to sample {stop - 1} of {plan} (in epoch 2 of 3, AT stage: segments) is checkpointed in" in err, err
+    resumed = make(tiny_model_dir, tmp_path / "b", training_mode=mode, checkpoint_minutes=every_step).internalize(DOC)
+    err = capsys.readouterr().err
+    assert f"resuming from the checkpoint after sample {stop - 1} of {plan} (in epoch 2 of 3, AT stage: segments)" in err, err
+    assert resumed.resumed_epoch == 1 and resumed.resumed_at == stop - 1
+    assert resumed.metadata["training"]["resumed_at_sample"] == stop - 1
+    assert_same_weights(whole.adapter, resumed.adapter)
+    assert resumed.metadata["training"]["loss_curve"] == pytest.approx(whole.metadata["training"]["loss_curve"])
+    assert resumed.metadata["training"]["epoch_losses"] == pytest.approx(whole.metadata["training"]["epoch_losses"])
+
+
+def test_recurrent_training_gets_no_timed_checkpoint(tiny_model_dir, tmp_path):
+    """Its Transformer-XL memory is carried from step to step within an epoch and not saved: only an epoch's end
+    is an exact resume point, so a timed checkpoint is never written there."""
+    seen = []
+
+    def look(progress):
+        info = next((tmp_path / "s").glob(".work/*/checkpoint/checkpoint.json"), None)
+        seen.append(None if info is None else json.loads(info.read_text())["done"])
+
+    done = make(tiny_model_dir, tmp_path / "s", training_mode="recurrent", checkpoint_minutes=1e-9,
+                on_step=look).internalize(DOC)
+    per_epoch = done.metadata["training"]["steps"] // CFG["epochs"]
+    assert done.trained and set(seen) == {None, per_epoch, 2 * per_epoch}
 
 
 def stopping_cli(*argv: str) -> list[str]:
