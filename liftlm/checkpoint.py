@@ -71,8 +71,7 @@ class Checkpoints:
         self.identity = dict(identity)
         self.stages = stages or []
         self.every_seconds = every_seconds
-        self.saved_epoch: int | None = None  # the last finished epoch of the checkpoint saved or restored here
-        self.saved_where: str | None = None  # where that checkpoint is, in words ("epoch 1 of 2", ...)
+        self.saved_where: str | None = None  # where the checkpoint saved or restored here is ("epoch 1 of 2", ...)
         self.resumed_epoch: int | None = None  # the epoch (0-based) this run resumed after, if it did (-1: within the first)
         self.resumed_done: int | None = None  # the samples trained before the resume, if it resumed
         self._last = time.monotonic()
@@ -143,7 +142,7 @@ class Checkpoints:
         for f in fields(result):
             if f.name in state["result"]:
                 setattr(result, f.name, state["result"][f.name])
-        self.saved_epoch = self.resumed_epoch = info["epoch"]
+        self.resumed_epoch = info["epoch"]
         self.saved_where = self.where(info["epoch"], info["done"])
         self.resumed_done = info["done"]
         self._last = time.monotonic()
@@ -179,7 +178,7 @@ class Checkpoints:
                  "training goes on without it")
             self._last = time.monotonic()  # (not again at every step of a full disk)
             return
-        self.saved_epoch, self.saved_where, self._last = epoch, self.where(epoch, done), time.monotonic()
+        self.saved_where, self._last = self.where(epoch, done), time.monotonic()
 
     def clear(self) -> None:
         """Remove the checkpoints (the adapter is stored)."""
