@@ -16,6 +16,9 @@
 # 8. (distill-asked / distill-names, only when asked for by name) the ablation of prompt kinds: distill-written's
 #    teacher items (cached), the student trained on the written questions only / the name questions only (four
 #    phrasings), each with the retention prompts (distill-names: started, stopped unfinished)
+# 9. (doc2, only when asked for by name) a second document (data seed 1: another cut of the essays, 10 other facts
+#    at the same depths, other controls): oracle, icl, rag and the default recipe (--objective distill with its
+#    defaults, i.e. distill-written-mlp's settings) in lift and lift+icl
 # Writes bench/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,4 +77,8 @@ if [[ $only == distill-written4-mlp ]]; then  # distill-written4's items (cached
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
     --distill-answer-tokens 32 --distill-questions 4 \
     --target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --out "$OUT/distill-written4-mlp"
+fi
+if [[ $only == doc2 ]]; then  # a second document, the default recipe
+  "$LIFTLM" eval "${GRID[@]}" --data-seed 1 --methods oracle,icl,rag,lift,lift+icl --objective distill \
+    --out "$OUT/doc2-distill"
 fi
