@@ -434,7 +434,8 @@ def hard_loss(logits: torch.Tensor, top_ids: torch.Tensor, top_logprobs: torch.T
 
 class SoftLoss:
     """Computes ``SoftSample`` losses for a trainer, reusing the shared prefix's keys/values (no gradients)
-    for ``PREFIX_REFRESH`` samples in a row (they are recomputed with the current adapter after that).
+    for ``PREFIX_REFRESH`` samples in a row (they are recomputed with the current adapter after that, and at once
+    for a sample with another prefix: another document's).
     ``loss``: ``"kl"`` (``soft_loss``, distillation) or ``"ce"`` (``hard_loss``)."""
 
     def __init__(self, model, samples: list[SoftSample], loss: str = "kl"):
@@ -445,6 +446,7 @@ class SoftLoss:
                          torch.tensor(s.top_logprobs, device=device)) for s in samples]
         self.samples = samples
         self.prefix_kv: list | None = None
+        self.prefix_of: list[int] | None = None  # the shared prefix whose keys/values prefix_kv holds
         self.prefix_len = 0
         self.age = PREFIX_REFRESH
         self.prefix_tokens = 0
@@ -457,9 +459,11 @@ class SoftLoss:
         if s.shared_prefix is None:
             logits = self.model(input_ids=ids, logits_to_keep=n + 1, use_cache=False).logits[0, :-1]
             return self.loss(logits, top_ids, top_lp), ids.shape[1]
-        if self.age >= PREFIX_REFRESH or self.prefix_kv is None:
+        if self.age >= PREFIX_REFRESH or self.prefix_kv is None or s.shared_prefix != self.prefix_of:
+            # another document's samples (several documents train together) bring their own prefix
             prefix = torch.tensor([s.shared_prefix], device=ids.device)
             self.prefix_kv, self.prefix_len, self.age = _kv(prefix_cache(self.model, prefix)), prefix.shape[1], 0
+            self.prefix_of = s.shared_prefix
             self.prefix_tokens += prefix.shape[1]
         self.age += 1
         positions = torch.arange(self.prefix_len, self.prefix_len + ids.shape[1], device=ids.device)[None]

@@ -190,6 +190,27 @@ def test_student_views_and_the_shared_prefix_match_a_full_forward_pass(tiny_load
     assert losses.prefix_tokens == len(shared)  # computed once for both lift+icl samples
 
 
+def test_each_documents_samples_are_trained_after_their_own_prefix(tiny_loaded):
+    """Several documents train together (``train_on_documents`` takes a list): a lift+icl sample of document B
+    that comes right after one of document A must not reuse A's head+tail keys/values."""
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 160)
+    doc_a = tok.encode(TEXT * 6, add_special_tokens=False)
+    doc_b = tok.encode(TEXT.replace("ferry", "lighthouse").upper() * 5, add_special_tokens=False)
+    a = student_samples([_item(tok)], prompts, doc_a, ("lift+icl",))
+    b = student_samples([_item(tok)], prompts, doc_b, ("lift+icl",))
+    assert a[0].shared_prefix != b[0].shared_prefix
+    samples = [a[0], b[0], a[0]]  # within PREFIX_REFRESH of each other
+    losses = SoftLoss(model, samples)
+    with torch.no_grad():
+        for k, s in enumerate(samples):
+            n = len(s.top_ids)
+            logits = model(input_ids=torch.tensor([s.shared_prefix + s.input_ids])).logits[0, -n - 1 : -1]
+            expected = soft_loss(logits, torch.tensor(s.top_ids), torch.tensor(s.top_logprobs))
+            torch.testing.assert_close(losses(k)[0], expected, atol=1e-4, rtol=1e-4)
+    assert losses.prefix_tokens == 2 * len(a[0].shared_prefix) + len(b[0].shared_prefix)
+
+
 def test_objective_settings_are_checked():
     with pytest.raises(LiftError, match="--objective"):
         LiftConfig(objective="magic")
