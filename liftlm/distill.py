@@ -459,7 +459,7 @@ class SoftLoss:
         if s.shared_prefix is None:
             logits = self.model(input_ids=ids, logits_to_keep=n + 1, use_cache=False).logits[0, :-1]
             return self.loss(logits, top_ids, top_lp), ids.shape[1]
-        if self.age >= PREFIX_REFRESH or self.prefix_kv is None or s.shared_prefix != self.prefix_of:
+        if self.age >= PREFIX_REFRESH or s.shared_prefix != self.prefix_of:  # None at first
             # another document's samples (several documents train together) bring their own prefix
             prefix = torch.tensor([s.shared_prefix], device=ids.device)
             self.prefix_kv, self.prefix_len, self.age = _kv(prefix_cache(self.model, prefix)), prefix.shape[1], 0
