@@ -1,5 +1,5 @@
 """liftlm: make a short-context language model understand a long input by fine-tuning on it (LIFT)."""
-__version__ = "0.1.0"
+from .version import __version__
 
 from .config import LiftConfig  # noqa: E402
 from .errors import LiftError  # noqa: E402

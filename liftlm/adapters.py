@@ -27,10 +27,11 @@ from pathlib import Path
 
 from .errors import LiftError
 from .fileio import atomic_directory
+from .keys import KEY_VERSION, document_sha256, store_key  # noqa: F401 (re-exported)
 from .models import liftlm_home
+from .version import __version__
 
 FORMAT_VERSION = 1  # of liftlm.json; fields added since are optional, and fields a reader does not know are ignored
-KEY_VERSION = 2  # of the store key: 1 hashed every setting; 2 only those that change the weights
 WORK_DIR = ".work"  # <store>/.work: lock files and checkpoints of trainings under way
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -40,21 +41,6 @@ DOCUMENT = "document.txt"
 QA_FILE = "qa.jsonl"  # the auxiliary QA pairs trained on, if any
 DISTILL_FILE = "distill.jsonl"  # the teacher's answers distilled into the adapter, if any
 REQUIRED_METADATA = ("format_version", "kind", "document_sha256", "model_id", "settings")
-
-
-def document_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def store_key(doc_sha: str, model_id: str, settings: dict, base: str | None = None, version: int = KEY_VERSION) -> str:
-    """A 20-hex-digit key of the document, the model and ``settings`` (only what changes the weights: see
-    ``LiftConfig.key_dict``). ``version`` is part of the hash, so a new way of building keys never collides with
-    an old one."""
-    payload = json.dumps(
-        {"v": version, "doc": doc_sha, "model": model_id, "base": base, "settings": settings},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 def file_sha256(path: Path) -> str:
@@ -114,24 +100,47 @@ class AdapterStore:
         read_metadata(p, source="the adapter store")  # validates, checksums included
         return p
 
-    def save(self, key: str, model, metadata: dict, document: str, qa: list | None = None,
-             distill: list | None = None, replace: bool = False) -> Path:
-        """Write atomically: everything goes to a temporary sibling directory, renamed at the end. An identical
-        adapter that landed meanwhile (same key = same inputs) is kept, unless ``replace`` (``--force``, or a
-        broken stored one): then the new one is swapped in, the old one removed."""
+    def save(self, key: str, model, metadata: dict, document: str, files: dict[str, str] | None = None,
+             replace: bool = False) -> Path:
+        """Write atomically: everything goes to a temporary sibling directory, renamed at the end. ``files`` maps
+        the names of extra files to write beside the adapter to their text (what it was trained on: the recipe's
+        ``qa.jsonl``, ``distill.jsonl``). An identical adapter that landed meanwhile (same key = same inputs) is
+        kept, unless ``replace`` (``--force``, or a broken stored one): then the new one is swapped in, the old one
+        removed."""
         final = self.path(key)
         with atomic_directory(final, if_exists="replace" if replace else "keep") as tmp:
             tmp.chmod(0o755)  # mkdtemp makes it private; a server (vLLM) may read the store as another user
             write_adapter(tmp, model, metadata, document)
-            if qa:
-                from .synth import write_qa
-
-                write_qa(tmp / QA_FILE, qa)
-            if distill:
-                from .distill import write_items
-
-                write_items(tmp / DISTILL_FILE, distill)
+            for name, text in (files or {}).items():
+                (tmp / name).write_text(text, encoding="utf-8")
         return final
+
+
+def adapter_metadata(document: str, n_tokens: int, model_id: str, model_spec: str | None, settings: dict, kind: str,
+                     samples: int, qa: dict, result) -> dict:
+    """What ``liftlm.json`` records beside a newly trained adapter (``write_adapter`` adds the format version and
+    the weights' checksums): the document's hash and length, the model, every setting, the auxiliary QA report
+    and the training's ``liftlm.loop.TrainResult``."""
+    return {
+        "liftlm_version": __version__,
+        "kind": kind,
+        "document_sha256": document_sha256(document),
+        "document_tokens": n_tokens,
+        "model_id": model_id,
+        "model_spec": model_spec,
+        "settings": settings,
+        "samples": samples,
+        "qa": qa,
+        "training": {
+            "seconds": round(result.seconds, 3),
+            "tokens": result.tokens,
+            "prefix_tokens": result.prefix_tokens,  # tokens run forward only (cached prefixes)
+            "tokens_per_second": round(result.tokens_per_second, 2),
+            "steps": result.steps,
+            "loss_curve": [round(x, 5) for x in result.loss_curve],
+            "epoch_losses": [round(x, 5) for x in result.epoch_losses],
+        },
+    }
 
 
 def write_adapter(directory: Path, model, metadata: dict, document: str) -> None:

@@ -14,7 +14,7 @@ import json
 import sys
 import warnings
 
-from . import __version__
+from .version import __version__
 from .bench.cli import register as register_bench
 from .config import LiftConfig
 from .errors import LiftError

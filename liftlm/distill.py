@@ -44,9 +44,9 @@ from transformers import DynamicCache
 
 from .config import DISTILL_KINDS
 from .errors import LiftError
+from .keys import DISTILL_VERSION, document_sha256, store_key
 from .overlap import _cache_kwarg, _kv, prefix_cache
 
-DISTILL_VERSION = 3  # part of the cache and adapter keys: bump when the items made for a document change
 TOP_K = 20
 PREFIX_REFRESH = 8  # lift+icl items that reuse one computation of the shared head+tail view's keys/values
 KINDS = DISTILL_KINDS
@@ -370,10 +370,15 @@ def _kind_counts(items: list[DistillItem]) -> dict[str, int]:
     return {k: n for k in KINDS if (n := sum(it.kind == k for it in items))}
 
 
+def items_jsonl(items: list[DistillItem]) -> str:
+    """The items as JSONL text (one record a line)."""
+    return "".join(json.dumps(asdict(it)) + "\n" for it in items)
+
+
 def write_items(path: Path, items: list[DistillItem]) -> None:
     from .fileio import write_text_atomic
 
-    write_text_atomic(path, "".join(json.dumps(asdict(it)) + "\n" for it in items))
+    write_text_atomic(path, items_jsonl(items))
 
 
 def read_items(path: Path) -> list[DistillItem]:
@@ -488,8 +493,6 @@ class DistillSource:
         self.on_step = on_step  # given a StepProgress with stage "teacher" after each batch of the teacher
 
     def cache_path(self, text: str) -> Path:
-        from .adapters import document_sha256, store_key
-
         settings = {k: getattr(self.cfg, k) for k in self.SETTINGS} | {"distill_version": DISTILL_VERSION}
         if self.cfg.distill_questions:  # (only when asked for: the items of every earlier setup keep their key)
             settings["distill_questions"] = self.cfg.distill_questions

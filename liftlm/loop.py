@@ -51,6 +51,7 @@ class TrainResult:
     epoch_seconds: list[float] = field(default_factory=list)  # training time at the end of each epoch
     seconds: float = 0.0
     tokens: int = 0  # tokens run forward and backward
+    prefix_tokens: int = 0  # tokens run forward only, without gradients (cached prefixes: keys/values reused)
     steps: int = 0
 
     @property
@@ -87,6 +88,18 @@ def epoch_plan(n_segments: int, n_qa: int, cfg: LiftConfig) -> list[list[int]]:
     if cfg.qa_schedule == "mixed":
         return [perm(both) for _ in range(cfg.epochs)]
     return [perm(n_segments) for _ in range(cfg.epochs)] + [perm(both) for _ in range(cfg.qa_epochs)]
+
+
+def at_stages(cfg: LiftConfig, n_aux: int) -> list[str]:
+    """The auxiliary-task stage of each epoch of ``epoch_plan``'s schedule, for checkpoint messages. ``n_aux``:
+    auxiliary items (QA pairs and distillation items)."""
+    if n_aux == 0:
+        return ["segments"] * cfg.epochs
+    if cfg.objective == "distill":
+        return ["auxiliary items"] * cfg.epochs
+    if cfg.qa_schedule == "mixed":
+        return ["segments + auxiliary items (mixed)"] * cfg.epochs
+    return ["1, segments"] * cfg.epochs + ["2, segments + auxiliary items"] * cfg.qa_epochs
 
 
 def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: TrainResult, progress: bool,

@@ -48,11 +48,6 @@ class StrideSample:
         return len(self.target_ids)
 
 
-@dataclass
-class OverlapTrainResult(TrainResult):
-    prefix_tokens: int = 0  # tokens run forward only, without gradients (the cached prefixes)
-
-
 def stride_spans(n_tokens: int, length: int, stride: int) -> list[tuple[int, int]]:
     """Half-open spans [0, s), [s, 2s), … of new tokens; they tile ``[0, n_tokens)`` exactly once. ``length``
     (ℓ) is checked only: the ℓ - s tokens before each span are its context (see ``build_stride_samples``)."""
@@ -173,12 +168,12 @@ def _qa_tensors(qa_samples: list[Sample], device) -> list[tuple[torch.Tensor, to
 
 def train_overlap(model, samples: list[StrideSample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
                   qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None,
-                  on_step: StepHook | None = None, checkpoints=None) -> OverlapTrainResult:
+                  on_step: StepHook | None = None, checkpoints=None) -> TrainResult:
     """``liftlm.train.train`` for stride samples: the same optimizer, schedule, accumulation, clipping, seeded
     order (``epoch_plan``) and QA handling (QA samples train as in paper mode). Gradient checkpointing is
     refused with this mode (``LiftConfig``): it would drop the cache, and only the s target tokens per sample keep
     activations anyway."""
-    result = OverlapTrainResult()
+    result = TrainResult()
     qa_samples = qa_samples or []
     plan = epoch_plan(len(samples), len(qa_samples), cfg)
     if not any(plan):
@@ -340,9 +335,9 @@ def recurrent_logits(model, sample: StrideSample, prompt_kv, memory: Memory,
 
 def train_recurrent(model, samples: list[StrideSample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
                     qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None,
-                  on_step: StepHook | None = None, checkpoints=None) -> OverlapTrainResult:
+                  on_step: StepHook | None = None, checkpoints=None) -> TrainResult:
     """``train_overlap`` with a Transformer-XL memory in place of the recomputed prefix (see above)."""
-    result = OverlapTrainResult()
+    result = TrainResult()
     qa_samples = qa_samples or []
     n_seg = len(samples)
     plan = sequential_plan(epoch_plan(n_seg, len(qa_samples), cfg), n_seg)

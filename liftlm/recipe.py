@@ -22,17 +22,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .adapters import AdapterStore, check_adapter, document_sha256, load_weights, read_document, store_key
+from .adapters import DISTILL_FILE, QA_FILE, AdapterStore, adapter_metadata, check_adapter, load_weights, read_document
 from .config import LiftConfig
 from .context import PromptBuilder
-from .distill import DistillSource
+from .distill import DistillSource, items_jsonl
 from .documents import check_document
 from .errors import LiftError
 from .infer import Answerer, uses_adapter
+from .keys import adapter_key, training_settings
+from .loop import TrainResult, at_stages
 from .models import LoadedModel, load_model, resolve_window
-from .synth import QAPair, QASource, local_completer, openai_completer, read_qa
-from .train import TrainResult, detach_adapter, train_on_documents
+from .synth import QASource, local_completer, openai_completer, qa_jsonl, read_qa
+from .train import Trained, detach_adapter, train_on_documents
 
 
 @dataclass
@@ -51,18 +52,6 @@ def _say(message: str) -> None:
     print(f"liftlm: {message}", file=sys.stderr, flush=True)
 
 
-def at_stages(cfg: LiftConfig, n_aux: int) -> list[str]:
-    """The auxiliary-task stage of each epoch (paper §3.3; as ``liftlm.loop.epoch_plan`` lays them out), for
-    checkpoint messages. ``n_aux``: auxiliary items (QA pairs and distillation items)."""
-    if n_aux == 0:
-        return ["segments"] * cfg.epochs
-    if cfg.objective == "distill":
-        return ["auxiliary items"] * cfg.epochs
-    if cfg.qa_schedule == "mixed":
-        return ["segments + auxiliary items (mixed)"] * cfg.epochs
-    return ["1, segments"] * cfg.epochs + ["2, segments + auxiliary items"] * cfg.qa_epochs
-
-
 @dataclass
 class Answer:
     question: str
@@ -74,32 +63,6 @@ class Answer:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def adapter_metadata(lift: Lift, text: str, n_tokens: int, samples: int, qa: list[QAPair], qa_report: dict,
-                     result: TrainResult) -> dict:
-    """What ``liftlm.json`` records beside a newly trained adapter."""
-    cfg = lift.config
-    return {
-        "liftlm_version": __version__,
-        "kind": cfg.finetune,
-        "document_sha256": document_sha256(text),
-        "document_tokens": n_tokens,
-        "model_id": lift.model_id,
-        "model_spec": lift.model_spec,
-        "settings": {**cfg.to_dict(), "window": lift.window},
-        "samples": samples,
-        "qa": {**qa_report, "pairs": len(qa)},
-        "training": {
-            "seconds": round(result.seconds, 3),
-            "tokens": result.tokens,
-            "prefix_tokens": getattr(result, "prefix_tokens", 0),  # overlap/recurrent modes: tokens run forward only
-            "tokens_per_second": round(result.tokens_per_second, 2),
-            "steps": result.steps,
-            "loss_curve": [round(x, 5) for x in result.loss_curve],
-            "epoch_losses": [round(x, 5) for x in result.epoch_losses],
-        },
-    }
 
 
 class Lift:
@@ -151,17 +114,8 @@ class Lift:
         return self.answerer.rag_chunk_tokens
 
     def training_settings(self) -> dict:
-        """The settings that change the adapter's weights (the store key: ``LiftConfig.key_dict``), with the
-        window resolved to a number and the QA source's (none of the QA settings without auxiliary QA)."""
-        qa = self.qa.key_settings()
-        settings = {**self.config.key_dict(), "window": self.window, **qa}
-        if self.config.objective != "ct":  # the distillation items: their maker's version
-            from .distill import DISTILL_VERSION
-
-            settings["distill_version"] = DISTILL_VERSION
-        elif not qa:  # no auxiliary samples at all: how they would be scheduled or weighted changes nothing
-            settings = {k: v for k, v in settings.items() if not k.startswith("qa_")}
-        return settings
+        """The settings that change the weights (``liftlm.keys.training_settings``): what the store key hashes."""
+        return training_settings(self.config, self.window, self.qa.key_settings())
 
     # --- reading ---
     def read(self, text: str) -> None:
@@ -172,84 +126,111 @@ class Lift:
         self._adapted, self._adapter_path, self._trained = None, None, False
 
     def key(self) -> str:
-        return store_key(document_sha256(self.document), self.model_id, self.training_settings())
+        return adapter_key(self.document, self.model_id, self.config, self.window, self.qa.key_settings())
 
     def internalize(self, text: str, force: bool = False) -> Internalized:
         """LIFT: train an adapter on ``text`` (or reuse the stored one) and make it current.
 
-        One process at a time trains a given key: the store's lock for it is held from the lookup to the save;
-        a second process waits, then reuses what the first stored (and says so). ``force`` trains again and
-        replaces the stored adapter atomically. A stored adapter that fails its checks (e.g. its weights'
-        sha256) is reported with its path and trained again, with a warning. Training resumes from the last
-        epoch-end checkpoint of an interrupted run of the same key (``liftlm.checkpoint``)."""
+        The steps, in order: lock the key → look it up in the store → make the auxiliary QA pairs and the
+        distillation items → train → save. One process at a time trains a given key: the store's lock for it is
+        held from the lookup to the save; a second process waits, then reuses what the first stored (and says
+        so). ``force`` trains again and replaces the stored adapter atomically. A stored adapter that fails its
+        checks (e.g. its weights' sha256) is reported with its path and trained again, with a warning. Training
+        resumes from the last checkpoint of an interrupted run of the same key (``liftlm.checkpoint``)."""
         self.read(text)
         key = self.key()
         new_store = not self.store.root.exists()
         try:
-            return self._internalize(key, text, force)
+            lock, waited = self._lock(key)
+            try:
+                stored, broken = (None, False) if force else self._lookup(key)
+                if stored is not None:
+                    if waited:
+                        _say(f"reusing the adapter the other process stored: {stored.adapter}")
+                    stored.waited = waited
+                    return stored
+                qa, qa_report = self.qa.pairs(text)
+                items, distill_report = self.distill.items(text, self._doc_ids, self._fresh_base(), self.tokenizer,
+                                                           self.prompts.chat)
+                checkpoints = self._checkpoints(key, len(qa) + len(items))
+                trained = self._train(qa, items, checkpoints)
+                metadata = self._metadata(text, trained, qa, qa_report, items, distill_report, checkpoints)
+                path = self._save(key, trained, metadata, text, qa, items, checkpoints, replace=force or broken)
+            finally:
+                lock.release()
         except LiftError:
             if new_store:  # bad input (e.g. a window too small for the segments): leave no empty store behind
                 self.store.discard_if_unused()
             raise
+        self._adapted, self._adapter_path, self._trained = trained.model, path, True
+        resumed = metadata["training"].get("resumed_after_epoch")
+        return Internalized(path, True, metadata, trained.result, waited=waited, resumed_epoch=resumed,
+                            resumed_at=metadata["training"].get("resumed_at_sample"), replaced=force or broken)
 
-    def _internalize(self, key: str, text: str, force: bool) -> Internalized:
+    def _lock(self, key: str):
+        """Take the store's lock of ``key``: (the lock, whether another process held it first: it was training
+        the key)."""
         from filelock import Timeout
 
         lock = self.store.lock(key)
-        waited = False
         try:
             lock.acquire(timeout=0)
-        except Timeout:  # another process holds it: it is training this key
+            return lock, False
+        except Timeout:
             _say(f"another process is training this adapter (lock {lock.lock_file}); waiting for it")
             lock.acquire()
-            waited = True
-        try:
-            broken = False
-            if not force:
-                try:
-                    stored = self.store.lookup(key)
-                    if stored is not None:
-                        done = self.use_adapter(stored, source="the adapter store")
-                        if waited:
-                            _say(f"reusing the adapter the other process stored: {stored}")
-                        done.waited = waited
-                        return done
-                except LiftError as e:
-                    _say(f"warning: {e}; training it again")
-                    broken = True
-            return self._train(text, key, replace=force or broken, waited=waited)
-        finally:
-            lock.release()
+            return lock, True
 
-    def _train(self, text: str, key: str, replace: bool, waited: bool) -> Internalized:
-        qa, qa_report = self.qa.pairs(text)
-        items, distill_report = self.distill.items(text, self._doc_ids, self._fresh_base(), self.tokenizer,
-                                                   self.prompts.chat)
-        checkpoints = None
-        if self.config.finetune == "lora":  # a full fine-tune's checkpoint is 3 model copies: none (checkpoint.py)
-            from .checkpoint import Checkpoints
-
-            every = self.config.checkpoint_minutes * 60 or None
-            checkpoints = Checkpoints(self.store.work(key), {"key": key, "mode": self.config.training_mode},
-                                      at_stages(self.config, len(qa) + len(items)), every_seconds=every)
-        base = self._fresh_base()
+    def _lookup(self, key: str) -> tuple[Internalized | None, bool]:
+        """(the stored adapter of ``key``, made current, or None; whether a stored one is broken and must be
+        replaced)."""
         try:
-            trained = train_on_documents(base, [(self._doc_ids, qa, items)], self.config, self.prompts, keep_base=True,
-                                         progress=self.progress, on_step=self.on_step, checkpoints=checkpoints)
+            stored = self.store.lookup(key)
+            return (None if stored is None else self.use_adapter(stored, source="the adapter store")), False
+        except LiftError as e:
+            _say(f"warning: {e}; training it again")
+            return None, True
+
+    def _checkpoints(self, key: str, n_aux: int):
+        """Where this key's training checkpoints (LoRA only: a full fine-tune's checkpoint is 3 model copies)."""
+        if self.config.finetune != "lora":
+            return None
+        from .checkpoint import Checkpoints
+
+        every = self.config.checkpoint_minutes * 60 or None
+        return Checkpoints(self.store.work(key), {"key": key, "mode": self.config.training_mode},
+                           at_stages(self.config, n_aux), every_seconds=every)
+
+    def _train(self, qa: list, items: list, checkpoints) -> Trained:
+        try:
+            return train_on_documents(self._fresh_base(), [(self._doc_ids, qa, items)], self.config, self.prompts,
+                                      keep_base=True, progress=self.progress, on_step=self.on_step,
+                                      checkpoints=checkpoints)
         except KeyboardInterrupt:
             if checkpoints is not None and checkpoints.saved_where is not None:
                 _say(f"interrupted: training up to {checkpoints.saved_where} is checkpointed in {checkpoints.path}; "
                      "rerun the same command to resume")
             raise
-        resumed = None if checkpoints is None or checkpoints.resumed_epoch is None else checkpoints.resumed_epoch + 1
-        metadata = adapter_metadata(self, text, len(self._doc_ids), trained.samples, qa, qa_report, trained.result)
+
+    def _metadata(self, text: str, trained: Trained, qa: list, qa_report: dict, items: list, distill_report: dict,
+                  checkpoints) -> dict:
+        metadata = adapter_metadata(text, len(self._doc_ids), self.model_id, self.model_spec,
+                                    {**self.config.to_dict(), "window": self.window}, self.config.finetune,
+                                    trained.samples, {**qa_report, "pairs": len(qa)}, trained.result)
         if items:
             metadata["distill"] = {**distill_report, "student_samples": trained.qa_samples - len(qa)}
-        if resumed is not None:
-            metadata["training"]["resumed_after_epoch"] = resumed  # finished epochs (0: within the first)
+        if checkpoints is not None and checkpoints.resumed_epoch is not None:
+            metadata["training"]["resumed_after_epoch"] = checkpoints.resumed_epoch + 1  # (0: within the first)
             metadata["training"]["resumed_at_sample"] = checkpoints.resumed_done
+        return metadata
+
+    def _save(self, key: str, trained: Trained, metadata: dict, text: str, qa: list, items: list, checkpoints,
+              replace: bool) -> Path:
+        files = {QA_FILE: qa_jsonl(qa)} if qa else {}
+        if items:
+            files[DISTILL_FILE] = items_jsonl(items)
         try:
-            path = self.store.save(key, trained.model, metadata, text, qa=qa, distill=items, replace=replace)
+            path = self.store.save(key, trained.model, metadata, text, files, replace=replace)
         except BaseException as e:
             detach_adapter(trained.model)  # the base model stays usable (no LoRA layers left in it)
             if isinstance(e, OSError):
@@ -260,14 +241,7 @@ class Lift:
             raise
         if checkpoints is not None:
             checkpoints.clear()
-        self._adapted, self._adapter_path, self._trained = trained.model, path, True
-        return Internalized(path, True, metadata, trained.result, waited=waited, resumed_epoch=resumed,
-                            resumed_at=None if resumed is None else checkpoints.resumed_done,
-                            replaced=replace)
-
-    def qa_pairs(self, text: str) -> tuple[list[QAPair], dict]:
-        """The auxiliary QA pairs for ``text``: the user's file, or cached, or synthesized (then cached)."""
-        return self.qa.pairs(text)
+        return path
 
     def _qa_completer(self):
         spec = self.config.qa_model

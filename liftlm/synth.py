@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import LiftError
+from .keys import SYNTH_VERSION, document_sha256, qa_key_settings, store_key
 
 GENERATORS = ("auto", "keyphrase", "llm")
-SYNTH_VERSION = 3  # part of the QA cache and adapter keys: bump when the items made for a document change
 MIN_LLM_YIELD = 0.5
 PROBE_WINDOWS = 3
 KEYPHRASE_QUESTION = "What does the document say about {phrase}?"
@@ -278,11 +278,16 @@ def synthesize(text: str, n: int, generator: str = "auto", complete: Callable[[s
 
 
 # --- QA files (JSONL: question, answer, evidence, start, end, source) ---
+def qa_jsonl(pairs: list[QAPair]) -> str:
+    """The pairs as JSONL text (one record a line)."""
+    return "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs)
+
+
 def write_qa(path: str | Path, pairs: list[QAPair]) -> None:
     """Write the pairs as JSONL, atomically (a reader never sees half a file)."""
     from .fileio import write_text_atomic
 
-    write_text_atomic(path, "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs))
+    write_text_atomic(path, qa_jsonl(pairs))
 
 
 def read_qa(path: str | Path) -> list[QAPair]:
@@ -329,16 +334,9 @@ class QASource:
 
     def key_settings(self) -> dict:
         """What the pairs add to the adapter's store key: the user's pairs' hash, or the synthesizer version."""
-        import hashlib
-
-        if self.user_pairs is not None:
-            return {"qa_file_sha256": hashlib.sha256(
-                json.dumps([asdict(p) for p in self.user_pairs]).encode()).hexdigest()}
-        return {"qa_synthesizer": SYNTH_VERSION} if self.cfg.qa_pairs > 0 else {}
+        return qa_key_settings(self.cfg, None if self.user_pairs is None else [asdict(p) for p in self.user_pairs])
 
     def cache_path(self, text: str) -> Path:
-        from .adapters import document_sha256, store_key
-
         key = store_key(document_sha256(text), self.model_id,
                         {k: getattr(self.cfg, k) for k in self.SETTINGS} | {"synthesizer": SYNTH_VERSION})
         return self.cache_dir / f"{key}.jsonl"

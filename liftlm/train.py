@@ -35,7 +35,7 @@ from .overlap import build_stride_samples, train_overlap, train_recurrent
 from .segment import segment_spans
 
 __all__ = ["TRAINERS", "StepProgress", "Trained", "TrainResult", "attach_adapter", "build_samples",
-           "detach_adapter", "epoch_plan", "optimize", "sample_loss", "train", "train_on_documents", "trainer_for"]
+           "detach_adapter", "epoch_plan", "optimize", "sample_loss", "train", "train_on_documents"]
 
 
 def attach_adapter(model, cfg: LiftConfig):
@@ -116,16 +116,13 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
         result.tokens += ids.shape[1]
         return sample_loss(model, ids, labels), weight
 
-    return optimize(model, epoch_plan(n_segments, len(qa_samples), cfg), compute, cfg, result, progress, desc,
-                    on_epoch, on_step, checkpoints)
+    optimize(model, epoch_plan(n_segments, len(qa_samples), cfg), compute, cfg, result, progress, desc,
+             on_epoch, on_step, checkpoints)
+    result.prefix_tokens += soft_loss.prefix_tokens  # the shared document views run forward only
+    return result
 
 
 TRAINERS = {"paper": train, "overlap": train_overlap, "recurrent": train_recurrent}
-
-
-def trainer_for(mode: str):
-    """The training loop of a ``--training-mode``."""
-    return TRAINERS[mode]
 
 
 @dataclass

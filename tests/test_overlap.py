@@ -353,7 +353,7 @@ def test_epoch_hook_sees_each_epoch_and_does_not_change_training(tiny_model_dir,
     import time
 
     from liftlm.models import load_model
-    from liftlm.train import trainer_for
+    from liftlm.train import TRAINERS
 
     finals, seen = [], []
     for hook in (False, True):
@@ -369,7 +369,7 @@ def test_epoch_hook_sees_each_epoch_and_does_not_change_training(tiny_model_dir,
             time.sleep(0.3)
 
         start = time.perf_counter()
-        result = trainer_for(mode)(model, samples, cfg, progress=False, on_epoch=on_epoch if hook else None)
+        result = TRAINERS[mode](model, samples, cfg, progress=False, on_epoch=on_epoch if hook else None)
         wall = time.perf_counter() - start
         finals.append(model(input_ids=probe).logits)
         assert len(result.epoch_seconds) == 3 and result.epoch_seconds == sorted(result.epoch_seconds)
@@ -385,13 +385,13 @@ def test_epoch_hook_sees_each_epoch_and_does_not_change_training(tiny_model_dir,
 @pytest.mark.parametrize("mode", ["paper", "overlap", "recurrent"])
 def test_step_hook_reports_every_optimizer_step(tiny_loaded, mode):
     """``on_step`` sees each optimizer step once, in order, with its epoch, the run's step count and its loss."""
-    from liftlm.train import trainer_for
+    from liftlm.train import TRAINERS
 
     cfg, prompts, doc, _ = _setup(tiny_loaded.tokenizer, epochs=2, grad_accum=2, training_mode=mode)
     samples = build_samples(doc, cfg, prompts)
     model = attach_adapter(tiny_loaded.model.float(), cfg)
     seen = []
-    result = trainer_for(mode)(model, samples, cfg, progress=False, on_step=seen.append)
+    result = TRAINERS[mode](model, samples, cfg, progress=False, on_step=seen.append)
     per_epoch = -(-len(samples) // 2)
     assert [p.step for p in seen] == list(range(1, result.steps + 1))
     assert {p.steps for p in seen} == {result.steps} and {p.epochs for p in seen} == {2}

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from ..version import __version__
 from ..config import MODES, LiftConfig
 from ..errors import LiftError
 from .datasets import LONGBENCH_TASKS, LOOGLE_TASKS, Example, TaskSpec, cut_documents, get_task
