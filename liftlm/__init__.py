@@ -1,8 +1,7 @@
 """liftlm: make a short-context language model understand a long input by fine-tuning on it (LIFT)."""
-from .version import __version__
-
 from .config import LiftConfig  # noqa: E402
 from .errors import LiftError  # noqa: E402
+from .version import __version__
 
 
 def __getattr__(name):  # heavy imports (torch, transformers) only when the API is used

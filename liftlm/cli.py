@@ -14,7 +14,6 @@ import json
 import sys
 import warnings
 
-from .version import __version__
 from .bench.cli import register as register_bench
 from .config import LiftConfig
 from .errors import LiftError
@@ -29,6 +28,7 @@ from .options import (
     read_questions,
 )
 from .serve.cli import register as register_serve
+from .version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

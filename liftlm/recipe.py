@@ -22,7 +22,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .adapters import DISTILL_FILE, QA_FILE, AdapterStore, adapter_metadata, check_adapter, load_weights, read_document
+from .adapters import (
+    DISTILL_FILE,
+    QA_FILE,
+    AdapterStore,
+    adapter_metadata,
+    check_adapter,
+    load_weights,
+    read_document,
+)
 from .config import LiftConfig
 from .context import PromptBuilder
 from .distill import DistillSource, items_jsonl

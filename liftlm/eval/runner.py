@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..version import __version__
 from ..config import MODES, LiftConfig
 from ..errors import LiftError
+from ..version import __version__
 from .datasets import LONGBENCH_TASKS, LOOGLE_TASKS, Example, TaskSpec, cut_documents, get_task
 
 BENCHMARKS = ("loogle", "longbench", "niah", "ruler", "facts")
