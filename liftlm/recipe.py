@@ -7,8 +7,10 @@
 ``Lift`` is a facade over named pieces, each usable alone:
 
 * the model and its window — ``liftlm.models.load_model``, ``resolve_window``;
-* the adapter store — ``liftlm.adapters.AdapterStore`` (keyed by document, model and settings);
+* the store key — ``liftlm.keys.adapter_key`` (a pure function of the document, the model and the settings);
+* the adapter store — ``liftlm.adapters.AdapterStore``;
 * the auxiliary QA pairs with their cache — ``liftlm.synth.QASource``;
+* the distillation items (the default objective) with their cache — ``liftlm.distill.DistillSource``;
 * the trainer — ``liftlm.train.train_on_documents`` (samples → adapter → the training mode's loop);
 * the answerer — ``liftlm.infer.Answerer`` (prompts per mode, retrieval, greedy decoding).
 
