@@ -108,7 +108,7 @@ def test_the_demo_answers_from_outside_the_window_where_icl_cannot(home, tmp_pat
     """The README demo (scripts/demo.sh) end to end: examples/kellmere.txt (1.3k tokens) with a 512-token window,
     the adapter trained by context distillation with the demo's 8 prompts per chunk (3-4 minutes here). The
     railway's closing year lies in the middle of the document, outside the head+tail view: ``icl`` cannot read
-    it, ``lift+icl`` answers it from the adapter (measured: bench/results/objectives-embedded-default/)."""
+    it, ``lift+icl`` answers it from the adapter (measured: experiments/results/objectives-embedded-default/)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     demo = open(os.path.join(root, "scripts", "demo.sh")).read()
     assert "--distill-prompts 8" in demo and "In what year was the railway line to Kellmere shut?" in demo

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
 DEFAULT_SYSTEM_PROMPTS = (
     "You are a helpful AI assistant named SmolLM",  # SmolLM2's template
     "You are Qwen, created by Alibaba Cloud",  # Qwen2.5's template

@@ -96,7 +96,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     o.add_argument("--modes", default="paper:2,overlap:4,recurrent:4",
                    help="MODE:EPOCHS, comma-separated; paper must be one (default: paper:2,overlap:4,recurrent:4)")
     o.add_argument("--rounds", type=int, default=3, help="rounds, each training every mode once (default: 3)")
-    o.add_argument("--out", default="bench/results/overlap-vs-paper", metavar="DIR", help="output folder")
+    o.add_argument("--out", default="experiments/results/overlap-vs-paper", metavar="DIR", help="output folder")
     o.add_argument("--replot", default=None, metavar="DIR",
                    help="measure nothing: redo summary, report and plot from DIR/results.json")
     o.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -6,8 +6,8 @@ weights), measured after every epoch of one training run per mode (the measureme
 time). Each round trains every mode once, in a rotated order, so that the machine's drifts in speed hit all
 modes alike; times are reported per round and as the median over rounds.
 
-    liftlm bench overlap-vs-paper --tokens 2000 --rounds 3 --out bench/results/overlap-vs-paper
-    liftlm bench overlap-vs-paper --replot bench/results/overlap-vs-paper     # re-summarise, measure nothing
+    liftlm bench overlap-vs-paper --tokens 2000 --rounds 3 --out experiments/results/overlap-vs-paper
+    liftlm bench overlap-vs-paper --replot experiments/results/overlap-vs-paper     # re-summarise, measure nothing
 
 Writes ``results.json`` (every epoch of every run), ``summary.json``, ``summary.md`` and ``curves.png``.
 """
@@ -130,7 +130,7 @@ class OverlapOptions:
     haystack: str | None = None  # default: the Paul Graham essays beside the repository
     modes: str = "paper:2,overlap:4,recurrent:4"  # mode:epochs, comma-separated
     rounds: int = 3
-    out: Path = Path("bench/results/overlap-vs-paper")
+    out: Path = Path("experiments/results/overlap-vs-paper")
     progress: bool = True
 
 

@@ -11,7 +11,7 @@ import pytest
 from liftlm.bench.overlap_vs_paper import parse_modes, replot, summarize, time_to_reach
 from liftlm.errors import LiftError
 
-COMMITTED = Path(__file__).parents[2] / "bench" / "results" / "overlap-vs-paper"
+COMMITTED = Path(__file__).parents[2] / "experiments" / "results" / "overlap-vs-paper"
 
 
 def test_time_to_reach_interpolates_between_epoch_ends():

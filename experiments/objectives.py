@@ -2,7 +2,7 @@
 middle of the document (outside the head+tail window), at its ends (inside the window) and general controls,
 in modes icl, lift+icl and lift, with training time per objective.
 
-    .venv/bin/python bench/objectives.py --configs ct,ct-chat,distill,ct+distill --out bench/results/objectives-embedded
+    .venv/bin/python experiments/objectives.py --configs ct,ct-chat,distill,ct+distill --out experiments/results/objectives-embedded
 
 A config is an objective (ct, distill, ct+distill) with optional "-chat" (the CT samples inside the chat turn)
 or extra settings after ":" (e.g. ``distill:distill_prompts=4``). One model load, one adapter store per run
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--out", default="bench/results/objectives-embedded")
+    ap.add_argument("--out", default="experiments/results/objectives-embedded")
     ap.add_argument("--store", default=None)
     args = ap.parse_args()
     out = Path(args.out)

@@ -5,12 +5,12 @@
 # the head and tail of each cut document. SFT corpus, disjoint from them: shortdep_qa documents 3-5 and longdep_qa
 # documents 2-3 (other articles), cut to 1500 tokens, with their own QA pairs inside the cut (30 keyphrase items for
 # documents that keep none), one epoch of segments then one of segments + QA. Answers are capped at 64 tokens (CPU time; the same cap for every row).
-# Usage: bash bench/at_loogle.sh [base] [base+at] [sft] [sft+at] [table]
-#   (each part resumes; writes bench/results/at-loogle/<variant>/, and table.md over all four)
+# Usage: bash experiments/at_loogle.sh [base] [base+at] [sft] [sft+at] [table]
+#   (each part resumes; writes experiments/results/at-loogle/<variant>/, and table.md over all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
-OUT=bench/results/at-loogle
+OUT=experiments/results/at-loogle
 LOOGLE=${LOOGLE:-../shared/data/loogle}
 WORK=${LIFTLM_HOME:-$HOME/.cache/liftlm}/at-loogle
 SFT_MODEL=$WORK/sft-model
@@ -44,7 +44,7 @@ for part in "${parts[@]}"; do
         "$LIFTLM" eval "${TEST[@]}" --base "$SFT_MODEL" --methods lift+icl "${AT[@]}" --out "$OUT/sft+at"
       fi ;;
     table)
-      "${PYTHON:-.venv/bin/python}" bench/compare_runs.py base="$OUT/base" base+AT="$OUT/base+at" SFT="$OUT/sft" \
+      "${PYTHON:-.venv/bin/python}" experiments/compare_runs.py base="$OUT/base" base+AT="$OUT/base+at" SFT="$OUT/sft" \
         SFT+AT="$OUT/sft+at" > "$OUT/table.md"
       cat "$OUT/table.md" ;;
     *) echo "unknown part: $part (base, base+at, sft, sft+at, table)" >&2; exit 2 ;;

@@ -1,7 +1,7 @@
 """One Markdown table over several `liftlm eval` output directories: a row per (run, method) with the mean of
 each metric (× 100), the number of answers, seconds per answer and LIFT training seconds per document.
 
-    python bench/compare_runs.py LABEL=DIR [LABEL=DIR ...]
+    python experiments/compare_runs.py LABEL=DIR [LABEL=DIR ...]
 """
 from __future__ import annotations
 

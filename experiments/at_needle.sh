@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Needle recall from the weights with and without auxiliary tasks (issue: AT and pre-LIFT SFT).
 # Haystack: the shared Paul Graham essays at 2k tokens, the standard needle at depths 0..1, scored by its keywords.
-# Writes bench/results/at-needle/<variant>/ (predictions.jsonl, summary.md, niah_heatmap.png).
+# Writes experiments/results/at-needle/<variant>/ (predictions.jsonl, summary.md, niah_heatmap.png).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
-OUT=bench/results/at-needle
+OUT=experiments/results/at-needle
 GRID=(--benchmark niah --lengths 2000 --depths 0,0.25,0.5,0.75,1 --quiet)
 CT=(--objective ct)  # runs 1-7: the paper's objective (named: the default objective is distill now)
 # Auxiliary tasks over every sentence, asked without the document (as mode lift asks): statement questions

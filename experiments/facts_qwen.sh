@@ -19,12 +19,12 @@
 # 9. (doc2, only when asked for by name) a second document (data seed 1: another cut of the essays, 10 other facts
 #    at the same depths, other controls): oracle, icl, rag and the default recipe (--objective distill with its
 #    defaults, i.e. distill-written-mlp's settings) in lift and lift+icl
-# Writes bench/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
+# Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
 MODEL=${MODEL:-${LIFTLM_HOME:-$HOME/.cache/liftlm}/gguf/qwen2.5-coder-1.5b-instruct.gguf}
-OUT=bench/results/facts-qwen1.5b
+OUT=experiments/results/facts-qwen1.5b
 GRID=(--benchmark facts --model "$MODEL" --lengths 2000 --facts 10 --controls 4 --window 512)
 only=${1:-all}
 if [[ $only == all || $only == ct ]]; then

@@ -5,7 +5,7 @@ Each worker count gets a fresh Ray instance (``ray.init(num_cpus=W)``), a fresh 
 --ray``. Scaling efficiency at W workers = wall(1) / (W x wall(W)). The machine's load average is sampled every
 2 s during each run and the busiest other processes are listed, because the cores may be shared.
 
-    .venv/bin/python bench/batch_scaling.py --documents 8 --workers 1,2 --out bench/results/batch
+    .venv/bin/python experiments/batch_scaling.py --documents 8 --workers 1,2 --out experiments/results/batch
 
 Documents: ``--documents`` windows of ``--doc-chars`` characters cut from examples/kellmere.txt at evenly
 spaced offsets (distinct texts, about the same length). Writes ``results.json`` (every row of every run),
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--gpus-per-task", type=float, default=0,
                     help="GPUs per task (Ray's num_gpus; a fraction shares a GPU); default 0: CPU only")
-    ap.add_argument("--out", default="bench/results/batch")
+    ap.add_argument("--out", default="experiments/results/batch")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
 
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
 
     base = runs[0]
     summary = {
-        "command": ".venv/bin/python bench/batch_scaling.py " + " ".join(argv or sys.argv[1:]),
+        "command": ".venv/bin/python experiments/batch_scaling.py " + " ".join(argv or sys.argv[1:]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                      cwd=ROOT).stdout.strip(),

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The committed result runs of `liftlm eval` on this machine (2 CPU cores, the embedded SmolLM2-135M-Instruct,
 # default LIFT settings: ℓ=256, s=96, CT context 256, LoRA r16 on q/k/v/o, lr 2e-4, 2 epochs).
-# Each run resumes where it stopped (same --out). Usage: bash bench/eval_runs.sh [ruler] [niah] [loogle] [qwen] [qwen-distill]
+# Each run resumes where it stopped (same --out). Usage: bash experiments/eval_runs.sh [ruler] [niah] [loogle] [qwen] [qwen-distill]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
-OUT=bench/results/eval
+OUT=experiments/results/eval
 LOOGLE=${LOOGLE:-../shared/data/loogle}
 runs=("$@")
 [ ${#runs[@]} -gt 0 ] || runs=(ruler niah loogle qwen)

@@ -9,7 +9,7 @@ speed hit both alike:
 * ``math``    — SDPA's math backend instead of its CPU flash kernel;
 * ``compile`` — ``torch.compile`` (inductor) of the decoder stack (the compile time is reported apart).
 
-Usage: ``.venv/bin/python bench/profile_step.py [--steps 6] [--rounds 3] [--json-out FILE]``
+Usage: ``.venv/bin/python experiments/profile_step.py [--steps 6] [--rounds 3] [--json-out FILE]``
 """
 from __future__ import annotations
 
