@@ -45,7 +45,7 @@ from transformers import DynamicCache
 from .config import DISTILL_KINDS
 from .errors import LiftError
 from .keys import DISTILL_VERSION, document_sha256, store_key
-from .overlap import _cache_kwarg, _kv, prefix_cache
+from .kvcache import cache_kwarg, kv_tensors, prefix_cache
 
 TOP_K = 20
 PREFIX_REFRESH = 8  # lift+icl items that reuse one computation of the shared head+tail view's keys/values
@@ -240,7 +240,7 @@ def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int
             for span in dict.fromkeys(spans):
                 if span not in chunk_kv:
                     chunk = torch.tensor([chat.before + list(doc_ids[span[0]:span[1]])], device=device)
-                    chunk_kv[span] = _kv(prefix_cache(model, chunk))
+                    chunk_kv[span] = kv_tensors(prefix_cache(model, chunk))
             lens = [chunk_kv[span][0][0].shape[2] for span in spans]
             n_prefix = max(lens)
             # each layer's keys and values for the batch: the rows' chunks, left-padded to the longest
@@ -261,7 +261,7 @@ def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int
             done = [False] * b
             for _ in range(max_new_tokens):
                 out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                            logits_to_keep=1, **{_cache_kwarg(model): cache})
+                            logits_to_keep=1, **{cache_kwarg(model): cache})
                 top = F.log_softmax(out.logits[:, -1].float(), -1).topk(top_k)
                 top_ids, top_lps = top.indices.tolist(), top.values.tolist()
                 for r in range(b):
@@ -467,14 +467,14 @@ class SoftLoss:
         if self.age >= PREFIX_REFRESH or s.shared_prefix != self.prefix_of:  # None at first
             # another document's samples (several documents train together) bring their own prefix
             prefix = torch.tensor([s.shared_prefix], device=ids.device)
-            self.prefix_kv, self.prefix_len, self.age = _kv(prefix_cache(self.model, prefix)), prefix.shape[1], 0
+            self.prefix_kv, self.prefix_len, self.age = kv_tensors(prefix_cache(self.model, prefix)), prefix.shape[1], 0
             self.prefix_of = s.shared_prefix
             self.prefix_tokens += prefix.shape[1]
         self.age += 1
         positions = torch.arange(self.prefix_len, self.prefix_len + ids.shape[1], device=ids.device)[None]
         cache = DynamicCache(ddp_cache_data=list(self.prefix_kv))
         out = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=n + 1,
-                         **{_cache_kwarg(self.model): cache})
+                         **{cache_kwarg(self.model): cache})
         return self.loss(out.logits[0, :-1], top_ids, top_lp), ids.shape[1]
 
 

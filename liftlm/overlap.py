@@ -22,7 +22,6 @@ few tokens between ℓ - s and ℓ more context, at the price of a larger backwa
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 
 from .config import LiftConfig
 from .context import PromptBuilder, Sample
+from .kvcache import as_cache, cache_kwarg, kv_tensors, output_cache, prefix_cache
 from .loop import EpochHook, StepHook, TrainResult, epoch_plan, optimize, sample_loss
 
 
@@ -89,30 +89,6 @@ def build_stride_samples(doc_ids: list[int], cfg: LiftConfig, prompts: PromptBui
 
 
 # --- the two-pass forward ---
-def _cache_kwarg(model) -> str:
-    """The name under which the model takes a KV cache: transformers 5.x renamed ``past_key_values`` to ``cache``
-    (5.24 still accepts the old name with a deprecation warning)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-def _output_cache(out):
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else getattr(out, "past_key_values", None)
-
-
-def prefix_cache(model, ids: torch.Tensor):
-    """Keys/values of ``ids`` ([1, P], positions 0..P-1) as a fresh Cache, computed without gradients: constants
-    of the step, no graph kept. ``logits_to_keep=1`` skips the vocabulary projection of the prefix."""
-    positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # [1, P]
-    with torch.no_grad():
-        out = model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = _output_cache(out)
-    if cache is None:
-        raise RuntimeError("the model returned no KV cache for the prefix; overlap training needs use_cache=True")
-    return cache
-
-
 def _stride_logits(model, ids: torch.Tensor, n_prefix: int) -> torch.Tensor:
     """Logits predicting ids[0, n_prefix:] ([1, T, V]) from prefix + target ``ids`` ([1, P + T]).
 
@@ -130,7 +106,7 @@ def _stride_logits(model, ids: torch.Tensor, n_prefix: int) -> torch.Tensor:
         raise RuntimeError("overlap training cannot attend to a cached prefix with gradient checkpointing on; "
                            "turn it off (only the s target tokens keep activations anyway)")
     cache = prefix_cache(model, ids[:, :cached])  # fresh per call: the grad pass appends to it, then it is dropped
-    out = model(input_ids=fed, position_ids=positions, use_cache=True, **{_cache_kwarg(model): cache})
+    out = model(input_ids=fed, position_ids=positions, use_cache=True, **{cache_kwarg(model): cache})
     if cache.get_seq_length() != total - 1:  # any other way a model could ignore the cache
         raise RuntimeError("the model did not attend to the cached prefix (its KV cache was not extended)")
     return out.logits
@@ -242,10 +218,6 @@ def shift_keys(keys: torch.Tensor, rotary, d: int) -> torch.Tensor:
     return keys * angle.cos().to(keys.dtype) + rotate_half(keys) * angle.sin().to(keys.dtype)
 
 
-def _kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
-
-
 def check_recurrent_support(model):
     """The model's rotary module, after checking that its layer-0 keys computed at positions p + 5 and shifted
     by ``shift_keys`` equal those computed at p (a model whose keys do not move that way is refused)."""
@@ -259,10 +231,10 @@ def check_recurrent_support(model):
     device = next(model.parameters()).device
     ids = torch.tensor([[1, 2, 3, 4]], device=device)
     with torch.no_grad():
-        near = _kv(prefix_cache(model, ids))[0][0]
+        near = kv_tensors(prefix_cache(model, ids))[0][0]
         out = model(input_ids=ids, position_ids=torch.arange(5, 9, device=device)[None], use_cache=True,
                     logits_to_keep=1)
-        far = _kv(_output_cache(out))[0][0]
+        far = kv_tensors(output_cache(out))[0][0]
     if not torch.allclose(shift_keys(far, rotary, 5), near, atol=1e-4, rtol=1e-3):
         raise LiftError("--training-mode recurrent: this model's keys do not shift like RoPE keys; "
                         "use --training-mode overlap for this model")
@@ -305,8 +277,6 @@ def recurrent_logits(model, sample: StrideSample, prompt_kv, memory: Memory,
     """Logits ([1, T, V]) whose position i predicts ``sample.target_ids[i]``, attending to the prompt's
     keys/values ``prompt_kv`` and to ``memory``, which must end right before the sample's first input
     (doc[start - 1]; a document's first span resets it). Extends the memory with the sample's tokens."""
-    from transformers import DynamicCache
-
     first_is_doc = sample.start > 0  # the first input is doc[start - 1], or the prompt's last token
     if memory.end != max(sample.start - 1, 0):
         if sample.start > 1:
@@ -323,13 +293,13 @@ def recurrent_logits(model, sample: StrideSample, prompt_kv, memory: Memory,
             if cached else list(memory.kv)
     n_cached = cached[0][0].shape[-2] if cached else 0
     positions = torch.arange(n_cached, n_cached + inputs.shape[1], device=device)[None]
-    kwargs = {_cache_kwarg(model): DynamicCache(ddp_cache_data=cached)} if cached else {}
+    kwargs = {cache_kwarg(model): as_cache(cached)} if cached else {}
     out = model(input_ids=inputs, position_ids=positions, use_cache=True, **kwargs)
-    cache = _output_cache(out)
+    cache = output_cache(out)
     if cache is None or cache.get_seq_length() != n_cached + inputs.shape[1]:
         raise RuntimeError("the model did not attend to the cached prompt and memory (its KV cache was not extended)")
     skip = n_cached + (0 if first_is_doc else 1)  # keep only document tokens in the memory
-    memory.extend([(k[..., skip:, :], v[..., skip:, :]) for k, v in _kv(cache)], sample.end - 1)
+    memory.extend([(k[..., skip:, :], v[..., skip:, :]) for k, v in kv_tensors(cache)], sample.end - 1)
     return out.logits
 
 
@@ -361,7 +331,7 @@ def train_recurrent(model, samples: list[StrideSample], cfg: LiftConfig, progres
         s = samples[i]
         if s.n_prompt and (state["age"] >= PROMPT_REFRESH or s.start == 0):  # a document's first span, or stale
             prompt = torch.tensor([s.prefix_ids[: s.n_prompt]], device=device)  # (SFT: one prompt per document)
-            state["prompt_kv"], state["age"] = _kv(prefix_cache(model, prompt)), 0
+            state["prompt_kv"], state["age"] = kv_tensors(prefix_cache(model, prompt)), 0
             result.prefix_tokens += s.n_prompt
         state["age"] += 1
         result.tokens += len(s.target_ids)

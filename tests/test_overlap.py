@@ -4,13 +4,13 @@ import torch
 
 from liftlm.config import LiftConfig
 from liftlm.context import IGNORE_INDEX, PromptBuilder
+from liftlm.kvcache import prefix_cache
 from liftlm.overlap import (
     PROMPT_REFRESH,
     Memory,
     build_stride_samples,
     check_recurrent_support,
     ct_prompt,
-    prefix_cache,
     recurrent_logits,
     sequential_plan,
     shift_keys,
