@@ -135,7 +135,7 @@ class PromptBuilder:
         if context_tokens == 0:
             prompt = self.question_prompt(question, None, len(answer_ids))
             return Sample(prompt + answer_ids, [IGNORE_INDEX] * len(prompt) + answer_ids)
-        tail = self._icl_tail(question)
+        tail = self.question_tail(question)
         room = self.window - self.chat.overhead - len(tail) - len(answer_ids)
         if context_tokens is not None and context_tokens > 0:
             room = min(room, context_tokens)
@@ -165,13 +165,13 @@ class PromptBuilder:
                 raise ValueError(f"window {self.window} is too small to hold the question ({len(prompt)} tokens "
                                  f"with the prompt format) and {max_new_tokens} answer tokens")
             return prompt
-        tail = self._icl_tail(question)
+        tail = self.question_tail(question)
         room = self._room(tail, max_new_tokens)
         return self.chat.before + truncate_head_tail(doc_ids, room, self.sep) + tail + self.chat.after
 
     def document_room(self, question: str, max_new_tokens: int) -> int:
         """Tokens of document that fit beside the question, the prompt format and the answer."""
-        return self._room(self._icl_tail(question), max_new_tokens)
+        return self._room(self.question_tail(question), max_new_tokens)
 
     def _room(self, tail: list[int], max_new_tokens: int) -> int:
         room = self.window - max_new_tokens - self.chat.overhead - len(tail)
@@ -182,5 +182,7 @@ class PromptBuilder:
             )
         return room
 
-    def _icl_tail(self, question: str) -> list[int]:
+    def question_tail(self, question: str) -> list[int]:
+        """The ids that follow the document in a prompt with one (modes ``lift+icl`` and ``icl``, QA samples,
+        distillation students): the instruction and the question, before the assistant cue (``chat.after``)."""
         return _encode(self.tokenizer, f"\n\n{ICL_INSTRUCTION}\nQuestion: {question}")

@@ -408,7 +408,7 @@ def student_samples(items: list[DistillItem], prompts, doc_ids: list[int], views
     document, one view shared by all items: the room left by the longest question and answer)."""
     out: list[SoftSample] = []
     if "lift+icl" in views and items:
-        longest = max(len(prompts._icl_tail(it.prompt)) + len(it.answer_ids) for it in items)
+        longest = max(len(prompts.question_tail(it.prompt)) + len(it.answer_ids) for it in items)
         room = prompts.window - prompts.chat.overhead - longest
         if room < 1:
             raise ValueError(f"window {prompts.window} cannot hold the distillation items with the document")
@@ -418,7 +418,7 @@ def student_samples(items: list[DistillItem], prompts, doc_ids: list[int], views
             prompt = prompts.question_prompt(it.prompt, None, len(it.answer_ids))
             out.append(SoftSample(prompt + it.answer_ids, it.top_ids, it.top_logprobs, None, "lift"))
         if "lift+icl" in views:
-            suffix = prompts._icl_tail(it.prompt) + prompts.chat.after + it.answer_ids
+            suffix = prompts.question_tail(it.prompt) + prompts.chat.after + it.answer_ids
             out.append(SoftSample(suffix, it.top_ids, it.top_logprobs, shared, "lift+icl"))
     return out
 

@@ -125,7 +125,7 @@ def test_qa_sample_loss_on_the_answer_only(tiny_tokenizer):
     prompt = s.input_ids[:n_prompt]
     assert prompt[: len(b.chat.before)] == b.chat.before and prompt[-len(b.chat.after):] == b.chat.after
     assert "Question: Where was the telescope made?" in tiny_tokenizer.decode(prompt)
-    assert len(prompt) == b.chat.overhead + 64 + len(b._icl_tail("Where was the telescope made?"))
+    assert len(prompt) == b.chat.overhead + 64 + len(b.question_tail("Where was the telescope made?"))
 
 
 def test_qa_sample_without_context_is_the_lift_prompt(tiny_tokenizer):
