@@ -14,15 +14,16 @@ from liftlm.context import PromptBuilder
 from liftlm.distill import (
     DistillItem,
     SoftLoss,
-    _names,
     fact_sentences,
     grounded,
     hard_loss,
     retention_prompts,
     seed_prompts,
+    sentence_names,
     soft_loss,
     student_samples,
     teach,
+    whole_sentences,
     written_questions,
 )
 from liftlm.errors import LiftError
@@ -66,8 +67,8 @@ def test_names_come_from_whole_sentences_and_not_from_capitalised_openers():
     assert "Later" not in middle
     whole = " ".join(p for _, p in seed_prompts(text, 8, first=True, last=True))
     assert "Tullby" in whole and "Ansel" in whole
-    assert _names(["Smoking rapidly became a habit.", "Later it was banned.", "\"Good\" is a word."]) == []
-    assert _names(["The Tullby ferry was painted by Ilsa Brandt.", "Tullby is small."]) == ["Tullby", "Ilsa Brandt"]
+    assert sentence_names(["Smoking rapidly became a habit.", "Later it was banned.", "\"Good\" is a word."]) == []
+    assert sentence_names(["The Tullby ferry was painted by Ilsa Brandt.", "Tullby is small."]) == ["Tullby", "Ilsa Brandt"]
 
 
 def test_teacher_answers_must_say_what_the_chunk_says():
@@ -259,7 +260,7 @@ def test_auto_lora_targets_add_the_mlp_for_distillation_only():
 def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded):
     """With written questions, every fact-bearing sentence gets one writing request in the document (chunks
     overlap: a sentence is whole in several), and the kept questions are answered as prompts of kind "asked"."""
-    from liftlm import distill
+    from liftlm.distill import teacher as distill
 
     model, tok = tiny_loaded.model, tiny_loaded.tokenizer
     prompts = PromptBuilder(tok, 512)
@@ -284,7 +285,7 @@ def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded)
                                            questions_per_sentence=2)
     finally:
         distill.teach = real_teach
-    whole = [s for a, b in spans for s in fact_sentences(distill._whole_sentences(
+    whole = [s for a, b in spans for s in fact_sentences(whole_sentences(
         tok.decode(ids[a:b]), a == 0, b == len(ids)))]
     assert len(asks) == counts["sentences"] == len(set(whole)) > 0
     assert all('Write 2 questions that the sentence "' in a for a in asks)

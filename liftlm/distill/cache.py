@@ -1,0 +1,116 @@
+"""A document's distillation items, made by the teacher once and then read from a cache (``DistillSource``), and
+their on-disk form: JSONL, one ``DistillItem`` a line (the cache, and ``distill.jsonl`` beside an adapter).
+
+No torch at import: the teacher (``liftlm.distill.teacher``) is imported only when items must be made.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import LiftError
+from ..keys import DISTILL_VERSION, document_sha256, store_key
+from .prompts import KINDS, DistillItem
+
+
+def items_jsonl(items: list[DistillItem]) -> str:
+    """The items as JSONL text (one record a line)."""
+    return "".join(json.dumps(asdict(it)) + "\n" for it in items)
+
+
+def write_items(path: Path, items: list[DistillItem]) -> None:
+    from ..fileio import write_text_atomic
+
+    write_text_atomic(path, items_jsonl(items))
+
+
+def read_items(path: Path) -> list[DistillItem]:
+    return [DistillItem.from_dict(json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _kind_counts(items: list[DistillItem]) -> dict[str, int]:
+    """How many items of each kind (the kinds present, in ``KINDS`` order)."""
+    return {k: n for k in KINDS if (n := sum(it.kind == k for it in items))}
+
+
+class DistillSource:
+    """A document's distillation items: made by the teacher once (``make_items``), then read from
+    ``cache_dir`` (keyed by document, model and the settings that shape the items)."""
+
+    SETTINGS = ("segment_length", "stride", "distill_prompts", "distill_answer_tokens", "distill_retention", "seed")
+
+    def __init__(self, cfg, model_id: str, cache_dir: str | Path, progress: bool = False, on_step=None):
+        self.cfg = cfg
+        self.model_id = model_id
+        self.cache_dir = Path(cache_dir)
+        self.progress = progress
+        self.on_step = on_step  # given a StepProgress with stage "teacher" after each batch of the teacher
+
+    def cache_path(self, text: str) -> Path:
+        settings = {k: getattr(self.cfg, k) for k in self.SETTINGS} | {"distill_version": DISTILL_VERSION}
+        if self.cfg.distill_questions:  # (only when asked for: the items of every earlier setup keep their key)
+            settings["distill_questions"] = self.cfg.distill_questions
+        return self.cache_dir / f"{store_key(document_sha256(text), self.model_id, settings)}.jsonl"
+
+    def items(self, text: str, doc_ids: list[int], model, tokenizer, chat) -> tuple[list[DistillItem], dict]:
+        """The items for ``text`` the student trains on (``model``: the base model, the teacher; only the kinds
+        of ``--distill-kinds``) and a report (count, teacher time; ``made``: all the teacher made, if fewer)."""
+        if self.cfg.objective == "ct":
+            return [], {}
+        items, report = self._made(text, doc_ids, model, tokenizer, chat)
+        if set(self.cfg.kinds) != set(KINDS):  # the ablation: the student trains on some kinds only
+            made = len(items)
+            items = [it for it in items if it.kind in self.cfg.kinds]
+            if not items:
+                raise LiftError(f"none of the teacher's {made} items is of a kind in --distill-kinds "
+                                f"{self.cfg.distill_kinds}")
+            kinds = _kind_counts(items)
+            report |= {"items": len(items), "made": made, "kinds": kinds}
+        return items, report
+
+    def _made(self, text: str, doc_ids: list[int], model, tokenizer, chat) -> tuple[list[DistillItem], dict]:
+        """Every item the teacher makes for ``text``: from the cache, or made now (then cached)."""
+        import time
+
+        from ..segment import segment_spans
+        from .teacher import make_items
+
+        cache = self.cache_path(text)
+        if cache.is_file():
+            items = read_items(cache)
+            return items, {"items": len(items), "used": "cache", "cache": str(cache)}
+        spans = segment_spans(len(doc_ids), self.cfg.segment_length, self.cfg.effective_stride)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=None, desc="teacher", unit="prompt", dynamic_ncols=True)  # total: set by the first batch
+
+        def advance(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+            if self.on_step is not None:
+                from ..loop import StepProgress
+
+                self.on_step(StepProgress(0, self.cfg.epochs, done, total, float("nan"), stage="teacher"))
+
+        start = time.perf_counter()
+        try:
+            items, counts = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
+                                       self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
+                                       advance if bar is not None or self.on_step else None, self.cfg.distill_questions)
+        finally:
+            if bar is not None:  # (a tqdm without a total refuses bool())
+                bar.close()
+        seconds = time.perf_counter() - start
+        if not items:
+            raise LiftError(f"none of the teacher's {counts['not_grounded']} answers about the document says what "
+                            "its chunk says (see distill.grounded): nothing to distil; try --objective ct or "
+                            "--distill-retention")
+        write_items(cache, items)
+        kinds = _kind_counts(items)
+        return items, {"items": len(items), "kinds": kinds, **counts,
+                       "teacher_seconds": round(seconds, 2), "answer_tokens": sum(len(it.answer_ids) for it in items),
+                       "cache": str(cache)}
