@@ -4,7 +4,7 @@
 # answer is printed in mode icl (truncated reading alone) beside lift+icl (the adapted model, the paper's setting).
 # The question's answer (1964) lies in the middle of the document, outside the window. The adapter is trained by
 # context distillation (the default objective) with 8 prompts per chunk: the 135M model needs them (with the
-# default 4 it answers "1988"); 3 min 18 s here (teacher 49 s).
+# default 4 it answers "1988"; docs/results.md#demo). How long it takes: docs/efficiency.md#commands-timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
