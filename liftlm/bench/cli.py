@@ -4,6 +4,7 @@ which prints it as one line and exits with status 2)."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add the ``bench`` verb (sub-verbs ``scaling`` and ``throughput``) to ``subparsers``."""
+    """Add the ``bench`` verb (sub-verbs ``scaling``, ``throughput``, ``overlap-vs-paper``, ``serve``, ``cost``)
+    to ``subparsers``."""
     bench = subparsers.add_parser("bench", help="benchmarks: time and memory against length; trainer throughput")
     verbs = bench.add_subparsers(dest="bench_verb", required=True, metavar="BENCH")
 
@@ -126,7 +128,40 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "and LIFT defaults are its own; the documents are posted to it)")
     v.add_argument("--quiet", action="store_true", help="no progress lines")
     add_config_flags(v)
+    _register_cost(verbs)
     return bench
+
+
+def _register_cost(verbs) -> None:
+    from .cost import add_arguments
+
+    c = verbs.add_parser(
+        "cost", help="a LIFT recipe's teacher and student timed apart, against the ceiling and other recipes",
+        description="Time the teacher (distillation items, made afresh) and the student (training on them, as "
+                    "`liftlm internalize` does) of each --recipe on one document, in one run; report tokens/s, "
+                    "seconds per item, the fraction of the matmul ceiling reached, seconds per document token and "
+                    "the speed-up over the first recipe. The command's LIFT flags apply to every recipe.")
+    add_arguments(c)
+    _model_flags(c)
+    add_config_flags(c)
+
+
+def run_cost_cli(args) -> int:
+    from .cost import CostOptions, parse_recipe, report_markdown, run_cost, write_report
+
+    base = config_from_args(args)
+    recipes = [parse_recipe(spec, base) for spec in args.recipe or ["default="]]
+    report = run_cost(CostOptions(
+        recipes=recipes, model=args.model, device=args.device, document=args.document,
+        tokens=parse_length(args.tokens), haystack=args.haystack, random_config=_random_config(args),
+        tokenizer=args.tokenizer, probe_size=args.probe_size, threads=args.threads, progress=not args.quiet,
+        extra={"command": "liftlm bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("cost"):])
+               if "cost" in sys.argv else "liftlm bench cost"}))
+    print(report_markdown(report))
+    if args.out:
+        paths = write_report(report, Path(args.out))
+        print("wrote " + ", ".join(str(x) for x in paths))
+    return 0
 
 
 def bench_config(args) -> LiftConfig:
@@ -237,7 +272,7 @@ def run_serve_cli(args) -> int:
 def run(args) -> int:
     """Run ``liftlm bench <scaling|throughput|overlap-vs-paper|serve>``; returns the exit status."""
     return {"scaling": run_scaling_cli, "throughput": run_throughput_cli,
-            "overlap-vs-paper": run_overlap_cli, "serve": run_serve_cli}[args.bench_verb](args)
+            "overlap-vs-paper": run_overlap_cli, "serve": run_serve_cli, "cost": run_cost_cli}[args.bench_verb](args)
 
 
 def main(argv: list[str] | None = None) -> int:

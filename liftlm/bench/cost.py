@@ -1,0 +1,259 @@
+"""Cost benchmark of a LIFT recipe: the teacher and the student timed apart, on one document and model.
+
+A recipe is a set of ``liftlm internalize`` flags (``NAME=FLAGS``); the first recipe is the reference, and every
+other one is reported as a ratio of it, all measured in one run on one machine. For each recipe:
+
+* teacher — ``liftlm.distill.DistillSource.items`` with an empty cache: the base model answers the recipe's
+  prompts with a chunk in context (none for ``--objective ct``). Its tokens are counted by a forward hook on the
+  model (every token the teacher runs, padding included: what it pays for);
+* student — ``liftlm.train.train_on_documents`` on those items (and the segments, where the objective trains
+  them), as ``liftlm internalize`` runs it; its tokens come from the trainer's result (trained forward and
+  backward; run forward only for cached prefixes).
+
+Against the machine's ceiling (``liftlm.bench.throughput``'s FLOP count): a token costs about 2·N FLOPs forward
+and 4·N forward and backward with the base frozen, where N is the weights used in matrix products per token
+(attention is left out, so short samples are counted fairly and long ones a little low). A matmul probe gives
+this machine's FLOP/s; each phase's fraction of it says how much of the time goes to compute and how much to
+everything else (Python round trips, small matrices, padding).
+
+The headline numbers are seconds per document token, end to end, and trained tokens per document token.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import LiftConfig
+from ..errors import LiftError
+from .common import haystack_ids, load_bench_model, matmul_probe, read_haystack, set_threads, synchronize
+
+
+@dataclass
+class Recipe:
+    name: str
+    config: LiftConfig
+    flags: str = ""  # the internalize flags it was given as
+
+
+@dataclass
+class CostOptions:
+    recipes: list[Recipe]
+    model: str | None = None
+    device: str | None = None
+    document: str | None = None  # a text file; default: the first ``tokens`` tokens of the haystack
+    tokens: int = 2048
+    haystack: str | None = None
+    random_config: str | None = None
+    tokenizer: str | None = None
+    probe_size: int | None = None
+    threads: int | None = None
+    progress: bool = True
+    extra: dict = field(default_factory=dict)  # recorded in the report as given (e.g. the command line)
+
+
+def parse_recipe(spec: str, base: LiftConfig) -> Recipe:
+    """``NAME=FLAGS`` (e.g. ``one-view=--distill-views lift+icl --epochs 1``) → a ``Recipe``: the flags, read as
+    ``liftlm internalize`` reads them, over the settings ``base``."""
+    from ..options import add_config_flags, given_config
+
+    name, sep, flags = spec.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise LiftError(f"--recipe: expected NAME=FLAGS, e.g. 'one-view=--distill-views lift+icl' (got {spec!r})")
+    parser = argparse.ArgumentParser(prog=f"--recipe {name}", add_help=False, exit_on_error=False)
+    add_config_flags(parser)
+    try:
+        args, rest = parser.parse_known_args(shlex.split(flags))
+    except (argparse.ArgumentError, ValueError) as e:
+        raise LiftError(f"--recipe {name}: {e}") from None
+    if rest:
+        raise LiftError(f"--recipe {name}: not a LIFT setting: {' '.join(rest)}")
+    return Recipe(name, LiftConfig(**{**base.to_dict(), **given_config(args)}), flags.strip())
+
+
+class ForwardTokens:
+    """Counts the tokens every forward call of ``model`` runs (``input_ids`` elements: batch × length)."""
+
+    def __init__(self, model):
+        self.count = 0
+        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None:
+            self.count += ids.numel()
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+def _document(opts: CostOptions, tokenizer) -> tuple[str, list[int]]:
+    if opts.document is not None:
+        path = Path(opts.document)
+        if not path.is_file():
+            raise LiftError(f"--document: no such file: {opts.document}")
+        text = path.read_text(encoding="utf-8")
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if not ids:
+            raise LiftError(f"--document: {opts.document} has no tokens")
+        return text, ids
+    ids, _ = haystack_ids(tokenizer, read_haystack(opts.haystack), opts.tokens)
+    return tokenizer.decode(ids), ids
+
+
+def _phase(seconds: float, tokens: int, flops_per_token: float, probe_gflops: float, items: int) -> dict:
+    gflops = tokens * flops_per_token / seconds / 1e9 if seconds > 0 else 0.0
+    return {"seconds": round(seconds, 2), "tokens": tokens, "items": items,
+            "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else 0.0,
+            "seconds_per_item": round(seconds / items, 3) if items else None,
+            "gflops": round(gflops, 1), "ceiling_fraction": round(gflops / probe_gflops, 3) if probe_gflops else None}
+
+
+def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: int, probe_gflops: float,
+            progress: bool) -> dict:
+    """Time one recipe's teacher and student on the document; the model is left without an adapter."""
+    from ..context import PromptBuilder
+    from ..distill import DistillSource
+    from ..models import resolve_window
+    from ..train import detach_adapter, train_on_documents
+
+    cfg = recipe.config
+    model, tokenizer = loaded.model, loaded.tokenizer
+    prompts = PromptBuilder(tokenizer, resolve_window(loaded, cfg.window))
+    counter = ForwardTokens(model)
+    try:
+        with tempfile.TemporaryDirectory() as cache:  # an empty item cache: the teacher always runs
+            synchronize(loaded.device)
+            start = time.perf_counter()
+            items, report = DistillSource(cfg, loaded.model_id, cache, progress).items(
+                text, doc_ids, model, tokenizer, prompts.chat)
+            synchronize(loaded.device)
+            teacher_s = time.perf_counter() - start
+    finally:
+        counter.close()
+    start = time.perf_counter()
+    trained = train_on_documents(model, [(doc_ids, [], items)], cfg, prompts, keep_base=True, progress=progress,
+                                 desc=f"student ({recipe.name})")
+    synchronize(loaded.device)
+    student_s = time.perf_counter() - start
+    detach_adapter(trained.model)
+    result = trained.result
+    asks = report.get("items", len(items)) + report.get("not_grounded", 0) + report.get("sentences", 0)
+    teacher = _phase(teacher_s, counter.count, 2 * n_weights, probe_gflops, asks)
+    student = _phase(student_s, result.tokens, 4 * n_weights, probe_gflops, trained.samples + trained.qa_samples)
+    # cached prefixes run forward only: their FLOPs count, not their tokens
+    student["prefix_tokens"] = result.prefix_tokens
+    flops = result.tokens * 4 * n_weights + result.prefix_tokens * 2 * n_weights
+    student["gflops"] = round(flops / student_s / 1e9, 1) if student_s > 0 else 0.0
+    student["ceiling_fraction"] = round(student["gflops"] / probe_gflops, 3) if probe_gflops else None
+    student |= {"steps": result.steps, "epochs": len(result.epoch_losses),
+                "epoch_losses": [round(x, 4) for x in result.epoch_losses]}
+    total = teacher_s + student_s
+    return {"recipe": recipe.name, "flags": recipe.flags, "settings": cfg.to_dict(), "teacher": teacher,
+            "teacher_report": report, "student": student, "seconds": round(total, 2),
+            "seconds_per_document_token": round(total / len(doc_ids), 4),
+            "trained_tokens_per_document_token": round(result.tokens / len(doc_ids), 2)}
+
+
+def run_cost(opts: CostOptions) -> dict:
+    from .throughput import matmul_weights
+
+    if not opts.recipes:
+        raise LiftError("--recipe: give at least one recipe")
+    names = [r.name for r in opts.recipes]
+    if len(set(names)) != len(names):
+        raise LiftError(f"--recipe: names must differ (got {', '.join(names)})")
+    set_threads(opts.threads)
+    loaded = load_bench_model(opts.model, opts.device, opts.random_config, opts.tokenizer)
+    text, doc_ids = _document(opts, loaded.tokenizer)
+    probe = matmul_probe(loaded.device, size=opts.probe_size)
+    n_weights = matmul_weights(loaded.model)["total"]
+    rows = []
+    for recipe in opts.recipes:
+        if opts.progress:
+            print(f"liftlm: recipe {recipe.name}: {recipe.flags or '(defaults)'}", flush=True)
+        rows.append(measure(loaded, recipe, text, doc_ids, n_weights, probe["gflops"], opts.progress))
+    ref = rows[0]
+    for row in rows:
+        row["speedup"] = round(ref["seconds"] / row["seconds"], 2) if row["seconds"] > 0 else None
+        row["teacher_speedup"] = (round(ref["teacher"]["seconds"] / row["teacher"]["seconds"], 2)
+                                  if row["teacher"]["seconds"] > 0 else None)
+        row["student_speedup"] = (round(ref["student"]["seconds"] / row["student"]["seconds"], 2)
+                                  if row["student"]["seconds"] > 0 else None)
+    return {"model": loaded.model_id, "device": str(loaded.device), "document_tokens": len(doc_ids),
+            "document": opts.document or f"haystack, first {len(doc_ids)} tokens", "probe": probe,
+            "matmul_weights": n_weights, "reference": ref["recipe"], "recipes": rows, **opts.extra}
+
+
+def _percent(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.0f} %"
+
+
+def report_markdown(report: dict) -> str:
+    lines = [f"Model {report['model']} on {report['device']}; document {report['document']} "
+             f"({report['document_tokens']} tokens); matmul probe {report['probe']['gflops']} GFLOP/s "
+             f"({report['probe']['threads']} threads). Ratios against `{report['reference']}`.", "",
+             "| recipe | teacher s | asks | s/ask | teacher of ceiling | student s | samples | trained tokens "
+             "| student tok/s | student of ceiling | total s | s/doc token | trained/doc token | speed-up |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["recipes"]:
+        t, s = r["teacher"], r["student"]
+        lines.append(f"| {r['recipe']} | {t['seconds']} | {t['items']} | {t['seconds_per_item'] or ''} | "
+                     f"{_percent(t['ceiling_fraction'])} | {s['seconds']} | {s['items']} | {s['tokens']} | "
+                     f"{s['tokens_per_second']} | {_percent(s['ceiling_fraction'])} | {r['seconds']} | "
+                     f"{r['seconds_per_document_token']} | {r['trained_tokens_per_document_token']} | "
+                     f"{r['speedup']}× |")
+    lines += ["", "Flags of each recipe:", ""] + [f"- `{r['recipe']}`: `{r['flags'] or '(defaults)'}`"
+                                                  for r in report["recipes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    """Stacked bars: teacher and student seconds per recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["recipes"]
+    names = [r["recipe"] for r in rows]
+    teacher = [r["teacher"]["seconds"] for r in rows]
+    student = [r["student"]["seconds"] for r in rows]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(rows), 3.6))
+    ax.bar(names, teacher, label="teacher")
+    ax.bar(names, student, bottom=teacher, label="student")
+    for i, r in enumerate(rows):
+        ax.text(i, r["seconds"], f"{r['speedup']}×", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("seconds")
+    ax.set_title(f"{report['model'].split('/')[-1]}, {report['document_tokens']} tokens", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(report: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "cost.json", out / "cost.md", out / "cost.png"]
+    paths[0].write_text(json.dumps(report, indent=2) + "\n")
+    paths[1].write_text(report_markdown(report))
+    plot(report, paths[2])
+    return paths
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", action="append", default=[], metavar="NAME=FLAGS",
+                   help="a recipe: a name and the internalize flags it changes from the command's own "
+                        "(e.g. --recipe 'default=' --recipe 'one-view=--distill-views lift+icl'); repeatable, the "
+                        "first is the reference (default: one recipe, the command's settings)")
+    p.add_argument("--document", default=None, metavar="FILE",
+                   help="the document, a text file (default: the first --tokens tokens of the haystack)")
+    p.add_argument("--tokens", default="2k", help="document length when taken from the haystack (default: 2k)")
+    p.add_argument("--probe-size", type=int, default=None,
+                   help="matrix size of the matmul probe (default: 1024 on CPU, 4096 on GPU)")
+    p.add_argument("--out", default=None, metavar="DIR", help="write cost.json, cost.md and cost.png there")
