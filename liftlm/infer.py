@@ -9,8 +9,11 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 from .config import MODES
 from .context import PromptBuilder
@@ -30,11 +33,49 @@ def uses_retrieval(mode: str) -> bool:
     return mode.endswith("rag")
 
 
+@dataclass
+class Decoded:
+    """A greedy answer: its text (special tokens skipped, stripped) and the token ids it added to the prompt."""
+
+    text: str
+    ids: list[int]
+    ended: bool  # the model ended the answer itself (an end-of-sequence token) rather than running out of tokens
+
+
+class _OnText(TextStreamer):
+    """Hands each finalized piece of the answer's text to ``on_text`` (skips the prompt and special tokens)."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.on_text(text)
+
+
+class _StopWhen(StoppingCriteria):
+    """Ends decoding at the next token once ``stop()`` is true."""
+
+    def __init__(self, stop: Callable[[], bool]):
+        self.stop = stop
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), bool(self.stop()), dtype=torch.bool, device=input_ids.device)
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int) -> str:
-    """Greedy continuation of ``prompt_ids``, decoded without special tokens."""
+def greedy_decode(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, *,
+                  on_text: Callable[[str], None] | None = None, stop: Callable[[], bool] | None = None) -> Decoded:
+    """Greedy continuation of ``prompt_ids``. ``on_text(piece)`` receives the text as it is decoded (streaming);
+    ``stop()`` returning true ends decoding at the next token (e.g. the client went away)."""
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids], device=device)
+    hooks = {}
+    if on_text is not None:
+        hooks["streamer"] = _OnText(tokenizer, on_text)
+    if stop is not None:
+        hooks["stopping_criteria"] = StoppingCriteriaList([_StopWhen(stop)])
     out = model.generate(
         input_ids=ids,
         attention_mask=torch.ones_like(ids),
@@ -44,8 +85,25 @@ def generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int) -> st
         top_p=None,
         top_k=None,
         pad_token_id=tokenizer.pad_token_id,
+        **hooks,
     )
-    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    new = out[0, ids.shape[1] :].tolist()
+    ended = bool(new) and new[-1] in _eos_ids(model, tokenizer)
+    return Decoded(tokenizer.decode(new, skip_special_tokens=True).strip(), new, ended)
+
+
+def generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int) -> str:
+    """Greedy continuation of ``prompt_ids``, decoded without special tokens."""
+    return greedy_decode(model, tokenizer, prompt_ids, max_new_tokens).text
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    """The ids that end an answer: the model's generation config's end-of-sequence ids and the tokenizer's."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
 
 
 def base_model_context(model):

@@ -86,7 +86,7 @@ def ray_settings(args) -> dict:
 def serve_settings(args):
     from ..models import liftlm_home
     from ..options import config_from_args
-    from .app import ServeSettings
+    from .settings import ServeSettings
 
     if not 0 < args.port < 65536:
         raise LiftError(f"--port must be in 1..65535 (got {args.port})")

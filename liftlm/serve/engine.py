@@ -14,15 +14,15 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
-
 from ..adapters import AdapterStore, read_metadata
 from ..config import LiftConfig
 from ..context import PromptBuilder
+from ..documents import check_document
 from ..errors import LiftError
-from ..infer import Answerer, base_model_context, uses_adapter, uses_document, uses_retrieval
-from ..models import load_model
+from ..infer import Answerer, base_model_context, greedy_decode, uses_adapter, uses_document, uses_retrieval
+from ..keys import adapter_key
+from ..models import LoadedModel, load_model, resolve_window
+from ..train import detach_adapter
 
 BASE_MODEL = "base"  # the model name that means "the base model, no document"
 RAG_CHUNK_TOKENS = 128
@@ -40,24 +40,12 @@ class Generated:
     finish_reason: str  # "stop" (end of answer) or "length" (max_tokens reached)
 
 
-class _Streamer(TextStreamer):
-    """Hands each finalized piece of text to ``push`` (called on the model thread)."""
-
-    def __init__(self, tokenizer, push):
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self.push = push
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if text:
-            self.push(text)
-
-
-class _StopWhen(StoppingCriteria):
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+def document_key(loaded: LoadedModel, text: str, config: LiftConfig) -> tuple[str, int, int]:
+    """(store key, window resolved to tokens, document tokens) of ``text`` with ``config``: the key the worker's
+    ``Lift.key()`` stores its adapter under (``liftlm.keys.adapter_key``; the service takes no ``--qa-file``)."""
+    window = resolve_window(loaded, config.window)
+    key = adapter_key(check_document(text), loaded.model_id, config, window)
+    return key, window, len(loaded.tokenizer.encode(text, add_special_tokens=False))
 
 
 class Engine:
@@ -65,7 +53,6 @@ class Engine:
                  max_documents_cached: int = 32):
         if max_loaded < 1:
             raise LiftError(f"--max-loaded-adapters must be at least 1 (got {max_loaded})")
-        self.model_spec = model
         self.loaded = load_model(model, device)
         self.tokenizer = self.loaded.tokenizer
         self.store = AdapterStore(store)
@@ -91,12 +78,8 @@ class Engine:
 
     # --- documents ---
     def document_key(self, text: str, config: LiftConfig) -> tuple[str, int, int]:
-        """(store key, window resolved to tokens, document tokens): what the worker's ``Lift`` will store under."""
-        from ..recipe import Lift
-
-        lift = Lift(self.model_spec, config, store=self.store.root, progress=False, loaded=self.loaded)
-        lift.read(text)  # a fresh Lift holds no adapter: this tokenizes and leaves the shared model untouched
-        return lift.key(), lift.window, len(lift.tokenizer.encode(text, add_special_tokens=False))
+        """``document_key`` with this engine's model (on the model thread: it uses the tokenizer)."""
+        return document_key(self.loaded, text, config)
 
     def stored(self, key: str) -> str | None:
         """The complete stored adapter for ``key`` (trained before, by the service or the CLI), if any."""
@@ -157,21 +140,11 @@ class Engine:
             else:
                 model = self.peft if self.peft is not None else self.loaded.model
                 context = base_model_context(model)
-            device = self.loaded.device
-            ids = torch.tensor([prompt], device=device)
-            extra = {}
-            if push is not None:
-                extra["streamer"] = _Streamer(self.tokenizer, push)
-            if stop is not None:
-                extra["stopping_criteria"] = StoppingCriteriaList([_StopWhen(stop)])
-            with torch.no_grad(), context:
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                     do_sample=False, temperature=None, top_p=None, top_k=None,
-                                     pad_token_id=self.tokenizer.pad_token_id, **extra)
-            new = out[0, ids.shape[1]:].tolist()
-            ended = bool(new) and new[-1] in _eos_ids(model, self.tokenizer)
-            text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-            return Generated(text, len(prompt), len(new), "stop" if ended or len(new) < max_new_tokens else "length")
+            with context:
+                out = greedy_decode(model, self.tokenizer, prompt, max_new_tokens, on_text=push,
+                                    stop=stop.is_set if stop is not None else None)
+            finished = out.ended or len(out.ids) < max_new_tokens
+            return Generated(out.text, len(prompt), len(out.ids), "stop" if finished else "length")
         finally:
             if push is not None:
                 push(None)  # the end of the stream
@@ -216,9 +189,7 @@ class Engine:
                 self.peft.set_adapter(_name(next(reversed(self.adapters))))
             self.peft.delete_adapter(_name(doc_id))
         else:  # the last one: take the LoRA layers off the base model altogether
-            self.loaded.model = self.peft.unload()
-            if hasattr(self.loaded.model, "peft_config"):
-                del self.loaded.model.peft_config
+            self.loaded.model = detach_adapter(self.peft)
             self.peft = None
 
     def loaded_adapters(self) -> list[str]:
@@ -227,12 +198,4 @@ class Engine:
 
 def _name(doc_id: str) -> str:
     return f"doc_{doc_id}"
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
 

@@ -62,6 +62,30 @@ def step_progress(p) -> dict:
             "steps": p.steps, "loss": round(float(p.loss), 5)}
 
 
+def throttled(report, interval: float):
+    """A trainer's ``on_step`` hook that calls ``report(p)`` at most once every ``interval`` seconds, and always
+    for the last step."""
+    last = 0.0
+
+    def on_step(p) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if p.step < p.steps and now - last < interval:
+            return
+        last = now
+        report(p)
+
+    return on_step
+
+
+def check_stored_as(adapter, doc_id: str) -> None:
+    """Refuse an adapter stored under another key than the job's id (the web process computed the id)."""
+    name = os.path.basename(adapter)
+    if name != doc_id:
+        raise LiftError(f"the adapter was stored as {name}, not under the job's id {doc_id} "
+                        "(the settings changed between the web process and the worker)")
+
+
 def ready_progress(adapter) -> tuple[dict, dict]:
     """(metadata, the ``ready`` progress record) of a stored adapter; raises if it does not read back whole."""
     meta = read_metadata(adapter)
@@ -101,17 +125,17 @@ class Worker:
 
         doc_id = job["id"]
         start = time.monotonic()
-        last = [0.0]
+
+        def save_progress(p) -> None:
+            if not self.table.progress(doc_id, self.pid, step_progress(p)):
+                raise Abandoned("the job was deleted or taken back")
+
+        report = throttled(save_progress, self.progress_interval)
 
         def on_step(p) -> None:
             if not self.parent_alive():
                 raise Abandoned("the web process is gone")
-            now = time.monotonic()
-            if p.step < p.steps and now - last[0] < self.progress_interval:
-                return
-            last[0] = now
-            if not self.table.progress(doc_id, self.pid, step_progress(p)):
-                raise Abandoned("the job was deleted or taken back")
+            report(p)
 
         log(f"training {doc_id} ({job['tokens']} tokens, attempt {job['attempts']})")
         lift = None
@@ -120,9 +144,7 @@ class Worker:
             lift = Lift(self.model_spec, config, store=self.store, progress=False, loaded=self.loaded,
                         on_step=on_step)
             done = lift.internalize(job["text"])
-            if done.adapter.name != doc_id:
-                raise LiftError(f"the adapter was stored as {done.adapter.name}, not under the job's id {doc_id} "
-                                "(the settings changed between the web process and the worker)")
+            check_stored_as(done.adapter, doc_id)
             _, progress = ready_progress(done.adapter)  # complete and readable before it is called ready
             seconds = round(time.monotonic() - start, 3)
             if self.table.finish(doc_id, self.pid, str(done.adapter), seconds, progress):
@@ -160,15 +182,7 @@ def train_on_ray(job, doc_id: str, text: str, queue, interval: float) -> dict:
 
     from ..batch import _ray_task
 
-    last = [0.0]
-
-    def on_step(p) -> None:
-        now = time.monotonic()
-        if p.step < p.steps and now - last[0] < interval:
-            return
-        last[0] = now
-        queue.put_nowait((doc_id, step_progress(p)))
-
+    on_step = throttled(lambda p: queue.put_nowait((doc_id, step_progress(p))), interval)
     return _ray_task(replace(job, on_step=on_step), doc_id, text)
 
 
@@ -287,9 +301,7 @@ class RayWorker:
             return
         adapter = row["adapter"]
         try:
-            if os.path.basename(adapter) != doc_id:
-                raise LiftError(f"the adapter was stored as {os.path.basename(adapter)}, not under the job's id "
-                                f"{doc_id} (the settings changed between the web process and the worker)")
+            check_stored_as(adapter, doc_id)
             _, progress = ready_progress(adapter)  # the store is shared: it must read back whole from here
         except (LiftError, OSError, ValueError) as e:
             self.table.fail_owned(doc_id, self.pid, f"{type(e).__name__}: {e}")
