@@ -24,7 +24,7 @@ DISTILL_VIEWS = ("lift+icl", "lift")
 DISTILL_LOSSES = ("kl", "ce")
 # the kinds of distillation items (liftlm.distill): name questions in four phrasings, written questions, summary
 # and what-happens-next requests, retention prompts
-DISTILL_KINDS = ("about", "tell", "what", "details", "asked", "summary", "next", "retention")
+DISTILL_KINDS = ("about", "tell", "what", "details", "written", "summary", "next", "retention")
 ATTENTION_MODULES = "q_proj,k_proj,v_proj,o_proj"  # LoRA targets of every objective (--target-modules auto)
 MLP_MODULES = "gate_proj,up_proj,down_proj"  # ... and of --objective distill
 
@@ -199,7 +199,8 @@ class LiftConfig:
         """The kinds of distillation items trained (``distill_kinds``, ``all`` spelled out)."""
         if self.distill_kinds.strip() == "all":
             return DISTILL_KINDS
-        return tuple(k.strip() for k in self.distill_kinds.split(",") if k.strip())
+        # "asked": the old name of "written" (in the settings stored beside older adapters)
+        return tuple({"asked": "written"}.get(k.strip(), k.strip()) for k in self.distill_kinds.split(",") if k.strip())
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -255,6 +256,8 @@ class LiftConfig:
             out["distill_questions"] = self.distill_questions
         else:
             out.pop("distill_questions", None)
+        if "distill_kinds" in out:  # hashed as key version 2 named the kinds ("written" was "asked"): same key
+            out["distill_kinds"] = out["distill_kinds"].replace("written", "asked")
         if self.objective == "ct":  # no distillation items
             for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views",
                          "distill_loss", "distill_questions", "distill_kinds"):

@@ -44,8 +44,8 @@ def test_seed_prompts_are_diverse_and_about_the_chunk():
 
 
 def test_each_name_is_asked_twice_per_document_in_two_phrasings():
-    asked: dict[str, list[str]] = {}
-    chunks = [seed_prompts(TEXT, 4, i, asked) for i in range(4)]
+    phrasings: dict[str, list[str]] = {}
+    chunks = [seed_prompts(TEXT, 4, i, phrasings) for i in range(4)]
     about = {}
     for prompts in chunks:
         for kind, prompt in prompts:
@@ -54,7 +54,7 @@ def test_each_name_is_asked_twice_per_document_in_two_phrasings():
                     about.setdefault(name, []).append(kind)
     assert {name: len(kinds) for name, kinds in about.items()} == {"Varnholm": 2, "Ilsa Brandt": 2, "Glasgow": 2}
     assert all(len(set(kinds)) == 2 for kinds in about.values())  # a second phrasing, not the same question
-    assert asked == about
+    assert phrasings == about
     assert [k for k, _ in chunks[-1]] == ["summary", "next"] or "summary" in dict(chunks[-1])  # names used up
 
 
@@ -123,7 +123,7 @@ def test_teacher_answers_are_its_greedy_answers_with_the_chunk_in_context(tiny_l
     doc = tok.encode(TEXT, add_special_tokens=False)
     whole, short = (0, len(doc)), (5, len(doc) - 17)
     asks = [(whole, "about", "What does the text say about the ferry?"), (whole, "summary", "Summarize the passage."),
-            (short, "asked", "Which harbour did the ferry leave from, and how long did the crossing take?"),
+            (short, "written", "Which harbour did the ferry leave from, and how long did the crossing take?"),
             (short, "next", "What happens next?"), (whole, "retention", "What is the capital of France?")]
     batched = []
     items = teach(model, tok, prompts.chat, doc, asks, 6, top_k=5, batch_size=3, progress=batched.append)
@@ -235,9 +235,21 @@ def test_objective_settings_are_checked():
         LiftConfig(objective="distill", distill_questions=-1)
     with pytest.raises(LiftError, match="--distill-kinds"):
         LiftConfig(objective="distill", distill_kinds="about,gossip")
-    assert LiftConfig(distill_kinds="asked, retention").kinds == ("asked", "retention")
+    assert LiftConfig(distill_kinds="written, retention").kinds == ("written", "retention")
     assert "distill_kinds" not in LiftConfig(objective="distill").key_dict()  # all: as before the setting
-    assert LiftConfig(objective="distill", distill_kinds="asked").key_dict()["distill_kinds"] == "asked"
+    assert LiftConfig(objective="distill", distill_kinds="written").key_dict()["distill_kinds"] == "asked"  # (its old name)
+
+
+def test_items_and_settings_of_kind_asked_load_as_written():
+    """Kind "written" was called "asked": the items cached or stored beside older adapters, and their settings, still
+    load, as "written"; the store key hashes the kind under its old name, so those adapters keep their key."""
+    item = DistillItem.from_dict({"kind": "asked", "prompt": "Who painted the ferry?", "chunk": [0, 10],
+                                  "answer_ids": [1, 2], "top_ids": [[1], [2]], "top_logprobs": [[0.0], [0.0]]})
+    assert item.kind == "written" and item.chunk == (0, 10)
+    old = LiftConfig.from_dict({**LiftConfig().to_dict(), "distill_kinds": "asked, retention"})
+    assert old.kinds == ("written", "retention")
+    assert old.key_dict() == LiftConfig(distill_kinds="written, retention").key_dict()
+    assert old.key_dict()["distill_kinds"] == "asked, retention"
 
 
 def test_auto_lora_targets_add_the_mlp_for_distillation_only():
@@ -259,7 +271,7 @@ def test_auto_lora_targets_add_the_mlp_for_distillation_only():
 
 def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded):
     """With written questions, every fact-bearing sentence gets one writing request in the document (chunks
-    overlap: a sentence is whole in several), and the kept questions are answered as prompts of kind "asked"."""
+    overlap: a sentence is whole in several), and the kept questions are answered as prompts of kind "written"."""
     from liftlm.distill import teacher as distill
 
     model, tok = tiny_loaded.model, tiny_loaded.tokenizer
@@ -291,7 +303,7 @@ def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded)
     assert all('Write 2 questions that the sentence "' in a for a in asks)
     # the same two questions come back for every sentence: each is kept once per document
     assert counts["written"] == 1  # "What did the keeper's ledger list?" names nothing of the sentences asked
-    assert [p for p in answered if p[0] == "asked"] == [("asked", "Who painted the ferry at Varnholm?")]
+    assert [p for p in answered if p[0] == "written"] == [("written", "Who painted the ferry at Varnholm?")]
     assert len(items) + counts["not_grounded"] == len(answered)  # (the random model's answers are not grounded)
 
 
@@ -332,7 +344,7 @@ def test_distillation_end_to_end_through_lift(tiny_model_dir, tmp_path, objectiv
     assert part.trained and kept["used"] == "cache" and kept["made"] == report["items"]
     assert kept["kinds"] == {"retention": report["kinds"]["retention"]} == {"retention": kept["items"]}
     with pytest.raises(LiftError, match="--distill-kinds"):  # (the random model writes no question that passes)
-        Lift(str(tiny_model_dir), dataclasses.replace(cfg, distill_kinds="asked"), store=tmp_path / "s3",
+        Lift(str(tiny_model_dir), dataclasses.replace(cfg, distill_kinds="written"), store=tmp_path / "s3",
              progress=False).internalize(text)
 
 

@@ -36,7 +36,9 @@ WRITE_PROMPT = ('Write {n} questions that the sentence "{s}" answers. Ask each i
                 'sentence, and make each question clear without the passage (name who or what it is about). '
                 'One question per line.')
 WRITE_TOKENS = 24  # most tokens the teacher writes per question it is asked for
-GROUNDED_KINDS = frozenset(_TEMPLATES) | {"asked"}  # kinds whose answers must say what their chunk says (``grounded``)
+# kinds whose answers must say what their chunk says (``grounded``); summaries and what-happens-next answers
+# paraphrase by nature, and retention answers are about no chunk
+GROUNDED_KINDS = frozenset(_TEMPLATES) | {"written"}
 ASK_EACH_NAME = 2  # a name is asked about at most this many times in a document, each time phrased another way
 
 
@@ -59,7 +61,10 @@ class DistillItem:
 
     @classmethod
     def from_dict(cls, d: dict) -> DistillItem:
-        return cls(d["kind"], d["prompt"], tuple(d["chunk"]), list(d["answer_ids"]), d["top_ids"], d["top_logprobs"])
+        """An item as ``items_jsonl`` stores it; kind ``asked`` (the old name of ``written``, in the caches and
+        adapters of earlier versions) is read as ``written``."""
+        kind = "written" if d["kind"] == "asked" else d["kind"]
+        return cls(kind, d["prompt"], tuple(d["chunk"]), list(d["answer_ids"]), d["top_ids"], d["top_logprobs"])
 
 
 # ---------------------------------------------------------------- sentences and names

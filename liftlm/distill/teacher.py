@@ -161,7 +161,7 @@ def _write_questions(model, tokenizer, chat, doc_ids: list[int], spans: list[tup
                      progress: Callable[[int, int], None] | None) -> tuple[int, int]:
     """Pass 1 of ``make_items``: the teacher, with the chunk in context, writes ``questions_per_sentence``
     questions about each fact-bearing whole sentence of each chunk (each sentence once per document); the kept
-    ones (``written_questions``) join their chunk's prompts in ``per_chunk`` as kind ``asked``. Returns the
+    ones (``written_questions``) join their chunk's prompts in ``per_chunk`` as kind ``written``. Returns the
     sentences asked about and the questions kept."""
     done_sentences: set[str] = set()
     writes: list[tuple[int, str]] = []  # (chunk, sentence), each sentence once per document
@@ -181,6 +181,6 @@ def _write_questions(model, tokenizer, chat, doc_ids: list[int], spans: list[tup
     for (i, x), reply in zip(writes, replies):
         questions = written_questions(tokenizer.decode(reply.answer_ids, skip_special_tokens=True), x,
                                       questions_per_sentence, seen)
-        per_chunk[i].extend(("asked", q) for q in questions)
+        per_chunk[i].extend(("written", q) for q in questions)
         written += len(questions)
     return n_writes, written
