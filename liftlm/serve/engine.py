@@ -182,6 +182,8 @@ class Engine:
             self._evict(next(iter(self.adapters)))
 
     def _evict(self, doc_id: str) -> None:
+        """Unload ``doc_id``'s adapter: PEFT's ``delete_adapter`` while others stay loaded (the most recent one
+        made active first, if it was active), ``detach_adapter`` for the last one."""
         self.adapters.pop(doc_id)
         if self.adapters:
             active = self.peft.active_adapter
