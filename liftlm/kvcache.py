@@ -44,7 +44,8 @@ def prefix_cache(model, ids: torch.Tensor):
         out = model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache = output_cache(out)
     if cache is None:
-        raise RuntimeError("the model returned no KV cache for the prefix; overlap training needs use_cache=True")
+        raise RuntimeError("the model returned no KV cache for the prefix (use_cache=True); overlap training and "
+                           "distillation continue from one")
     return cache
 
 

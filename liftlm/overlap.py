@@ -17,8 +17,9 @@ changes is the gradient: it does not flow into the prefix's keys/values (they ar
 The first span is s tokens like the others, not ℓ. Little context at the start of the document cannot be helped
 (nothing precedes doc[0]), and every span that starts at or before ℓ - s already sees the whole document before it
 (its prefix reaches back to 0), exactly as a first span of ℓ tokens would; a longer first span would only give a
-few tokens between ℓ - s and ℓ more context, at the price of a larger backward pass in one sample. Spans are normally s tokens; the last one may be shorter, and its loss is weighted by its length / s in
-``train_overlap`` so every token carries the same weight in the gradient.
+few tokens between ℓ - s and ℓ more context, at the price of a larger backward pass in one sample. Spans are
+normally s tokens; the last one may be shorter, and its loss is weighted by its length / s in ``train_overlap`` so
+every token carries the same weight in the gradient.
 """
 from __future__ import annotations
 
@@ -172,10 +173,9 @@ def train_overlap(model, samples: list[StrideSample], cfg: LiftConfig, progress:
     return optimize(model, plan, compute, cfg, result, progress, desc, on_epoch, on_step, checkpoints)
 
 
-
 # --- recurrent mode: the overlap is not recomputed at all (Transformer-XL memory) ---
 # ``train_overlap`` still runs the ℓ - s previous tokens and the CT prompt forward (without gradients) in every
-# step: ~4.6 tokens forward per trained token with the defaults. ``train_recurrent`` keeps instead the keys/values
+# step: prompt + ℓ - s tokens forward for every s tokens trained. ``train_recurrent`` keeps instead the keys/values
 # that the previous steps computed for the document tokens — a memory of the last ℓ - s - 1 of them, detached,
 # as Transformer-XL does — and the CT prompt's keys/values, recomputed every ``PROMPT_REFRESH`` stride samples.
 # A step then runs only its s new tokens, forward and backward. The price: the memory was computed with the
@@ -305,7 +305,7 @@ def recurrent_logits(model, sample: StrideSample, prompt_kv, memory: Memory,
 
 def train_recurrent(model, samples: list[StrideSample], cfg: LiftConfig, progress: bool = True, desc: str = "LIFT",
                     qa_samples: list[Sample] | None = None, on_epoch: EpochHook | None = None,
-                  on_step: StepHook | None = None, checkpoints=None) -> TrainResult:
+                    on_step: StepHook | None = None, checkpoints=None) -> TrainResult:
     """``train_overlap`` with a Transformer-XL memory in place of the recomputed prefix (see above)."""
     result = TrainResult()
     qa_samples = qa_samples or []
