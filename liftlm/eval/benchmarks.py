@@ -139,7 +139,7 @@ class Benchmark:
     """One benchmark of ``liftlm eval``."""
 
     name: str
-    flags: tuple[str, ...]  # the flags of OWN_FLAGS it takes (argparse dests); it refuses the others
+    own_flags: tuple[str, ...]  # the flags of OWN_FLAGS it takes (argparse dests); it refuses the others
     options: Callable[[argparse.Namespace], Options]  # its flags, checked, as ``EvalSpec.options``
     load: Callable[[EvalSpec, Any], list[Example]]  # (spec, tokenizer) → its examples (ids may repeat)
     haystack: bool = False  # documents built from a folder of .txt files (``--data``; default DEFAULT_HAYSTACK)
@@ -340,9 +340,9 @@ def get_benchmark(name: str) -> Benchmark:
 def refuse_foreign_flags(bench: Benchmark, args: argparse.Namespace) -> None:
     """A ``LiftError`` for the first flag given that ``bench`` does not take, naming the benchmarks that do."""
     for flag in OWN_FLAGS:
-        if flag in bench.flags or getattr(args, flag, None) is None:
+        if flag in bench.own_flags or getattr(args, flag, None) is None:
             continue
-        takers = [b.name for b in BENCHMARKS.values() if flag in b.flags]
+        takers = [b.name for b in BENCHMARKS.values() if flag in b.own_flags]
         either = " or ".join([", ".join(takers[:-1]), takers[-1]] if len(takers) > 1 else takers)
         hint = f"; {_HINTS[flag]}" if flag in _HINTS else ""
         raise LiftError(f"--{flag.replace('_', '-')} applies to --benchmark {either}, not {bench.name}{hint}")
