@@ -59,9 +59,9 @@ if [[ $only == distill-written4 ]]; then  # as distill-written, 4 questions per 
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
     --distill-answer-tokens 32 --distill-questions 4 --out "$OUT/distill-written4"
 fi
-if [[ $only == distill-asked ]]; then  # one prompt kind: the questions the teacher wrote
+if [[ $only == distill-asked ]]; then  # one prompt kind: the questions the teacher wrote  (kind "written", once named "asked")
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \
-    --distill-answer-tokens 32 --distill-questions 2 --distill-kinds asked,retention --out "$OUT/distill-asked"
+    --distill-answer-tokens 32 --distill-questions 2 --distill-kinds written,retention --out "$OUT/distill-asked"
 fi
 if [[ $only == distill-names ]]; then  # one prompt kind: the template questions about names
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-prompts 4 \

@@ -134,39 +134,26 @@ def icl_prompt(tokenizer, doc_ids: list[int], question: str, answer_tokens: int)
     return PromptBuilder(tokenizer, 10**9).question_prompt(question, doc_ids, answer_tokens)
 
 
-def _cache_kwarg(model) -> str:
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"  # transformers ≥ 5.2x renamed it
-
-
-def _cache_of(out, default=None):
-    for name in ("cache", "past_key_values"):
-        value = out.get(name, None)
-        if value is not None:
-            return value
-    return default
-
-
 def prefill_and_answer(model, prompt_ids: list[int], new_tokens: int) -> dict:
     """Greedy: one prefill pass over the prompt (logits of the last position only), then ``new_tokens - 1``
     decoding steps with the KV cache, so exactly ``new_tokens`` tokens whatever they are."""
     import torch
 
+    from ..kvcache import cache_kwarg, output_cache
+
     device = next(model.parameters()).device
-    kw = _cache_kwarg(model)
+    kw = cache_kwarg(model)
     with torch.no_grad():
         ids = torch.tensor([prompt_ids], device=device)
         start = time.perf_counter()
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        cache = _cache_of(out)
+        cache = output_cache(out)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         synchronize(device)
         prefill = time.perf_counter() - start
         for _ in range(new_tokens - 1):
             out = model(input_ids=token, use_cache=True, **{kw: cache})
-            cache = _cache_of(out, cache)
+            cache = output_cache(out) if output_cache(out) is not None else cache
             token = out.logits[:, -1].argmax(-1, keepdim=True)
         synchronize(device)
         total = time.perf_counter() - start
