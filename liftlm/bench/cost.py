@@ -47,6 +47,8 @@ class CostOptions:
     device: str | None = None
     document: str | None = None  # a text file; default: the first ``tokens`` tokens of the haystack
     tokens: int = 2048
+    facts: int = 0  # > 0: the facts benchmark's document (this many made-up facts in the haystack's first tokens)
+    data_seed: int = 0  # of the facts document, as ``liftlm eval --benchmark facts --data-seed``
     haystack: str | None = None
     random_config: str | None = None
     tokenizer: str | None = None
@@ -102,7 +104,16 @@ def _document(opts: CostOptions, tokenizer) -> tuple[str, list[int]]:
         if not ids:
             raise LiftError(f"--document: {opts.document} has no tokens")
         return text, ids
-    ids, _ = haystack_ids(tokenizer, read_haystack(opts.haystack), opts.tokens)
+    haystack = read_haystack(opts.haystack)
+    if opts.facts > 0:  # the very document `liftlm eval --benchmark facts` trains on
+        from ..eval.facts import make_facts_document
+
+        try:
+            text = make_facts_document(haystack, tokenizer, opts.tokens, opts.facts, seed=opts.data_seed).text
+        except ValueError as e:
+            raise LiftError(f"--facts: {e}") from None
+        return text, tokenizer.encode(text, add_special_tokens=False)
+    ids, _ = haystack_ids(tokenizer, haystack, opts.tokens)
     return tokenizer.decode(ids), ids
 
 
@@ -185,8 +196,10 @@ def run_cost(opts: CostOptions) -> dict:
                                   if row["teacher"]["seconds"] > 0 else None)
         row["student_speedup"] = (round(ref["student"]["seconds"] / row["student"]["seconds"], 2)
                                   if row["student"]["seconds"] > 0 else None)
+    document = opts.document or (f"facts document ({opts.facts} facts, data seed {opts.data_seed})" if opts.facts
+                                 else "the haystack's first tokens")
     return {"model": loaded.model_id, "device": str(loaded.device), "document_tokens": len(doc_ids),
-            "document": opts.document or f"haystack, first {len(doc_ids)} tokens", "probe": probe,
+            "document": document, "probe": probe,
             "matmul_weights": n_weights, "reference": ref["recipe"], "recipes": rows, **opts.extra}
 
 
@@ -254,6 +267,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--document", default=None, metavar="FILE",
                    help="the document, a text file (default: the first --tokens tokens of the haystack)")
     p.add_argument("--tokens", default="2k", help="document length when taken from the haystack (default: 2k)")
+    p.add_argument("--facts", type=int, default=0, metavar="N",
+                   help="the facts benchmark's document instead: N made-up facts in --tokens tokens of the haystack, "
+                        "as `liftlm eval --benchmark facts --facts N` makes it (default: 0, plain haystack)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the --facts document (default: 0)")
     p.add_argument("--probe-size", type=int, default=None,
                    help="matrix size of the matmul probe (default: 1024 on CPU, 4096 on GPU)")
     p.add_argument("--out", default=None, metavar="DIR", help="write cost.json, cost.md and cost.png there")

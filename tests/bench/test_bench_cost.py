@@ -42,6 +42,21 @@ def test_cost_of_two_recipes(tiny_model_dir, haystack_dir, tmp_path, capsys):
     assert (out / "cost.png").stat().st_size > 0
 
 
+def test_the_facts_document_is_the_facts_benchmarks(tiny_model_dir, tiny_tokenizer, haystack_dir, tmp_path):
+    from liftlm.bench.common import read_haystack
+    from liftlm.eval.facts import make_facts_document
+
+    out = tmp_path / "cost"
+    assert main(["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "300",
+                 "--facts", "2", "--data-seed", "1", "--threads", "1", "--quiet", *SMALL, "--objective", "ct",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "cost.json").read_text())
+    doc = make_facts_document(read_haystack(haystack_dir), tiny_tokenizer, 300, 2, seed=1)
+    assert report["document"] == "facts document (2 facts, data seed 1)"
+    assert report["document_tokens"] == len(tiny_tokenizer.encode(doc.text, add_special_tokens=False))
+    assert [r["recipe"] for r in report["recipes"]] == ["default"]
+
+
 def test_forward_tokens_counts_every_row(tiny_loaded):
     model = tiny_loaded.model
     counter = ForwardTokens(model)
