@@ -3,9 +3,11 @@
 A recipe is a set of ``liftlm internalize`` flags (``NAME=FLAGS``); the first recipe is the reference, and every
 other one is reported as a ratio of it, all measured in one run on one machine. For each recipe:
 
-* teacher — ``liftlm.distill.DistillSource.items`` with an empty cache: the base model answers the recipe's
-  prompts with a chunk in context (none for ``--objective ct``). Its tokens are counted by a forward hook on the
-  model (every token the teacher runs, padding included: what it pays for);
+* teacher — ``liftlm.distill.DistillSource.items`` with the run's own cache, empty at first: the base model
+  answers the recipe's prompts with a chunk in context (none for ``--objective ct``). Its tokens are counted by
+  a forward hook on the model (every token the teacher runs, padding included: what it pays for). A recipe that
+  changes only the student (views, epochs, learning rate, kinds, LoRA) gets the same items as an earlier
+  recipe: it reuses them, and that recipe's measured teacher time counts in its total (``shared_with``);
 * student — ``liftlm.train.train_on_documents`` on those items (and the segments, where the objective trains
   them), as ``liftlm internalize`` runs it; its tokens come from the trainer's result (trained forward and
   backward; run forward only for cached prefixes).
@@ -126,8 +128,10 @@ def _phase(seconds: float, tokens: int, flops_per_token: float, probe_gflops: fl
 
 
 def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: int, probe_gflops: float,
-            progress: bool) -> dict:
-    """Time one recipe's teacher and student on the document; the model is left without an adapter."""
+            progress: bool, cache: Path, teachers: dict) -> dict:
+    """Time one recipe's teacher and student on the document; the model is left without an adapter. ``cache``:
+    the run's item cache, empty at first; a recipe whose teacher settings an earlier recipe of the run had reuses
+    its items and its measured teacher (``teachers``: cache file → (recipe name, teacher phase))."""
     from ..context import PromptBuilder
     from ..distill import DistillSource
     from ..models import resolve_window
@@ -136,15 +140,15 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     cfg = recipe.config
     model, tokenizer = loaded.model, loaded.tokenizer
     prompts = PromptBuilder(tokenizer, resolve_window(loaded, cfg.window))
+    source = DistillSource(cfg, loaded.model_id, cache, progress)
+    shared = teachers.get(source.cache_path(text)) if cfg.objective != "ct" else None
     counter = ForwardTokens(model)
     try:
-        with tempfile.TemporaryDirectory() as cache:  # an empty item cache: the teacher always runs
-            synchronize(loaded.device)
-            start = time.perf_counter()
-            items, report = DistillSource(cfg, loaded.model_id, cache, progress).items(
-                text, doc_ids, model, tokenizer, prompts.chat)
-            synchronize(loaded.device)
-            teacher_s = time.perf_counter() - start
+        synchronize(loaded.device)
+        start = time.perf_counter()
+        items, report = source.items(text, doc_ids, model, tokenizer, prompts.chat)
+        synchronize(loaded.device)
+        teacher_s = time.perf_counter() - start
     finally:
         counter.close()
     start = time.perf_counter()
@@ -154,8 +158,14 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     student_s = time.perf_counter() - start
     detach_adapter(trained.model)
     result = trained.result
-    asks = report.get("items", len(items)) + report.get("not_grounded", 0) + report.get("sentences", 0)
-    teacher = _phase(teacher_s, counter.count, 2 * n_weights, probe_gflops, asks)
+    if shared is not None:  # the same items as an earlier recipe's: its teacher is this recipe's too
+        teacher = {**shared[1], "shared_with": shared[0]}
+    else:
+        asks = report.get("made", report.get("items", len(items))) + report.get("not_grounded", 0) \
+            + report.get("sentences", 0)
+        teacher = _phase(teacher_s, counter.count, 2 * n_weights, probe_gflops, asks)
+        if cfg.objective != "ct":
+            teachers[source.cache_path(text)] = (recipe.name, teacher)
     student = _phase(student_s, result.tokens, 4 * n_weights, probe_gflops, trained.samples + trained.qa_samples)
     # cached prefixes run forward only: their FLOPs count, not their tokens
     student["prefix_tokens"] = result.prefix_tokens
@@ -164,7 +174,7 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     student["ceiling_fraction"] = round(student["gflops"] / probe_gflops, 3) if probe_gflops else None
     student |= {"steps": result.steps, "epochs": len(result.epoch_losses),
                 "epoch_losses": [round(x, 4) for x in result.epoch_losses]}
-    total = teacher_s + student_s
+    total = teacher["seconds"] + student_s
     return {"recipe": recipe.name, "flags": recipe.flags, "settings": cfg.to_dict(), "teacher": teacher,
             "teacher_report": report, "student": student, "seconds": round(total, 2),
             "seconds_per_document_token": round(total / len(doc_ids), 4),
@@ -184,11 +194,14 @@ def run_cost(opts: CostOptions) -> dict:
     text, doc_ids = _document(opts, loaded.tokenizer)
     probe = matmul_probe(loaded.device, size=opts.probe_size)
     n_weights = matmul_weights(loaded.model)["total"]
-    rows = []
-    for recipe in opts.recipes:
-        if opts.progress:
-            print(f"liftlm: recipe {recipe.name}: {recipe.flags or '(defaults)'}", flush=True)
-        rows.append(measure(loaded, recipe, text, doc_ids, n_weights, probe["gflops"], opts.progress))
+    rows: list[dict] = []
+    teachers: dict = {}
+    with tempfile.TemporaryDirectory() as cache:  # the run's own item cache: every teacher runs at least once
+        for recipe in opts.recipes:
+            if opts.progress:
+                print(f"liftlm: recipe {recipe.name}: {recipe.flags or '(defaults)'}", flush=True)
+            rows.append(measure(loaded, recipe, text, doc_ids, n_weights, probe["gflops"], opts.progress,
+                                Path(cache), teachers))
     ref = rows[0]
     for row in rows:
         row["speedup"] = round(ref["seconds"] / row["seconds"], 2) if row["seconds"] > 0 else None
@@ -216,7 +229,8 @@ def report_markdown(report: dict) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["recipes"]:
         t, s = r["teacher"], r["student"]
-        lines.append(f"| {r['recipe']} | {t['seconds']} | {t['items']} | {t['seconds_per_item'] or ''} | "
+        shared = f" (as `{t['shared_with']}`)" if "shared_with" in t else ""
+        lines.append(f"| {r['recipe']} | {t['seconds']}{shared} | {t['items']} | {t['seconds_per_item'] or ''} | "
                      f"{_percent(t['ceiling_fraction'])} | {s['seconds']} | {s['items']} | {s['tokens']} | "
                      f"{s['tokens_per_second']} | {_percent(s['ceiling_fraction'])} | {r['seconds']} | "
                      f"{r['seconds_per_document_token']} | {r['trained_tokens_per_document_token']} | "

@@ -42,6 +42,20 @@ def test_cost_of_two_recipes(tiny_model_dir, haystack_dir, tmp_path, capsys):
     assert (out / "cost.png").stat().st_size > 0
 
 
+def test_a_recipe_that_changes_only_the_student_reuses_the_teacher(tiny_model_dir, haystack_dir, tmp_path):
+    out = tmp_path / "cost"
+    assert main(["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "200",
+                 "--threads", "1", "--quiet", *SMALL, "--recipe", "two-views=",
+                 "--recipe", "one-view=--distill-views lift+icl", "--out", str(out)]) == 0
+    report = json.loads((out / "cost.json").read_text())
+    two, one = report["recipes"]
+    assert "shared_with" not in two["teacher"] and one["teacher"]["shared_with"] == "two-views"
+    assert one["teacher"]["seconds"] == two["teacher"]["seconds"] and one["teacher"]["tokens"] > 0
+    assert one["student"]["items"] * 2 == two["student"]["items"]  # one view: half the samples
+    assert one["seconds"] == pytest.approx(one["teacher"]["seconds"] + one["student"]["seconds"], abs=0.02)
+    assert "(as `two-views`)" in (out / "cost.md").read_text()
+
+
 def test_the_facts_document_is_the_facts_benchmarks(tiny_model_dir, tiny_tokenizer, haystack_dir, tmp_path):
     from liftlm.bench.common import read_haystack
     from liftlm.eval.facts import make_facts_document
