@@ -211,8 +211,10 @@ def run_cost(opts: CostOptions) -> dict:
                                   if row["student"]["seconds"] > 0 else None)
     document = opts.document or (f"facts document ({opts.facts} facts, data seed {opts.data_seed})" if opts.facts
                                  else "the haystack's first tokens")
-    return {"model": loaded.model_id, "device": str(loaded.device), "document_tokens": len(doc_ids),
-            "document": document, "probe": probe,
+    from ..eval.rundir import git_revision, now
+
+    return {"model": loaded.model_id, "device": str(loaded.device), "date": now(), "git": git_revision(),
+            "document_tokens": len(doc_ids), "document": document, "probe": probe,
             "matmul_weights": n_weights, "reference": ref["recipe"], "recipes": rows, **opts.extra}
 
 
@@ -224,7 +226,7 @@ def report_markdown(report: dict) -> str:
     lines = [f"Model {report['model']} on {report['device']}; document {report['document']} "
              f"({report['document_tokens']} tokens); matmul probe {report['probe']['gflops']} GFLOP/s "
              f"({report['probe']['threads']} threads). Ratios against `{report['reference']}`.", "",
-             "| recipe | teacher s | asks | s/ask | teacher of ceiling | student s | samples | trained tokens "
+             "| recipe | teacher s | asks | s/ask | teacher of ceiling | student s | samples/epoch | trained tokens "
              "| student tok/s | student of ceiling | total s | s/doc token | trained/doc token | speed-up |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["recipes"]:
@@ -256,9 +258,11 @@ def plot(report: dict, path: Path) -> None:
     ax.bar(names, student, bottom=teacher, label="student")
     for i, r in enumerate(rows):
         ax.text(i, r["seconds"], f"{r['speedup']}×", ha="center", va="bottom", fontsize=8)
+    if len(rows) > 4:
+        ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel("seconds")
     ax.set_title(f"{report['model'].split('/')[-1]}, {report['document_tokens']} tokens", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
