@@ -10,7 +10,8 @@ Two synthesizers, both returning verified ``QAPair``s with the character span of
   sentence: a fact can only be recalled from the weights if some item touched it.
 
 ``auto`` probes the LLM generator on a few windows and falls back to ``keyphrase`` when its verified yield is
-below ``MIN_LLM_YIELD`` (measured: the embedded 135M model yields 0 verified pairs of 5).
+below ``MIN_LLM_YIELD`` (a small model that cannot write verified pairs gets key phrases instead; what the
+embedded model yields: docs/training.md).
 """
 from __future__ import annotations
 
