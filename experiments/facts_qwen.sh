@@ -19,6 +19,9 @@
 # 9. (doc2, only when asked for by name) a second document (data seed 1: another cut of the essays, 10 other facts
 #    at the same depths, other controls): oracle, icl, rag and the default recipe (--objective distill with its
 #    defaults, i.e. distill-written-mlp's settings) in lift and lift+icl
+# 10. (one-view, only when asked for by name; issue 27's first cheaper recipe) the default recipe with the student
+#    in the lift+icl view only (--distill-views lift+icl): 1.70x cheaper on this document (experiments/results/
+#    cost-qwen1.5b); does lift still recall without its own view?
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,4 +84,8 @@ fi
 if [[ $only == doc2 ]]; then  # a second document, the default recipe
   "$LIFTLM" eval "${GRID[@]}" --data-seed 1 --methods oracle,icl,rag,lift,lift+icl --objective distill \
     --out "$OUT/doc2-distill"
+fi
+if [[ $only == one-view ]]; then  # the default recipe, the student in one view (lift+icl)
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-views lift+icl \
+    --out "$OUT/one-view"
 fi
