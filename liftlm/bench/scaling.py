@@ -153,7 +153,8 @@ def prefill_and_answer(model, prompt_ids: list[int], new_tokens: int) -> dict:
         prefill = time.perf_counter() - start
         for _ in range(new_tokens - 1):
             out = model(input_ids=token, use_cache=True, **{kw: cache})
-            cache = output_cache(out) if output_cache(out) is not None else cache
+            new_cache = output_cache(out)
+            cache = new_cache if new_cache is not None else cache
             token = out.logits[:, -1].argmax(-1, keepdim=True)
         synchronize(device)
         total = time.perf_counter() - start
