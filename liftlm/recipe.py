@@ -43,7 +43,7 @@ from .keys import adapter_key, training_settings
 from .loop import TrainResult, at_stages
 from .models import LoadedModel, load_model, resolve_window
 from .synth import QASource, local_completer, openai_completer, qa_jsonl, read_qa
-from .train import Trained, detach_adapter, train_on_documents
+from .train import Trained, build_samples, detach_adapter, train_on_documents
 
 
 @dataclass
@@ -114,6 +114,7 @@ class Lift:
         self._trained = False
         self.document: str | None = None
         self._doc_ids: list[int] | None = None
+        self._weights: int | None = None  # the model's matmul weights, for the time estimate
 
     @property
     def model_id(self) -> str:
@@ -159,6 +160,7 @@ class Lift:
                         _say(f"reusing the adapter the other process stored: {stored.adapter}")
                     stored.waited = waited
                     return stored
+                self._say_estimate(text)
                 qa, qa_report = self.qa.pairs(text)
                 items, distill_report = self.distill.items(text, self._doc_ids, self._fresh_base(), self.tokenizer,
                                                            self.prompts.chat)
@@ -176,6 +178,30 @@ class Lift:
         resumed = metadata["training"].get("resumed_after_epoch")
         return Internalized(path, True, metadata, trained.result, waited=waited, resumed_epoch=resumed,
                             resumed_at=metadata["training"].get("resumed_at_sample"), replaced=force or broken)
+
+    def _say_estimate(self, text: str) -> None:
+        """Say about how long training will take (``liftlm.estimate``) before it starts, when that is long: the
+        document is longer than the window, or the estimate over a minute. Only with progress output on; the
+        teacher is left out when its items are cached."""
+        if not self.progress:
+            return
+        if self.config.objective != "distill":
+            try:  # the trainer's own check of the window: its error is then said alone, before any work
+                build_samples(self._doc_ids, self.config, self.prompts)
+            except ValueError:
+                return
+        from .estimate import estimate, machine_gflops, matmul_weights
+
+        base = self._fresh_base()
+        if self._weights is None:
+            self._weights = matmul_weights(base)["total"]
+        gflops = machine_gflops(str(self.loaded.device), str(next(base.parameters()).dtype).removeprefix("torch."))
+        teacher = self.config.objective != "ct" and not self.distill.cache_path(text).is_file()
+        chat = self.prompts.chat
+        guess = estimate(len(self._doc_ids), self.config, self._weights, gflops, self.window, teacher,
+                         len(chat.before), len(chat.after))
+        if len(self._doc_ids) > self.window or guess.total_s > 60:
+            _say(guess.describe())
 
     def _lock(self, key: str):
         """Take the store's lock of ``key``: (the lock, whether another process held it first: it was training

@@ -2,14 +2,13 @@
 memory and of the machine's matmul speed."""
 from __future__ import annotations
 
-import math
 import re
 import resource
 import sys
-import time
 from pathlib import Path
 
 from ..errors import LiftError
+from ..probe import matmul_probe, synchronize  # noqa: F401 (re-exported: the benchmarks import them from here)
 
 K = 1000  # "8k" = 8000 tokens, so that an 8k document and its question fit an 8192-token window
 
@@ -223,16 +222,6 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def synchronize(device) -> None:
-    import torch
-
-    kind = getattr(device, "type", str(device)).split(":")[0]
-    if kind == "cuda":
-        torch.cuda.synchronize()
-    elif kind == "mps":
-        torch.mps.synchronize()
-
-
 # ---------------------------------------------------------------- memory
 
 _STATUS = Path("/proc/self/status")
@@ -317,36 +306,3 @@ def memory_of(row: dict) -> float | None:
     """The memory a row is judged by: the GPU allocator's peak on CUDA, the process's peak RSS otherwise."""
     return row.get("peak_gpu_mb") if row.get("peak_gpu_mb") is not None else row.get("peak_rss_mb")
 
-
-# ---------------------------------------------------------------- the matmul probe
-
-
-def matmul_probe(device="cpu", dtype=None, size: int | None = None, seconds: float = 0.3, rounds: int = 3) -> dict:
-    """The machine's dense matmul speed: ``rounds`` timed rounds of ``size``×``size`` products (after a
-    warm-up), each about ``seconds`` long; the best round's GFLOP/s (2·n³ FLOPs per product)."""
-    import torch
-
-    dev = torch.device(device)
-    dtype = dtype or torch.float32
-    n = size or (4096 if dev.type == "cuda" else 1024)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(dev, dtype)
-    b = torch.randn(n, n, generator=g).to(dev, dtype)
-    flops = 2 * n**3
-    for _ in range(2):
-        a @ b
-    synchronize(dev)
-    start = time.perf_counter()
-    a @ b
-    synchronize(dev)
-    one = max(time.perf_counter() - start, 1e-6)
-    reps = max(1, math.ceil(seconds / one))
-    best = 0.0
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        synchronize(dev)
-        best = max(best, flops * reps / (time.perf_counter() - start))
-    return {"gflops": round(best / 1e9, 2), "size": n, "dtype": str(dtype).removeprefix("torch."),
-            "threads": torch.get_num_threads()}

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..config import LiftConfig
 from ..errors import LiftError
+from ..estimate import matmul_weights  # (re-exported: the FLOP count the cost benchmark shares)
 from .common import (
     check_random_size,
     haystack_ids,
@@ -61,19 +62,6 @@ class ThroughputOptions:
 
 
 # ---------------------------------------------------------------- FLOPs
-
-
-def matmul_weights(model) -> dict:
-    """Weights used in matrix products per token: every ``nn.Linear`` (LoRA's excluded) incl. the LM head."""
-    import torch
-
-    head = model.get_output_embeddings()
-    head_n = head.weight.numel() if head is not None else 0
-    body = sum(m.weight.numel() for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and m is not head and "lora_" not in name)
-    embed = model.get_input_embeddings()
-    tied = head is not None and embed is not None and head.weight is embed.weight
-    return {"body": body, "head": head_n, "total": body + head_n, "tied_embeddings": bool(tied)}
 
 
 def kept_positions(labels: list[int]) -> int:

@@ -1,0 +1,176 @@
+"""About how long ``liftlm internalize`` will take, said before it starts: the teacher's and the student's seconds
+for a document of N tokens, from the settings, the model's size and the machine's matmul speed.
+
+FLOPs are counted as ``liftlm.bench.cost`` counts them, with W the weights used in matrix products per token
+(``matmul_weights``; attention left out): a token the teacher runs costs 2·W, a token the student trains (LoRA,
+base frozen) 4·W, a prefix token it runs forward only 2·W. Seconds = FLOPs / (the matmul probe's FLOP/s × the
+share of it that phase reaches). The token counts follow the recipe's structure (chunks, prompts per chunk, two
+teacher passes, views, epochs); what is only known after running (how many fact sentences a document has, how
+long the answers are, how many the grounding check keeps) and the shares reached come from the committed cost
+measurements, experiments/results/cost-{embedded,qwen1.5b}/cost.json (2,000-token facts document, ℓ = 256,
+window 512, 2-core CPU); docs/training.md gives the accuracy.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+from .config import LiftConfig
+from .distill.prompts import WRITE_TOKENS
+from .probe import matmul_probe
+from .segment import segment_spans
+
+# The chat format's tokens before and after a user's message (24 and 5-6 for both measured models); the caller
+# passes the real ones.
+CHAT_BEFORE, CHAT_AFTER = 24, 6
+# Calibrated on the two default rows (measured token counts, unless said otherwise):
+FACT_SENTENCES_PER_TOKEN = 0.0173  # sentences the teacher writes questions about: 34 and 35 per 2,000 tokens
+ASK_WIDTH = 28  # a prompt as batched ("\n\n" + prompt + cue, to its batch's longest): no-written row, 11248 teacher
+#                 tokens = 20 chunks × (256 + 24) + 94 asks × (28 + 32 answer tokens)
+WRITE_WIDTH = 85  # a question-writing prompt (instruction + sentence) as batched: the rest of the default rows'
+#                   teacher tokens (21887, 22403), with pass 1 prefilling the chunks that have a new fact sentence
+QUESTION_TOKENS = 31  # a prompt with its chat cue in a student sample: one-view rows, tokens / samples / epochs −
+#                       answer tokens per item (29.8 Qwen, 32.4 embedded); the lift view adds the chat's start
+ANSWER_SHARE = 0.74  # mean answer / --distill-answer-tokens: 2379/112/32 = 0.66 (Qwen), 1286/49/32 = 0.80 (embedded)
+LONGEST_QUESTION = 40  # what the lift+icl view leaves for the longest question: prefixes of 432 and 439 tokens
+PREFIX_REFRESH = 8  # lift+icl samples per computation of the view's keys/values (liftlm.distill.student's)
+CT_PROMPT = 18  # tokens of a contextualized sample besides the context and the segment (instruction, cues)
+# Per model, by matmul weights W (log-interpolated between the two, the nearer one outside): (W, share of the probe
+# the teacher reaches, the student's, share of the teacher's answers kept, written questions kept per one asked).
+CALIBRATION = (
+    (134_479_872, 0.501, 0.392, 49 / 119, 21 / 68),  # SmolLM2-135M (cost-embedded)
+    (1_543_569_408, 0.617, 0.563, 112 / 144, 42 / 70),  # Qwen2.5-Coder-1.5B (cost-qwen1.5b)
+)
+
+
+def matmul_weights(model) -> dict:
+    """Weights used in matrix products per token: every ``nn.Linear`` (LoRA's excluded) incl. the LM head."""
+    import torch
+
+    head = model.get_output_embeddings()
+    head_n = head.weight.numel() if head is not None else 0
+    body = sum(m.weight.numel() for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and m is not head and "lora_" not in name)
+    embed = model.get_input_embeddings()
+    tied = head is not None and embed is not None and head.weight is embed.weight
+    return {"body": body, "head": head_n, "total": body + head_n, "tied_embeddings": bool(tied)}
+
+
+@functools.cache
+def machine_gflops(device: str = "cpu", dtype: str | None = None) -> float:
+    """The matmul probe's GFLOP/s on ``device`` in ``dtype`` (a torch dtype's name), a short probe (~0.2 s) run
+    once per process."""
+    import torch
+
+    return matmul_probe(device, getattr(torch, dtype) if dtype else None, seconds=0.05, rounds=2)["gflops"]
+
+
+@dataclass
+class Estimate:
+    """The estimate and the counts it assumed (tokens summed over passes and epochs)."""
+
+    tokens: int  # the document's
+    gflops: float  # the machine's matmul rate it assumed
+    teacher_s: float
+    student_s: float
+    teacher: str  # "runs", "cached" (its items are read from the cache) or "none" (--objective ct)
+    chunks: int = 0
+    asks: int = 0  # prompts the teacher answers (pass 2)
+    sentences: int = 0  # sentences it writes questions about (pass 1)
+    teacher_tokens: int = 0
+    items: int = 0  # items the student trains on (each in every view)
+    student_tokens: int = 0  # run forward and backward
+    prefix_tokens: int = 0  # run forward only
+
+    @property
+    def total_s(self) -> float:
+        return self.teacher_s + self.student_s
+
+    def describe(self) -> str:
+        """One line, e.g. ``estimated time: ~14 min (teacher ~4 min, student ~10 min) for 8,000 tokens at ~150
+        GFLOP/s``."""
+        parts = {"runs": f"teacher {_duration(self.teacher_s)}, student {_duration(self.student_s)}",
+                 "cached": f"the teacher's items are cached; student {_duration(self.student_s)}",
+                 "none": "training only, no teacher"}[self.teacher]
+        rate = f"{self.gflops / 1000:,.0f} TFLOP/s" if self.gflops >= 10_000 else f"{self.gflops:,.0f} GFLOP/s"
+        return f"estimated time: {_duration(self.total_s)} ({parts}) for {self.tokens:,} tokens at ~{rate}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"~{max(seconds, 1):.0f} s"
+    return f"~{seconds / 60:.0f} min" if seconds < 90 * 60 else f"~{seconds / 3600:.1f} h"
+
+
+def _calibrated(weights: int) -> list[float]:
+    (w0, *lo), (w1, *hi) = CALIBRATION
+    t = min(max(math.log(max(weights, 1) / w0) / math.log(w1 / w0), 0.0), 1.0)
+    return [a + t * (b - a) for a, b in zip(lo, hi)]
+
+
+def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window: int, teacher: bool = True,
+             chat_before: int = CHAT_BEFORE, chat_after: int = CHAT_AFTER) -> Estimate:
+    """The seconds of ``internalize`` on a document of ``n_tokens`` under ``cfg``, for a model of ``weights``
+    matmul weights and a machine of ``gflops`` (the probe's). ``teacher=False``: the teacher's items are cached.
+    Auxiliary QA synthesis (``--qa-pairs``) is not counted."""
+    teacher_eff, student_eff, kept_share, written_rate = _calibrated(weights)
+    spans = segment_spans(n_tokens, cfg.segment_length, cfg.effective_stride)
+    out = Estimate(n_tokens, gflops, 0.0, 0.0, "none" if cfg.objective == "ct" else "runs" if teacher else "cached",
+                   chunks=len(spans))
+    ct_epochs, item_epochs = cfg.epochs, 0
+    if cfg.objective == "distill":
+        ct_epochs, item_epochs = 0, cfg.epochs
+    elif cfg.objective == "ct+distill":
+        two = cfg.qa_schedule == "two-stage"
+        ct_epochs, item_epochs = cfg.epochs + (cfg.qa_epochs if two else 0), cfg.qa_epochs if two else cfg.epochs
+    if cfg.objective != "ct":
+        _distill(out, cfg, spans, window, kept_share, written_rate, chat_before, chat_after, item_epochs)
+    if ct_epochs:
+        _ct(out, cfg, window, ct_epochs)
+    rate = gflops * 1e9
+    if out.teacher == "runs":
+        out.teacher_s = 2 * weights * out.teacher_tokens / (rate * teacher_eff)
+    out.student_s = (4 * weights * out.student_tokens + 2 * weights * out.prefix_tokens) / (rate * student_eff)
+    return out
+
+
+def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: float, written_rate: float,
+             before: int, after: int, epochs: int) -> None:
+    """The teacher's tokens (both passes) and the student's, for the distillation items."""
+    chunks, answer = len(spans), cfg.distill_answer_tokens
+    prefill = sum(b - a for a, b in spans) + chunks * before  # a chunk runs once per pass, after the chat's start
+    written = 0.0
+    teacher_tokens = prefill
+    if cfg.distill_questions > 0:  # pass 1: questions written about each fact sentence, each once per document
+        out.sentences = round(out.tokens * FACT_SENTENCES_PER_TOKEN)
+        with_new = 1 - math.exp(-out.sentences / chunks) if chunks else 0.0  # chunks with a new fact sentence
+        teacher_tokens += with_new * prefill + out.sentences * (WRITE_WIDTH + WRITE_TOKENS * cfg.distill_questions)
+        written = out.sentences * cfg.distill_questions * written_rate
+    doc_asks = chunks * cfg.distill_prompts + written
+    out.asks = round(doc_asks / (1 - cfg.distill_retention))  # plus the retention prompts
+    out.teacher_tokens = round(teacher_tokens + out.asks * (ASK_WIDTH + answer))  # every answer runs to the limit
+    out.items = round(out.asks * kept_share)
+    sample = QUESTION_TOKENS + ANSWER_SHARE * answer
+    per_item = sum(sample + (before if view == "lift" else 0) for view in cfg.views)
+    out.student_tokens += round(epochs * out.items * per_item)
+    if "lift+icl" in cfg.views:  # the head+tail view: as long as the window leaves room for, once per 8 samples
+        view = before + max(0, min(out.tokens, window - before - after - LONGEST_QUESTION - answer))
+        out.prefix_tokens += math.ceil(epochs * out.items / PREFIX_REFRESH) * view
+
+
+def _ct(out: Estimate, cfg: LiftConfig, window: int, epochs: int) -> None:
+    """The student's tokens for the paper's segments (``--training-mode overlap``/``recurrent``: each token trained
+    once, the previous ℓ − s tokens and the context run forward only; recurrent counted as overlap)."""
+    seg, stride = min(cfg.segment_length, out.tokens), cfg.effective_stride
+    context = 0
+    if cfg.contextualized:
+        room = window - seg - CT_PROMPT
+        given = cfg.context_tokens if cfg.context_tokens and cfg.context_tokens > 0 else room
+        context = max(0, min(room, given, out.tokens)) + CT_PROMPT
+    if cfg.training_mode == "paper":
+        out.student_tokens += epochs * out.chunks * (seg + context)
+    else:
+        spans = math.ceil(out.tokens / stride)
+        out.student_tokens += epochs * out.tokens
+        out.prefix_tokens += epochs * spans * (context + seg - stride)

@@ -1,0 +1,119 @@
+"""The time estimate ``liftlm internalize`` prints before training (``liftlm.estimate``): it reproduces the committed
+cost measurements, scales as the recipe does, and is said for long documents only."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from liftlm.config import LiftConfig
+from liftlm.estimate import Estimate, estimate
+
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
+COST_RUNS = ["cost-embedded", "cost-qwen1.5b"]
+TEXT = ("The ferry at Varnholm was painted ochre by Ilsa Brandt in 1931. The keeper's ledger lists forty-one "
+        "ships that sheltered in the bay during the great storm. A brass telescope from Glasgow stands beside it. ")
+
+
+def measured(run: str) -> list[tuple[dict, dict, Estimate]]:
+    """(the run's report, a recipe's row, the estimate for it from the run's own W and probe GFLOP/s)."""
+    report = json.loads((RESULTS / run / "cost.json").read_text())
+    out = []
+    for row in report["recipes"]:
+        cfg = LiftConfig.from_dict(row["settings"])
+        out.append((report, row, estimate(report["document_tokens"], cfg, report["matmul_weights"],
+                                          report["probe"]["gflops"], row["settings"]["window"])))
+    return out
+
+
+@pytest.mark.parametrize("run", COST_RUNS)
+def test_the_estimate_reproduces_the_cost_measurements(run):
+    rows = measured(run)
+    for _, row, guess in rows:  # every recipe, the default and the cheaper ones, within ±35 %
+        assert guess.teacher_s == pytest.approx(row["teacher"]["seconds"], rel=0.35), row["recipe"]
+        assert guess.student_s == pytest.approx(row["student"]["seconds"], rel=0.35), row["recipe"]
+        assert guess.total_s == pytest.approx(row["seconds"], rel=0.35), row["recipe"]
+    _, row, guess = next(r for r in rows if r[1]["recipe"] == "default")
+    assert guess.teacher_tokens == pytest.approx(row["teacher"]["tokens"], rel=0.1)
+    assert guess.student_tokens == pytest.approx(row["student"]["tokens"], rel=0.1)
+    assert guess.prefix_tokens == pytest.approx(row["student"]["prefix_tokens"], rel=0.1)
+    assert guess.items == pytest.approx(row["teacher_report"]["items"], rel=0.1)
+
+
+def test_the_estimate_grows_linearly_with_a_long_document():
+    cfg = LiftConfig()
+    short, long = (estimate(n, cfg, 10**9, 200.0, window=4096) for n in (40_000, 80_000))
+    assert long.teacher_s / short.teacher_s == pytest.approx(2, rel=0.05)
+    assert long.student_s / short.student_s == pytest.approx(2, rel=0.05)
+    assert long.chunks / short.chunks == pytest.approx(2, rel=0.01)
+
+
+def test_the_teacher_is_left_out_for_ct_and_for_cached_items():
+    ct = estimate(8000, LiftConfig(objective="ct"), 10**9, 200.0, window=512)
+    assert ct.teacher_s == 0 and ct.teacher == "none" and ct.student_s > 0
+    assert "no teacher" in ct.describe()
+    cached = estimate(8000, LiftConfig(), 10**9, 200.0, window=512, teacher=False)
+    fresh = estimate(8000, LiftConfig(), 10**9, 200.0, window=512)
+    assert cached.teacher_s == 0 and cached.student_s == fresh.student_s and fresh.teacher_s > 0
+    assert "cached" in cached.describe()
+
+
+def test_one_view_or_one_epoch_about_halves_the_student():
+    cfg = LiftConfig()
+    full = estimate(8000, cfg, 10**9, 200.0, window=512)
+    for fewer in (dataclasses.replace(cfg, epochs=1), dataclasses.replace(cfg, distill_views="lift+icl"),
+                  dataclasses.replace(cfg, distill_views="lift")):
+        half = estimate(8000, fewer, 10**9, 200.0, window=512)
+        assert half.student_s / full.student_s == pytest.approx(0.5, abs=0.1), fewer.distill_views
+        assert half.teacher_s == full.teacher_s  # the same items
+
+
+def test_the_line_says_the_total_its_parts_and_the_rate():
+    guess = Estimate(8000, 150.0, teacher_s=240, student_s=600, teacher="runs")
+    assert guess.describe() == ("estimated time: ~14 min (teacher ~4 min, student ~10 min) for 8,000 tokens at "
+                                "~150 GFLOP/s")
+    assert "~45 s" in Estimate(10, 150.0, 20, 25, "runs").describe()
+    assert "~2.5 h" in Estimate(10, 150.0, 3000, 6000, "runs").describe()
+
+
+def test_the_constants_follow_the_code_they_describe():
+    import liftlm.bench.common
+    import liftlm.bench.throughput
+    import liftlm.estimate
+    import liftlm.probe
+    from liftlm.distill.student import PREFIX_REFRESH
+
+    assert liftlm.estimate.PREFIX_REFRESH == PREFIX_REFRESH
+    assert liftlm.bench.common.matmul_probe is liftlm.probe.matmul_probe  # the benchmarks' imports keep working
+    assert liftlm.bench.throughput.matmul_weights is liftlm.estimate.matmul_weights
+    probe = liftlm.probe.matmul_probe("cpu", size=64, seconds=0.01, rounds=1)
+    assert probe["gflops"] > 0 and probe["size"] == 64
+
+
+def test_internalize_says_the_estimate_for_a_long_document_only(tiny_model_dir, tmp_path, capsys):
+    from liftlm import Lift
+
+    cfg = LiftConfig(window=128, segment_length=48, stride=48, context_tokens=32, epochs=1, distill_prompts=1,
+                     distill_answer_tokens=3, distill_questions=0, distill_retention=0.1)
+    lift = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store", progress=True)
+    long = TEXT * 2
+    count = lambda text: len(lift.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
+    assert count(long) > lift.window >= count(TEXT)
+    lift.internalize(long)
+    lines = [x for x in capsys.readouterr().err.splitlines() if "estimated time:" in x]
+    assert len(lines) == 1 and lines[0].startswith("liftlm: estimated time: ~")
+    assert "teacher ~" in lines[0] and "student ~" in lines[0]
+    assert "estimated time" not in _internalize_err(lift, long, capsys)  # the stored adapter: no training
+    assert "estimated time" not in _internalize_err(lift, TEXT, capsys)  # a short document: seconds
+    # another store shares the teacher's cache beside it: the teacher is left out
+    again = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store2", progress=True)
+    assert "the teacher's items are cached" in _internalize_err(again, long, capsys)
+    quiet = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store3", progress=False)
+    assert "estimated time" not in _internalize_err(quiet, long, capsys)  # the library, quiet
+
+
+def _internalize_err(lift, text: str, capsys) -> str:
+    lift.internalize(text)
+    return capsys.readouterr().err
