@@ -93,12 +93,13 @@ class Checkpoints:
 
     def where(self, epoch: int, done: int) -> str:
         """A checkpoint's place in words: "epoch 2 of 3" at an epoch's end, else "sample 1,234 of 2,000 (in epoch
-        2 of 3)" (``epoch``: the last finished epoch, ``done``: the samples trained)."""
+        2 of 3)" (``epoch``: the last finished epoch, ``done``: the samples, or batches, trained)."""
         plan = self.identity.get("plan", [])
         if epoch >= 0 and done == sum(plan[: epoch + 1]):
             return self._where(epoch, len(plan))
         stage = self.stage(epoch + 1)
-        return (f"sample {done:,} of {sum(plan):,} (in epoch {epoch + 2} of {len(plan)}"
+        unit = self.identity.get("unit", "sample")  # or "batch" (mini-batches of the distillation student)
+        return (f"{unit} {done:,} of {sum(plan):,} (in epoch {epoch + 2} of {len(plan)}"
                 + (f", AT stage: {stage}" if stage else "") + ")")
 
     def due(self) -> bool:

@@ -109,7 +109,9 @@ class LiftConfig:
     lr_schedule: str = _f("constant", f"learning-rate schedule: {' | '.join(SCHEDULES)}")
     warmup_ratio: float = _f(0.0, "fraction of optimizer steps spent warming up linearly")
     weight_decay: float = _f(1e-4, "AdamW weight decay")
-    grad_accum: int = _f(1, "samples per optimizer step (gradient accumulation)")
+    batch_size: int = _f(1, "distillation samples per forward pass (samples that share a prefix are batched, "
+                            "left-padded; the batch's loss is its samples' mean): the GPU lever")
+    grad_accum: int = _f(1, "batches per optimizer step (gradient accumulation)")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
     grad_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory; slower: each "
                                          "layer's forward runs twice)", key=False)
@@ -140,6 +142,8 @@ class LiftConfig:
             problems.append(f"--learning-rate must be positive (got {self.learning_rate})")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"--warmup-ratio must be in [0, 1) (got {self.warmup_ratio})")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be at least 1 (got {self.batch_size})")
         if self.grad_accum < 1:
             problems.append(f"--grad-accum must be at least 1 (got {self.grad_accum})")
         if self.training_mode not in TRAINING_MODES:

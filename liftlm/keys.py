@@ -15,7 +15,7 @@ import json
 
 KEY_VERSION = 2  # of the store key: 1 hashed every setting; 2 only those that change the weights
 SYNTH_VERSION = 3  # of the auxiliary QA synthesizer (liftlm.synth): bump when the pairs made for a document change
-DISTILL_VERSION = 3  # of the distillation items (liftlm.distill): bump when the items made for a document change
+DISTILL_VERSION = 4  # of the distillation items (liftlm.distill): bump when the items made for a document change
 
 
 def document_sha256(text: str) -> str:

@@ -1,7 +1,7 @@
 """The optimizer loop every trainer shares (``liftlm.train`` and ``liftlm.overlap`` build their trainers on it):
-AdamW (β 0.9/0.98, as the paper) over samples in a seeded order, batch 1 without padding, ``grad_accum``
-samples a step, clipping, a learning-rate schedule with warm-up, optional gradient checkpointing, a progress bar
-with the running loss, and hooks after every step and every epoch.
+AdamW (β 0.9/0.98, as the paper) over samples in a seeded order (one at a time, or mini-batches a trainer
+forms), ``grad_accum`` of them a step, clipping, a learning-rate schedule with warm-up, optional gradient
+checkpointing, a progress bar with the running loss and the epoch's end, and hooks after every step and epoch.
 
 The loss is computed only where labels are set: the logits of the prompt part of a contextualized sample are
 never materialised (``logits_to_keep``), which saves the vocabulary projection for those positions.
@@ -105,8 +105,10 @@ def at_stages(cfg: LiftConfig, n_aux: int) -> list[str]:
 def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: TrainResult, progress: bool,
              desc: str, on_epoch: EpochHook | None = None, on_step: StepHook | None = None,
              checkpoints: Checkpoints | None = None, exact_epochs: bool = False) -> TrainResult:
-    """The loop the trainers share: AdamW over the samples in ``plan`` (epochs of sample indices), batch 1,
-    ``cfg.grad_accum`` samples a step. ``compute(i)`` returns sample i's loss and its weight.
+    """The loop the trainers share: AdamW over the samples in ``plan`` (epochs of units: a sample index, or a
+    mini-batch of them as a list), ``cfg.grad_accum`` units a step. ``compute(unit)`` returns the unit's loss (a
+    batch's: the mean of its samples') and its weight. The progress bar counts samples, and says when the current
+    epoch will end.
 
     ``on_epoch(epoch, result)`` is called after each epoch's last optimizer step, with the model in eval mode
     (e.g. to measure what the adapter knows so far); its time is not counted in ``result.seconds`` nor in
@@ -125,15 +127,17 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     opt = torch.optim.AdamW(
         params, lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-8, weight_decay=cfg.weight_decay
     )
-    order = [i for epoch in plan for i in epoch]
-    epoch_ends = list(itertools.accumulate(len(e) for e in plan))  # samples done when each epoch ends
+    order = [u for epoch in plan for u in epoch]
+    sizes = [len(u) if isinstance(u, list) else 1 for u in order]  # samples in each unit
+    epoch_ends = list(itertools.accumulate(len(e) for e in plan))  # units done when each epoch ends
     total_steps = math.ceil(len(order) / cfg.grad_accum)
     scheduler = _scheduler(opt, cfg, total_steps)
     step_losses: list[float] = []
     first = 0
     elapsed = 0.0
     if checkpoints is not None:
-        checkpoints.describe(plan=[len(e) for e in plan], grad_accum=cfg.grad_accum,
+        batched = {"unit": "batch", "batch_size": cfg.batch_size} if max(sizes) > 1 else {}
+        checkpoints.describe(plan=[len(e) for e in plan], grad_accum=cfg.grad_accum, **batched,
                              trainable=[(n, list(p.shape)) for n, p in model.named_parameters() if p.requires_grad])
         resumed = checkpoints.restore(model, opt, scheduler, result)
         if resumed is not None:
@@ -141,17 +145,19 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     if cfg.grad_checkpointing:
         _checkpointing(model, True)
     model.train()
-    bar = tqdm(total=len(order), initial=first, desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=sum(sizes), initial=sum(sizes[:first]), desc=desc, unit="sample", disable=not progress,
+               dynamic_ncols=True)
     start = time.perf_counter() - elapsed
     hook_seconds = 0.0
+    eta = _EpochEta(sizes, epoch_ends, first)
     try:
         for k in range(first, len(order), cfg.grad_accum):
             group = order[k : k + cfg.grad_accum]
-            for i in group:
-                loss, weight = compute(i)
+            for unit in group:
+                loss, weight = compute(unit)
                 (loss * (weight / len(group))).backward()
                 step_losses.append(loss.item())
-                bar.update(1)
+                bar.update(len(unit) if isinstance(unit, list) else 1)
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
@@ -159,8 +165,8 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
             opt.zero_grad(set_to_none=True)
             result.loss_curve.append(sum(step_losses[-len(group) :]) / len(group))
             result.steps += 1
-            bar.set_postfix(loss=f"{result.loss_curve[-1]:.3f}")
             done = k + len(group)
+            bar.set_postfix_str(f"loss={result.loss_curve[-1]:.3f}, {eta.say(done)}", refresh=False)
             if on_step is not None:
                 epoch = bisect.bisect_right(epoch_ends, k)  # the epoch of its first sample
                 on_step(StepProgress(epoch, len(plan), result.steps, total_steps, result.loss_curve[-1]))
@@ -194,6 +200,25 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
             _checkpointing(model, False)
     result.seconds = time.perf_counter() - start - hook_seconds
     return result
+
+
+class _EpochEta:
+    """When the current epoch will end, from the samples per second since this run (or resume) started."""
+
+    def __init__(self, sizes: list[int], epoch_ends: list[int], first: int):
+        self.sizes, self.epoch_ends = sizes, epoch_ends
+        self.samples_before = list(itertools.accumulate(sizes, initial=0))  # samples done before each unit
+        self.first, self.start = first, time.perf_counter()
+
+    def say(self, done: int) -> str:
+        """"epoch 1/2 ends in 03:12" after ``done`` units (or "epoch 1/2 done" at its end)."""
+        e = min(bisect.bisect_right(self.epoch_ends, done - 1), len(self.epoch_ends) - 1)
+        left = self.samples_before[self.epoch_ends[e]] - self.samples_before[done]
+        if left <= 0:
+            return f"epoch {e + 1}/{len(self.epoch_ends)} done"
+        rate = (self.samples_before[done] - self.samples_before[self.first]) / max(time.perf_counter() - self.start,
+                                                                                   1e-9)
+        return f"epoch {e + 1}/{len(self.epoch_ends)} ends in {tqdm.format_interval(left / rate)}"
 
 
 def _checkpointing(model, on: bool) -> None:

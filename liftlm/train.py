@@ -7,7 +7,8 @@ Training modes (``--training-mode``), registered in ``TRAINERS``:
 * ``paper``: the paper's overlapping segments (§3.1), each a sample trained whole (``train``, below);
 * ``overlap`` / ``recurrent``: each document token trained once per epoch (``liftlm.overlap``).
 
-Samples are trained one at a time (batch 1, no padding, as the paper); the loop is ``liftlm.loop.optimize``.
+Samples are trained one at a time (batch 1, no padding, as the paper), except the distillation student's: those
+that share a prefix train ``--batch-size`` at a time (``batch_plan``); the loop is ``liftlm.loop.optimize``.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from .loop import (
 from .overlap import build_stride_samples, train_overlap, train_recurrent
 from .segment import segment_spans
 
-__all__ = ["TRAINERS", "StepProgress", "Trained", "TrainResult", "attach_adapter", "build_samples",
+__all__ = ["TRAINERS", "StepProgress", "Trained", "TrainResult", "attach_adapter", "batch_plan", "build_samples",
            "detach_adapter", "epoch_plan", "optimize", "sample_loss", "train", "train_on_documents"]
 
 
@@ -106,20 +107,42 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
         for i, s in enumerate(everything)
     ]
 
-    def compute(i: int) -> tuple[torch.Tensor, float]:
-        weight = cfg.qa_weight if i >= n_segments else 1.0
-        if i in soft_index:
-            loss, tokens = soft_loss(soft_index[i])
+    def compute(batch: list[int]) -> tuple[torch.Tensor, float]:
+        weight = cfg.qa_weight if batch[0] >= n_segments else 1.0
+        if batch[0] in soft_index:
+            loss, tokens = soft_loss([soft_index[i] for i in batch])
             result.tokens += tokens
             return loss, weight
-        ids, labels = tensors[i]
+        ids, labels = tensors[batch[0]]
         result.tokens += ids.shape[1]
         return sample_loss(model, ids, labels), weight
 
-    optimize(model, epoch_plan(n_segments, len(qa_samples), cfg), compute, cfg, result, progress, desc,
-             on_epoch, on_step, checkpoints)
-    result.prefix_tokens += soft_loss.prefix_tokens  # the shared document views run forward only
+    prefix_of = [tuple(s.shared_prefix) if isinstance(s, SoftSample) and s.shared_prefix else None
+                 for s in everything]
+    plan = batch_plan(epoch_plan(n_segments, len(qa_samples), cfg), prefix_of, cfg.batch_size)
+    optimize(model, plan, compute, cfg, result, progress, desc, on_epoch, on_step, checkpoints)
+    result.prefix_tokens += soft_loss.prefix_tokens  # the shared prefixes run forward only
     return result
+
+
+def batch_plan(plan: list[list[int]], prefix_of: list, size: int) -> list[list[list[int]]]:
+    """``plan``'s epochs as mini-batches: samples that share a prefix (``prefix_of[i]``, None for a sample that
+    shares none: it trains alone) are batched ``size`` at a time, in the epoch's order (a batch takes its place
+    where its last sample was; what is left of each prefix's batch ends the epoch)."""
+    out = []
+    for epoch in plan:
+        batches, pending = [], {}
+        for i in epoch:
+            if prefix_of[i] is None or size == 1:
+                batches.append([i])
+                continue
+            group = pending.setdefault(prefix_of[i], [])
+            group.append(i)
+            if len(group) == size:
+                batches.append(pending.pop(prefix_of[i]))
+        batches.extend(pending.values())
+        out.append(batches)
+    return out
 
 
 TRAINERS = {"paper": train, "overlap": train_overlap, "recurrent": train_recurrent}

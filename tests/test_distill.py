@@ -2,6 +2,7 @@
 shared head+tail prefix), and the objective end to end through ``Lift``."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -143,6 +144,27 @@ def test_teacher_answers_are_its_greedy_answers_with_the_chunk_in_context(tiny_l
         assert all(lp == sorted(lp, reverse=True) and len(lp) == 5 for lp in item.top_logprobs)
 
 
+def test_rows_that_finish_leave_the_teachers_batch_without_changing_the_others(tiny_loaded):
+    """A row that reaches the end token stops there and leaves the batch; the rows that go on decode as they
+    would alone."""
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 512)
+    doc = tok.encode(TEXT, add_special_tokens=False)
+    asks = [((0, len(doc)), "about", f"What does the text say about the {w}?") for w in ("ferry", "ledger", "storm")]
+    free = teach(model, tok, prompts.chat, doc, asks, 8, top_k=3, batch_size=1)
+    others = set(free[0].answer_ids + free[2].answer_ids)
+    j, stop = next((j, t) for j, t in enumerate(free[1].answer_ids) if t not in others)
+    ender = copy.copy(tok)
+    ender.eos_token_id = stop  # the second row ends there, the others never
+    together = teach(model, ender, prompts.chat, doc, asks, 8, top_k=3, batch_size=3)
+    alone = teach(model, ender, prompts.chat, doc, asks, 8, top_k=3, batch_size=1)
+    assert [it.answer_ids for it in together] == [it.answer_ids for it in alone]
+    assert together[1].answer_ids == free[1].answer_ids[: j + 1] and j + 1 < 8
+    assert [together[0].answer_ids, together[2].answer_ids] == [free[0].answer_ids, free[2].answer_ids]
+    for it, one in zip(together, alone):
+        assert torch.allclose(torch.tensor(it.top_logprobs), torch.tensor(one.top_logprobs), atol=1e-3)
+
+
 def test_soft_loss_is_cross_entropy_against_the_teachers_top_k():
     logits = torch.randn(3, 50)
     top_ids = torch.randint(0, 50, (3, 4))
@@ -183,12 +205,44 @@ def test_student_views_and_the_shared_prefix_match_a_full_forward_pass(tiny_load
             n = len(s.top_ids)
             logits = model(input_ids=torch.tensor([ids])).logits[0, -n - 1 : -1]
             expected = soft_loss(logits, torch.tensor(s.top_ids), torch.tensor(s.top_logprobs))
-            got, tokens = losses(k)
+            got, tokens = losses([k])
             torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
             assert tokens == len(s.input_ids)
             ce = F.cross_entropy(logits, torch.tensor([t[0] for t in s.top_ids]))  # the greedy answer
-            torch.testing.assert_close(hard(k)[0], ce, atol=1e-4, rtol=1e-4)
-    assert losses.prefix_tokens == len(shared)  # computed once for both lift+icl samples
+            torch.testing.assert_close(hard([k])[0], ce, atol=1e-4, rtol=1e-4)
+    # each view's prefix computed once for both its samples: the chat turn's start, the head+tail view
+    assert samples[0].shared_prefix == prompts.chat.before and len(prompts.chat.before) > 0
+    assert losses.prefix_tokens == len(shared) + len(prompts.chat.before)
+
+
+def test_a_batch_trains_as_its_samples_one_at_a_time(tiny_loaded):
+    """``--batch-size``: samples of unequal lengths that share a prefix, left-padded into one forward pass, give
+    the mean of their losses one at a time, and the same gradients."""
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 160)
+    doc = tok.encode(TEXT * 6, add_special_tokens=False)
+    items = [_item(tok), _item(tok, "What colour is the ferry?", "Ochre."),
+             _item(tok, "How many ships sheltered in the bay during the storm?", "Forty-one ships did.")]
+    samples = student_samples(items, prompts, doc, ("lift+icl", "lift"))
+    weight = model.model.layers[0].mlp.up_proj.weight
+    for view in ("lift", "lift+icl"):
+        batch = [k for k, s in enumerate(samples) if s.view == view]
+        assert len({len(samples[k].input_ids) for k in batch}) > 1  # padding is exercised
+        one = SoftLoss(model, samples)
+        model.zero_grad()
+        singles = [one([k])[0] for k in batch]
+        torch.stack(singles).mean().backward()
+        expected_grad = weight.grad.clone()
+        model.zero_grad()
+        together = SoftLoss(model, samples)
+        loss, tokens = together(batch)
+        loss.backward()
+        torch.testing.assert_close(loss, torch.stack(singles).mean(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(weight.grad, expected_grad, atol=1e-5, rtol=1e-4)
+        assert tokens == sum(len(samples[k].input_ids) for k in batch)
+        assert together.pad_tokens == sum(max(len(samples[k].input_ids) for k in batch) - len(samples[k].input_ids)
+                                          for k in batch)
+    model.zero_grad()
 
 
 def test_each_documents_samples_are_trained_after_their_own_prefix(tiny_loaded):
@@ -208,8 +262,8 @@ def test_each_documents_samples_are_trained_after_their_own_prefix(tiny_loaded):
             n = len(s.top_ids)
             logits = model(input_ids=torch.tensor([s.shared_prefix + s.input_ids])).logits[0, -n - 1 : -1]
             expected = soft_loss(logits, torch.tensor(s.top_ids), torch.tensor(s.top_logprobs))
-            torch.testing.assert_close(losses(k)[0], expected, atol=1e-4, rtol=1e-4)
-    assert losses.prefix_tokens == 2 * len(a[0].shared_prefix) + len(b[0].shared_prefix)
+            torch.testing.assert_close(losses([k])[0], expected, atol=1e-4, rtol=1e-4)
+    assert losses.prefix_tokens == len(a[0].shared_prefix) + len(b[0].shared_prefix)  # each kept beside the other
 
 
 def test_objective_settings_are_checked():

@@ -3,7 +3,7 @@ import torch
 
 from liftlm.config import LiftConfig
 from liftlm.context import IGNORE_INDEX, PromptBuilder
-from liftlm.train import attach_adapter, build_samples, epoch_plan, sample_loss, train
+from liftlm.train import attach_adapter, batch_plan, build_samples, epoch_plan, sample_loss, train
 
 TEXT = "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 6
 
@@ -27,6 +27,18 @@ def test_epoch_plan_is_seeded_and_a_permutation():
     a, b = epoch_plan(7, 0, LiftConfig(objective="ct", epochs=3, seed=1)), epoch_plan(7, 0, LiftConfig(objective="ct", epochs=3, seed=1))
     assert a == b and len(a) == 3 and all(sorted(e) == list(range(7)) for e in a)
     assert epoch_plan(7, 0, LiftConfig(objective="ct", epochs=3, seed=2)) != a
+
+
+def test_batch_plan_batches_samples_that_share_a_prefix_in_the_epochs_order():
+    prefix_of = [None, "a", "b", "a", "a", "b", None, "a"]
+    plan = [[0, 1, 2, 3, 4, 5, 6, 7], [7, 6, 5, 4, 3, 2, 1, 0]]
+    assert batch_plan(plan, prefix_of, 1) == [[[i] for i in e] for e in plan]
+    assert batch_plan(plan, prefix_of, 2) == [[[0], [1, 3], [2, 5], [6], [4, 7]], [[6], [7, 4], [5, 2], [3, 1], [0]]]
+    batched = batch_plan(plan, prefix_of, 3)
+    assert batched[0] == [[0], [1, 3, 4], [6], [2, 5], [7]]
+    for epoch, units in zip(plan, batched):  # every sample once, each batch one prefix
+        assert sorted(i for u in units for i in u) == sorted(epoch)
+        assert all(len({prefix_of[i] for i in u}) == 1 for u in units)
 
 
 def test_two_stage_schedule_sees_qa_only_in_stage_two():

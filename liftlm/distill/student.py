@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from ..kvcache import as_cache, cache_kwarg, kv_tensors, prefix_cache
 from .prompts import DistillItem
 
-PREFIX_REFRESH = 8  # lift+icl items that reuse one computation of the shared head+tail view's keys/values
+PREFIX_REFRESH = 8  # samples that reuse one computation of a shared prefix's keys/values
+PREFIXES_HELD = 4  # shared prefixes whose keys/values are kept at once (a document has two: one per view)
 
 
 @dataclass
@@ -48,10 +49,15 @@ def student_samples(items: list[DistillItem], prompts, doc_ids: list[int], views
         if room < 1:
             raise ValueError(f"window {prompts.window} cannot hold the distillation items with the document")
         shared = prompts.chat.before + prompts.truncate(doc_ids, room)
+    start = prompts.chat.before  # the chat turn's start (system turn included): every lift sample's prefix
     for it in items:
         if "lift" in views:
             prompt = prompts.question_prompt(it.prompt, None, len(it.answer_ids))
-            out.append(SoftSample(prompt + it.answer_ids, it.top_ids, it.top_logprobs, None, "lift"))
+            if start and prompt[:len(start)] == start:
+                out.append(SoftSample(prompt[len(start):] + it.answer_ids, it.top_ids, it.top_logprobs, start,
+                                      "lift"))
+            else:  # a model without a chat template: nothing to share
+                out.append(SoftSample(prompt + it.answer_ids, it.top_ids, it.top_logprobs, None, "lift"))
         if "lift+icl" in views:
             suffix = prompts.question_tail(it.prompt) + prompts.chat.after + it.answer_ids
             out.append(SoftSample(suffix, it.top_ids, it.top_logprobs, shared, "lift+icl"))
@@ -73,43 +79,69 @@ def hard_loss(logits: torch.Tensor, top_ids: torch.Tensor, top_logprobs: torch.T
 
 
 class SoftLoss:
-    """Computes ``SoftSample`` losses for a trainer, reusing the shared prefix's keys/values (no gradients)
-    for ``PREFIX_REFRESH`` samples in a row (they are recomputed with the current adapter after that, and at once
-    for a sample with another prefix: another document's).
+    """Computes the loss of a mini-batch of ``SoftSample``s that share one prefix, for a trainer.
+
+    The prefix's keys/values are computed without gradients (``prefix_cache``) and reused for
+    ``PREFIX_REFRESH`` samples in a row, then computed again with the current adapter; each prefix a document's
+    samples use (the chat turn's start for ``lift``, the head+tail view for ``lift+icl``; other documents' in
+    pre-LIFT SFT) keeps its own. A batch's rows are left-padded to the longest (the pads masked out, positions
+    counted without them) so that every row's answer ends at the last position and one ``logits_to_keep`` covers
+    them all; the prefix's keys/values are broadcast over the rows. The batch's loss is the mean of its samples'
+    losses, as ``grad_accum`` would weigh them one at a time.
     ``loss``: ``"kl"`` (``soft_loss``, distillation) or ``"ce"`` (``hard_loss``). ``prefix_tokens``: the tokens
-    run forward (only) to compute shared prefixes so far (the trainer adds them to ``TrainResult.prefix_tokens``)."""
+    run forward (only) to compute shared prefixes so far (the trainer adds them to ``TrainResult.prefix_tokens``);
+    ``pad_tokens``: the pads run forward and backward beside the samples' own tokens."""
 
     def __init__(self, model, samples: list[SoftSample], loss: str = "kl"):
         self.model = model
         self.loss = {"kl": soft_loss, "ce": hard_loss}[loss]
-        device = next(model.parameters()).device
-        # per sample: input ids [1, L], the teacher's top-k ids [T, k] and log-probabilities [T, k]
-        self.tensors = [(torch.tensor([s.input_ids], device=device), torch.tensor(s.top_ids, device=device),
-                         torch.tensor(s.top_logprobs, device=device)) for s in samples]
+        self.device = next(model.parameters()).device
+        # per sample: the teacher's top-k ids [T, k] and log-probabilities [T, k]
+        self.targets = [(torch.tensor(s.top_ids, device=self.device), torch.tensor(s.top_logprobs, device=self.device))
+                        for s in samples]
         self.samples = samples
-        self.prefix_kv: list | None = None
-        self.prefix_of: list[int] | None = None  # the shared prefix whose keys/values prefix_kv holds
-        self.prefix_len = 0
-        self.age = PREFIX_REFRESH
+        self.prefixes: dict[tuple[int, ...], list] = {}  # prefix -> [its keys/values, samples since computed]
         self.prefix_tokens = 0
+        self.pad_tokens = 0
 
-    def __call__(self, i: int) -> tuple[torch.Tensor, int]:
-        """The loss of sample ``i`` and the tokens run forward and backward."""
-        s = self.samples[i]
-        ids, top_ids, top_lp = self.tensors[i]
-        n = len(s.top_ids)
-        if s.shared_prefix is None:
-            logits = self.model(input_ids=ids, logits_to_keep=n + 1, use_cache=False).logits[0, :-1]
-            return self.loss(logits, top_ids, top_lp), ids.shape[1]
-        if self.age >= PREFIX_REFRESH or s.shared_prefix != self.prefix_of:  # None at first
-            # another document's samples (several documents train together) bring their own prefix
-            prefix = torch.tensor([s.shared_prefix], device=ids.device)
-            self.prefix_kv, self.prefix_len, self.age = kv_tensors(prefix_cache(self.model, prefix)), prefix.shape[1], 0
-            self.prefix_of = s.shared_prefix
-            self.prefix_tokens += prefix.shape[1]
-        self.age += 1
-        # the answer's positions continue after the prefix; a fresh cache per call (the forward pass extends it)
-        positions = torch.arange(self.prefix_len, self.prefix_len + ids.shape[1], device=ids.device)[None]
-        out = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=n + 1,
-                         **{cache_kwarg(self.model): as_cache(self.prefix_kv)})
-        return self.loss(out.logits[0, :-1], top_ids, top_lp), ids.shape[1]
+    def _prefix(self, prefix: tuple[int, ...], n: int):
+        """The keys/values of ``prefix``, computed again when ``PREFIX_REFRESH`` samples have used them."""
+        held = self.prefixes.get(prefix)
+        if held is None or held[1] >= PREFIX_REFRESH:
+            ids = torch.tensor([prefix], device=self.device)
+            self.prefixes.pop(prefix, None)
+            while len(self.prefixes) >= PREFIXES_HELD:  # the least recently computed goes (pre-LIFT SFT's documents)
+                self.prefixes.pop(next(iter(self.prefixes)))
+            held = self.prefixes[prefix] = [kv_tensors(prefix_cache(self.model, ids)), 0]
+            self.prefix_tokens += len(prefix)
+        held[1] += n
+        return held[0]
+
+    def __call__(self, batch: list[int]) -> tuple[torch.Tensor, int]:
+        """The mean loss of samples ``batch`` (one shared prefix, or none for a batch of one) and the tokens run
+        forward and backward (the samples' own, pads not counted)."""
+        samples = [self.samples[i] for i in batch]
+        rows = [s.input_ids for s in samples]
+        width, b = max(len(r) for r in rows), len(rows)
+        keep = max(s.n_loss_tokens for s in samples) + 1  # the positions whose logits predict an answer token
+        ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], device=self.device)  # [B, W]
+        self.pad_tokens += b * width - sum(len(r) for r in rows)
+        if samples[0].shared_prefix is None:
+            if b > 1:
+                raise ValueError("samples without a shared prefix train one at a time")
+            logits = self.model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
+        else:
+            prefix = tuple(samples[0].shared_prefix)
+            kv = self._prefix(prefix, b)
+            p = len(prefix)
+            real = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+            mask = torch.cat([torch.ones(b, p, dtype=real.dtype, device=self.device), real], 1)
+            positions = p + (real.cumsum(1) - 1).clamp(min=0)  # the rows continue after the prefix, pads not counted
+            cache = as_cache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv])
+            logits = self.model(input_ids=ids, attention_mask=None if b == 1 else mask, position_ids=positions,
+                                use_cache=True, logits_to_keep=keep, **{cache_kwarg(self.model): cache}).logits
+        losses = []
+        for r, (i, s) in enumerate(zip(batch, samples)):
+            n = s.n_loss_tokens
+            losses.append(self.loss(logits[r, keep - 1 - n : keep - 1], *self.targets[i]))
+        return torch.stack(losses).mean(), sum(len(r) for r in rows)

@@ -1,10 +1,10 @@
 """The teacher: the base model (no adapter) with a chunk of the document in context answers the prompts about it.
 
-``make_items`` builds a document's items in two passes of ``teach``: first (with ``questions_per_sentence`` > 0)
-the teacher writes questions about each fact-bearing sentence; then it answers every prompt — the seed prompts
-of each chunk, the questions it wrote, and the retention prompts — keeping its top-k (``TOP_K``)
-log-probabilities at every answer token. Answers that do not say what their chunk says (``grounded``) are left
-out.
+``make_items`` builds a document's items ``TEACH_BLOCK`` chunks at a time, in two passes of ``teach`` over each
+block that share the chunks' keys/values: first (with ``questions_per_sentence`` > 0) the teacher writes questions
+about each fact-bearing sentence; then it answers every prompt — the seed prompts of each chunk, the questions it
+wrote, and the retention prompts — keeping its top-k (``TOP_K``) log-probabilities at every answer token. Answers
+that do not say what their chunk says (``grounded``) are left out. A decoding batch drops its rows as they finish.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..kvcache import as_cache, cache_kwarg, kv_tensors, left_padded, prefix_cache
+from ..kvcache import as_cache, cache_kwarg, kv_tensors, left_padded, output_cache, prefix_cache
 from .prompts import (
     GROUNDED_KINDS,
     WRITE_PROMPT,
@@ -31,19 +31,22 @@ TOP_K = 20
 # Prompts the teacher answers at once, from any chunks: on a CPU, one decoding step for many rows costs little
 # more than for one (reading the weights dominates), so the wider the batch, the sooner the teacher is done.
 TEACH_BATCH = 32
+TEACH_BLOCK = 16  # chunks taught at a time: both passes over them share their keys/values, then these are dropped
 
 
 @torch.no_grad()
 def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int, int], str, str]],
           max_new_tokens: int, top_k: int = TOP_K, batch_size: int = TEACH_BATCH,
-          progress: Callable[[int], None] | None = None) -> list[DistillItem]:
+          progress: Callable[[int], None] | None = None, chunk_kv: dict | None = None) -> list[DistillItem]:
     """The base ``model`` answers every ask — (chunk span, kind, prompt), in chunk order — greedily: [chat prefix]
     chunk, prompt [assistant cue] answer. Each chunk runs once; its keys/values are kept while asks about it
     remain. The asks are answered ``batch_size`` at a time, whichever chunks they are about: each row's chunk
     keys/values and its prompt are left-padded (the pads masked out, positions counted without them), so every
     row reads exactly its chunk + its prompt. Decoding one token for a batch of rows costs about as much as for
     one on a CPU (reading the weights dominates), and batching across chunks leaves no batch half full where a
-    chunk has few prompts. ``progress(done)``: asks answered so far, after each batch."""
+    chunk has few prompts. ``progress(done)``: asks answered so far, after each batch. ``chunk_kv``: the caller's
+    store of chunk keys/values (by span), kept for its next call about the same chunks; by default each chunk's
+    are dropped after its last ask."""
     from ..infer import base_model_context
 
     device = next(model.parameters()).device
@@ -51,7 +54,8 @@ def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
     suffixes = [tokenizer.encode("\n\n" + prompt, add_special_tokens=False) + chat.after for _, _, prompt in asks]
     last_ask = {span: i for i, (span, _, _) in enumerate(asks)}  # after it, a chunk's keys/values are dropped
-    chunk_kv: dict[tuple[int, int], list] = {}
+    keep = chunk_kv is not None
+    chunk_kv = {} if chunk_kv is None else chunk_kv
     items = []
     with base_model_context(model):
         for start in range(0, len(asks), batch_size):
@@ -68,7 +72,7 @@ def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int
             for (span, kind, prompt), (answer, tops, lps) in zip(batch, answers):
                 items.append(DistillItem(kind, prompt, span, answer, tops, lps))
             for span in set(spans):
-                if last_ask[span] < start + len(rows):
+                if not keep and last_ask[span] < start + len(rows):
                     del chunk_kv[span]
             if progress is not None:
                 progress(start + len(rows))
@@ -79,7 +83,8 @@ def _decode(model, cache, lens: list[int], rows: list[list[int]], pad: int, eos:
             top_k: int) -> list[tuple[list[int], list[list[int]], list[list[float]]]]:
     """Greedy answers of a batch: row r reads its chunk (the last ``lens[r]`` positions of ``cache``, left-padded
     to the longest) and then its prompt ``rows[r]`` (left-padded too). Per row: the answer ids, and the top-k ids
-    and log-probabilities (rounded to 4 decimals) at each answer token; a row stops at ``eos``."""
+    and log-probabilities (rounded to 4 decimals) at each answer token; a row stops at ``eos``, and rows that have
+    stopped leave the batch (``_drop_done``) so that the others decode without them."""
     device = next(model.parameters()).device
     n_prefix = max(lens)
     b, width = len(rows), max(len(r) for r in rows)
@@ -91,25 +96,36 @@ def _decode(model, cache, lens: list[int], rows: list[list[int]], pad: int, eos:
     answers: list[list[int]] = [[] for _ in rows]
     tops: list[list[list[int]]] = [[] for _ in rows]
     lps: list[list[list[float]]] = [[] for _ in rows]
-    done = [False] * b
+    live = list(range(b))  # the rows still decoding, in batch order
     for _ in range(max_new_tokens):
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                     logits_to_keep=1, **{cache_kwarg(model): cache})
         top = F.log_softmax(out.logits[:, -1].float(), -1).topk(top_k)
         top_ids, top_lps = top.indices.tolist(), top.values.tolist()
-        for r in range(b):
-            if done[r]:
-                continue
-            answers[r].append(top_ids[r][0])
-            tops[r].append(top_ids[r])
-            lps[r].append([round(x, 4) for x in top_lps[r]])
-            done[r] = top_ids[r][0] == eos
-        if all(done):
+        going = []  # positions in the batch of the rows that go on
+        for j, r in enumerate(live):
+            answers[r].append(top_ids[j][0])
+            tops[r].append(top_ids[j])
+            lps[r].append([round(x, 4) for x in top_lps[j]])
+            if top_ids[j][0] != eos:
+                going.append(j)
+        if not going:
             break
         ids = top.indices[:, :1]
-        mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=device)], 1)
+        mask = torch.cat([mask, torch.ones(len(live), 1, dtype=mask.dtype, device=device)], 1)
         positions = positions[:, -1:] + 1
+        if len(going) < len(live):
+            cache, ids, mask, positions = _drop_done(output_cache(out), going, ids, mask, positions)
+            live = [live[j] for j in going]
     return list(zip(answers, tops, lps))
+
+
+def _drop_done(cache, going: list[int], *tensors: torch.Tensor):
+    """The decoding state of the rows ``going`` only: the cache's keys/values and each of ``tensors`` ([B, ...])
+    narrowed to those rows (a finished row would otherwise be decoded to the end of the batch's longest answer)."""
+    index = torch.tensor(going, device=tensors[0].device)
+    kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in kv_tensors(cache)]
+    return (as_cache(kv), *(t.index_select(0, index) for t in tensors))
 
 
 def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]], prompts_per_chunk: int,
@@ -119,68 +135,96 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, with
     ``questions_per_sentence`` > 0 the questions the teacher writes about each fact-bearing sentence, and
     retention prompts (``retention_share`` of all items) asked with chunks in context, spread over the chunks.
-    Returns the items and counts: ``not_grounded`` (answers to questions about names, key phrases or
-    sentences that do not say what their chunk says: left out; summaries and what-happens-next answers
-    paraphrase by nature and are kept), and with written questions ``sentences`` asked about and ``written``
-    (questions kept). ``progress(done, total)``: asks answered (writing, then answering), after each batch."""
+
+    The document goes ``TEACH_BLOCK`` chunks at a time, each chunk run once for both passes over it: the teacher
+    writes the questions about the block's sentences, then answers every prompt of the block (memory stays that of
+    one block whatever the document's length). Returns the items and counts: ``not_grounded`` (answers to questions
+    about names, key phrases or sentences that do not say what their chunk says: left out; summaries and
+    what-happens-next answers paraphrase by nature and are kept), and with written questions ``sentences`` asked
+    about and ``written`` (questions kept). ``progress(done, total)``: asks answered (writing and answering), after
+    each batch; the total counts the questions not yet written at ``questions_per_sentence`` a sentence."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
     phrasings: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
     per_chunk = [seed_prompts(t, prompts_per_chunk, i, phrasings, first=a == 0, last=b == len(doc_ids))
                  for i, (t, (a, b)) in enumerate(zip(texts, spans))]
-    counts = {"not_grounded": 0}
-    n_writes = 0  # asks of pass 1, answered before pass 2's
-    if questions_per_sentence > 0:  # pass 1: the teacher writes questions about the fact-bearing sentences
-        n_writes, written = _write_questions(model, tokenizer, chat, doc_ids, spans, texts, per_chunk,
-                                             questions_per_sentence, progress)
-        counts |= {"sentences": n_writes, "written": written}
-    n_doc = sum(len(p) for p in per_chunk)
+    to_write = _sentences_to_write(texts, spans, len(doc_ids)) if questions_per_sentence > 0 else [[]] * len(spans)
     general = retention_prompts()
-    n_ret = round(n_doc * retention_share / (1 - retention_share)) if retention_share > 0 else 0
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(general), generator=g).tolist()
-    for j in range(n_ret):
-        per_chunk[j % len(spans)].append(("retention", general[order[j % len(general)]]))
-    # pass 2: the teacher answers every prompt
-    chunk_of = [i for i, prompts in enumerate(per_chunk) for _ in prompts]
-    asks = [(spans[i], kind, prompt) for i, prompts in enumerate(per_chunk) for kind, prompt in prompts]
-    answered = teach(model, tokenizer, chat, doc_ids, asks, answer_tokens,
-                     progress=None if progress is None else lambda done: progress(n_writes + done,
-                                                                                  n_writes + len(asks)))
+    order = torch.randperm(len(general), generator=torch.Generator().manual_seed(seed)).tolist()
+    share = retention_share / (1 - retention_share) if retention_share > 0 else 0.0
+    counts = {"not_grounded": 0} | ({"sentences": sum(map(len, to_write)), "written": 0}
+                                    if questions_per_sentence > 0 else {})
     items: list[DistillItem] = []
-    for i, it in zip(chunk_of, answered):
-        if it.kind not in GROUNDED_KINDS or grounded(tokenizer.decode(it.answer_ids, skip_special_tokens=True),
-                                                     it.prompt, texts[i]):
-            items.append(it)
-        else:
-            counts["not_grounded"] += 1
+    seen: set[str] = set()  # the written questions kept so far
+    n_ret = done = 0
+
+    def future(end: int) -> int:  # the asks of the chunks from ``end`` on: at most, their writes not yet made
+        writes = sum(len(w) for w in to_write[end:])
+        return writes + round((sum(map(len, per_chunk[end:])) + writes * questions_per_sentence) * (1 + share))
+
+    def advance(n: int, after: int, end: int) -> Callable[[int], None] | None:
+        """``progress`` for a call of ``teach`` with ``n`` asks, ``after`` more to come in its block."""
+        if progress is None:
+            return None
+        return lambda k: progress(done + k, done + n + after + future(end))
+
+    for b0 in range(0, len(spans), TEACH_BLOCK):
+        block = range(b0, min(b0 + TEACH_BLOCK, len(spans)))
+        chunk_kv: dict = {}  # the block's chunks' keys/values, for both passes
+        writes = [(i, x) for i in block for x in to_write[i]]
+        later = round((sum(len(per_chunk[i]) for i in block) + len(writes) * questions_per_sentence) * (1 + share))
+        if writes:  # pass 1: the teacher writes questions about the block's fact-bearing sentences
+            counts["written"] += _write_questions(model, tokenizer, chat, doc_ids, spans, writes, per_chunk,
+                                                  questions_per_sentence, seen,
+                                                  advance(len(writes), later, block.stop), chunk_kv)
+            done += len(writes)
+        ret = round(sum(len(per_chunk[i]) for i in block) * share)  # retention: the block's share
+        for j in range(n_ret, n_ret + ret):
+            per_chunk[block[j % len(block)]].append(("retention", general[order[j % len(general)]]))
+        n_ret += ret
+        # pass 2: the teacher answers every prompt of the block
+        chunk_of = [i for i in block for _ in per_chunk[i]]
+        asks = [(spans[i], kind, prompt) for i in block for kind, prompt in per_chunk[i]]
+        answered = teach(model, tokenizer, chat, doc_ids, asks, answer_tokens,
+                         progress=advance(len(asks), 0, block.stop), chunk_kv=chunk_kv)
+        done += len(asks)
+        for i, it in zip(chunk_of, answered):
+            if it.kind not in GROUNDED_KINDS or grounded(tokenizer.decode(it.answer_ids, skip_special_tokens=True),
+                                                         it.prompt, texts[i]):
+                items.append(it)
+            else:
+                counts["not_grounded"] += 1
+        del chunk_kv
     return items, counts
 
 
-def _write_questions(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]], texts: list[str],
-                     per_chunk: list[list[tuple[str, str]]], questions_per_sentence: int,
-                     progress: Callable[[int, int], None] | None) -> tuple[int, int]:
-    """Pass 1 of ``make_items``: the teacher, with the chunk in context, writes ``questions_per_sentence``
-    questions about each fact-bearing whole sentence of each chunk (each sentence once per document); the kept
-    ones (``written_questions``) join their chunk's prompts in ``per_chunk`` as kind ``written``. Returns the
-    sentences asked about and the questions kept."""
+def _sentences_to_write(texts: list[str], spans: list[tuple[int, int]], n_doc: int) -> list[list[str]]:
+    """Per chunk, the fact-bearing whole sentences the teacher writes questions about: each sentence once per
+    document, with the first chunk that holds it whole."""
     done_sentences: set[str] = set()
-    writes: list[tuple[int, str]] = []  # (chunk, sentence), each sentence once per document
-    for i, ((a, b), t) in enumerate(zip(spans, texts)):
-        sentences = [x for x in dict.fromkeys(fact_sentences(whole_sentences(t, a == 0, b == len(doc_ids))))
+    out = []
+    for (a, b), t in zip(spans, texts):
+        sentences = [x for x in dict.fromkeys(fact_sentences(whole_sentences(t, a == 0, b == n_doc)))
                      if x not in done_sentences]
         done_sentences.update(sentences)
-        writes.extend((i, x) for x in sentences)
-    n_writes = len(writes)
-    later = sum(len(p) for p in per_chunk)  # pass 2's asks so far (the written ones and retention come later)
+        out.append(sentences)
+    return out
+
+
+def _write_questions(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]],
+                     writes: list[tuple[int, str]], per_chunk: list[list[tuple[str, str]]],
+                     questions_per_sentence: int, seen: set[str], progress: Callable[[int], None] | None,
+                     chunk_kv: dict) -> int:
+    """Pass 1 of ``make_items`` for some chunks: the teacher, with the chunk in context, writes
+    ``questions_per_sentence`` questions about each (chunk, sentence) of ``writes``; the kept ones
+    (``written_questions``, none asked twice in a document: ``seen``) join their chunk's prompts in ``per_chunk``
+    as kind ``written``. Returns the questions kept."""
     replies = teach(model, tokenizer, chat, doc_ids,
                     [(spans[i], "write", WRITE_PROMPT.format(n=questions_per_sentence, s=x)) for i, x in writes],
-                    WRITE_TOKENS * questions_per_sentence, top_k=1,
-                    progress=None if progress is None else lambda done: progress(done, n_writes + later))
-    seen: set[str] = set()
+                    WRITE_TOKENS * questions_per_sentence, top_k=1, progress=progress, chunk_kv=chunk_kv)
     written = 0
     for (i, x), reply in zip(writes, replies):
         questions = written_questions(tokenizer.decode(reply.answer_ids, skip_special_tokens=True), x,
                                       questions_per_sentence, seen)
         per_chunk[i].extend(("written", q) for q in questions)
         written += len(questions)
-    return n_writes, written
+    return written
