@@ -131,7 +131,9 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
     rate = gflops * 1e9
     if out.teacher == "runs":
         out.teacher_s = 2 * weights * out.teacher_tokens / (rate * teacher_eff)
-    out.student_s = (4 * weights * out.student_tokens + 2 * weights * out.prefix_tokens) / (rate * student_eff)
+    backward = 2 * (cfg.lora_layers if cfg.finetune == "lora" else 1.0)  # down to the lowest adapted layer
+    out.student_s = ((2 + backward) * weights * out.student_tokens + 2 * weights * out.prefix_tokens) \
+        / (rate * student_eff)
     return out
 
 

@@ -48,11 +48,16 @@ def attach_adapter(model, cfg: LiftConfig):
         return model
     from peft import LoraConfig, get_peft_model
 
+    layers = None  # all
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if cfg.lora_layers < 1 and n_layers:  # the top share of the layers
+        layers = list(range(n_layers - max(1, round(cfg.lora_layers * n_layers)), n_layers))
     lora = LoraConfig(
         r=cfg.lora_rank,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.lora_targets,
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
     try:

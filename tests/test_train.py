@@ -3,6 +3,7 @@ import torch
 
 from liftlm.config import LiftConfig
 from liftlm.context import IGNORE_INDEX, PromptBuilder
+from liftlm.errors import LiftError
 from liftlm.train import attach_adapter, batch_plan, build_samples, epoch_plan, sample_loss, train
 
 TEXT = "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 6
@@ -96,6 +97,20 @@ def test_grad_accumulation_and_full_finetune(tiny_loaded):
     assert result.steps == -(-2 * len(samples) // 3)
     changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
     assert len(changed) == len(before)
+
+
+def test_lora_layers_adapts_the_top_share_of_the_layers_only(tiny_loaded):
+    from liftlm.train import detach_adapter
+
+    model = attach_adapter(tiny_loaded.model, LiftConfig(lora_layers=0.5))  # the tiny model has 2 layers
+    try:
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        assert trainable and all(".layers.1." in n for n in trainable)
+    finally:
+        detach_adapter(model)
+    with pytest.raises(LiftError, match="--lora-layers"):
+        LiftConfig(lora_layers=0)
+    assert "lora_layers" not in LiftConfig().key_dict() and LiftConfig(lora_layers=0.5).key_dict()["lora_layers"] == 0.5
 
 
 def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir):

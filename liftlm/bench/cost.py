@@ -166,10 +166,12 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
         teacher = _phase(teacher_s, counter.count, 2 * n_weights, probe_gflops, asks)
         if cfg.objective != "ct":
             teachers[source.cache_path(text)] = (recipe.name, teacher)
-    student = _phase(student_s, result.tokens, 4 * n_weights, probe_gflops, trained.samples + trained.qa_samples)
+    # a trained token: the forward pass (2·W) and the backward pass down to the lowest adapted layer (2·W × share)
+    per_token = (2 + 2 * (cfg.lora_layers if cfg.finetune == "lora" else 1.0)) * n_weights
+    student = _phase(student_s, result.tokens, per_token, probe_gflops, trained.samples + trained.qa_samples)
     # cached prefixes run forward only: their FLOPs count, not their tokens
     student["prefix_tokens"] = result.prefix_tokens
-    flops = result.tokens * 4 * n_weights + result.prefix_tokens * 2 * n_weights
+    flops = result.tokens * per_token + result.prefix_tokens * 2 * n_weights
     student["gflops"] = round(flops / student_s / 1e9, 1) if student_s > 0 else 0.0
     student["ceiling_fraction"] = round(student["gflops"] / probe_gflops, 3) if probe_gflops else None
     student |= {"steps": result.steps, "epochs": len(result.epoch_losses),
