@@ -146,6 +146,15 @@ def _register_cost(verbs) -> None:
     add_config_flags(c)
 
 
+def _cost_lengths(spec: str) -> int | list[int]:
+    """``--tokens`` of ``bench cost``: one length (``2k``), or a comma-separated list (``2k,4k,8k``), the curve."""
+    try:
+        lengths = parse_lengths(spec)
+    except LiftError as e:
+        raise LiftError(str(e).replace("--lengths", "--tokens", 1)) from None
+    return lengths if "," in spec else lengths[0]
+
+
 def run_cost_cli(args) -> int:
     from .cost import CostOptions, parse_recipe, report_markdown, run_cost, write_report
 
@@ -153,7 +162,7 @@ def run_cost_cli(args) -> int:
     recipes = [parse_recipe(spec, base) for spec in args.recipe or ["default="]]
     report = run_cost(CostOptions(
         recipes=recipes, model=args.model, device=args.device, document=args.document,
-        tokens=parse_length(args.tokens), facts=args.facts, data_seed=args.data_seed, haystack=args.haystack,
+        tokens=_cost_lengths(args.tokens), facts=args.facts, data_seed=args.data_seed, haystack=args.haystack,
         random_config=_random_config(args), tokenizer=args.tokenizer, probe_size=args.probe_size, threads=args.threads, progress=not args.quiet,
         extra={"command": "liftlm bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("cost"):])
                if "cost" in sys.argv else "liftlm bench cost"}))

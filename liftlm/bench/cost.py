@@ -1,4 +1,5 @@
-"""Cost benchmark of a LIFT recipe: the teacher and the student timed apart, on one document and model.
+"""Cost benchmark of a LIFT recipe: the teacher and the student timed apart, on one document and model, or on
+documents of several lengths (``--tokens 2k,4k,8k``: the cost curve, ``liftlm.bench.cost_curve``).
 
 A recipe is a set of ``liftlm internalize`` flags (``NAME=FLAGS``); the first recipe is the reference, and every
 other one is reported as a ratio of it, all measured in one run on one machine. For each recipe:
@@ -18,13 +19,17 @@ and 4·N forward and backward with the base frozen, where N is the weights used 
 this machine's FLOP/s; each phase's fraction of it says how much of the time goes to compute and how much to
 everything else (Python round trips, small matrices, padding).
 
-The headline numbers are seconds per document token, end to end, and trained tokens per document token.
+The headline numbers are seconds per document token, end to end, and trained tokens per document token. With
+several lengths every recipe runs on every length (one row each, with its ``document_tokens``; ratios against the
+first recipe at the same length), and the report adds the curve: seconds per token against length, and a line
+through the totals extrapolated to a 100k-token document.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -32,7 +37,16 @@ from pathlib import Path
 
 from ..config import LiftConfig
 from ..errors import LiftError
-from .common import haystack_ids, load_bench_model, matmul_probe, read_haystack, set_threads, synchronize
+from . import cost_curve
+from .common import (
+    format_length,
+    haystack_ids,
+    load_bench_model,
+    matmul_probe,
+    read_haystack,
+    set_threads,
+    synchronize,
+)
 
 
 @dataclass
@@ -48,7 +62,7 @@ class CostOptions:
     model: str | None = None
     device: str | None = None
     document: str | None = None  # a text file; default: the first ``tokens`` tokens of the haystack
-    tokens: int = 2048
+    tokens: int | list[int] = 2048  # a list: one document per length (the cost curve)
     facts: int = 0  # > 0: the facts benchmark's document (this many made-up facts in the haystack's first tokens)
     data_seed: int = 0  # of the facts document, as ``liftlm eval --benchmark facts --data-seed``
     haystack: str | None = None
@@ -96,7 +110,17 @@ class ForwardTokens:
         self._handle.remove()
 
 
-def _document(opts: CostOptions, tokenizer) -> tuple[str, list[int]]:
+def _lengths(opts: CostOptions) -> list[int]:
+    lengths = sorted(set(opts.tokens)) if isinstance(opts.tokens, list) else [opts.tokens]
+    if not lengths or min(lengths) < 1:
+        raise LiftError(f"--tokens: expected positive lengths (got {opts.tokens!r})")
+    if opts.document is not None and len(lengths) > 1:
+        raise LiftError("--document: one document has one length; several --tokens lengths cut the haystack "
+                        "(leave --document out)")
+    return lengths
+
+
+def _document(opts: CostOptions, tokenizer, tokens: int) -> tuple[str, list[int]]:
     if opts.document is not None:
         path = Path(opts.document)
         if not path.is_file():
@@ -111,11 +135,11 @@ def _document(opts: CostOptions, tokenizer) -> tuple[str, list[int]]:
         from ..eval.facts import make_facts_document
 
         try:
-            text = make_facts_document(haystack, tokenizer, opts.tokens, opts.facts, seed=opts.data_seed).text
+            text = make_facts_document(haystack, tokenizer, tokens, opts.facts, seed=opts.data_seed).text
         except ValueError as e:
             raise LiftError(f"--facts: {e}") from None
         return text, tokenizer.encode(text, add_special_tokens=False)
-    ids, _ = haystack_ids(tokenizer, haystack, opts.tokens)
+    ids, _ = haystack_ids(tokenizer, haystack, tokens)
     return tokenizer.decode(ids), ids
 
 
@@ -177,13 +201,42 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     student |= {"steps": result.steps, "epochs": len(result.epoch_losses),
                 "epoch_losses": [round(x, 4) for x in result.epoch_losses]}
     total = teacher["seconds"] + student_s
-    return {"recipe": recipe.name, "flags": recipe.flags, "settings": cfg.to_dict(), "teacher": teacher,
+    return {"recipe": recipe.name, "flags": recipe.flags, "document_tokens": len(doc_ids),
+            "settings": cfg.to_dict(), "teacher": teacher,
             "teacher_report": report, "student": student, "seconds": round(total, 2),
             "seconds_per_document_token": round(total / len(doc_ids), 4),
             "trained_tokens_per_document_token": round(result.tokens / len(doc_ids), 2)}
 
 
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s}s" if s < 60 else f"{s // 60}m {s % 60:02d}s" if s < 3600 else f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def _announce(i: int, runs: list[tuple[str, list[int], Recipe]], elapsed: float) -> None:
+    """One line on stderr as run ``i`` (a length and a recipe) starts: how many have run, the time so far, and the
+    time left at the seconds per document token so far (the cost grows about linearly with the tokens)."""
+    _, ids, recipe = runs[i]
+    done = sum(len(r[1]) for r in runs[:i])
+    left = f", about {_clock(elapsed / done * sum(len(r[1]) for r in runs[i:]))} left" if done and elapsed else ""
+    print(f"liftlm: [{i + 1}/{len(runs)}] {format_length(len(ids))} tokens, recipe {recipe.name} "
+          f"({recipe.flags or 'defaults'}): {i} done, {_clock(elapsed)} elapsed{left}", file=sys.stderr, flush=True)
+
+
+def _speedups(rows: list[dict], per_length: int) -> None:
+    """Each row's ratios against the first recipe on the same document."""
+    for at in range(0, len(rows), per_length):
+        ref = rows[at]
+        for row in rows[at:at + per_length]:
+            row["speedup"] = round(ref["seconds"] / row["seconds"], 2) if row["seconds"] > 0 else None
+            row["teacher_speedup"] = (round(ref["teacher"]["seconds"] / row["teacher"]["seconds"], 2)
+                                      if row["teacher"]["seconds"] > 0 else None)
+            row["student_speedup"] = (round(ref["student"]["seconds"] / row["student"]["seconds"], 2)
+                                      if row["student"]["seconds"] > 0 else None)
+
+
 def run_cost(opts: CostOptions) -> dict:
+    """Every recipe on every length's document, in one process and one item cache; the report cost.json holds."""
     from .throughput import matmul_weights
 
     if not opts.recipes:
@@ -191,33 +244,34 @@ def run_cost(opts: CostOptions) -> dict:
     names = [r.name for r in opts.recipes]
     if len(set(names)) != len(names):
         raise LiftError(f"--recipe: names must differ (got {', '.join(names)})")
+    lengths = _lengths(opts)
     set_threads(opts.threads)
     loaded = load_bench_model(opts.model, opts.device, opts.random_config, opts.tokenizer)
-    text, doc_ids = _document(opts, loaded.tokenizer)
+    documents = [_document(opts, loaded.tokenizer, n) for n in lengths]
     probe = matmul_probe(loaded.device, size=opts.probe_size)
     n_weights = matmul_weights(loaded.model)["total"]
+    runs = [(text, ids, recipe) for text, ids in documents for recipe in opts.recipes]
     rows: list[dict] = []
     teachers: dict = {}
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:  # the run's own item cache: every teacher runs at least once
-        for recipe in opts.recipes:
+        for i, (text, ids, recipe) in enumerate(runs):
             if opts.progress:
-                print(f"liftlm: recipe {recipe.name}: {recipe.flags or '(defaults)'}", flush=True)
-            rows.append(measure(loaded, recipe, text, doc_ids, n_weights, probe["gflops"], opts.progress,
+                _announce(i, runs, time.perf_counter() - start)
+            rows.append(measure(loaded, recipe, text, ids, n_weights, probe["gflops"], opts.progress,
                                 Path(cache), teachers))
-    ref = rows[0]
-    for row in rows:
-        row["speedup"] = round(ref["seconds"] / row["seconds"], 2) if row["seconds"] > 0 else None
-        row["teacher_speedup"] = (round(ref["teacher"]["seconds"] / row["teacher"]["seconds"], 2)
-                                  if row["teacher"]["seconds"] > 0 else None)
-        row["student_speedup"] = (round(ref["student"]["seconds"] / row["student"]["seconds"], 2)
-                                  if row["student"]["seconds"] > 0 else None)
+    _speedups(rows, len(opts.recipes))
     document = opts.document or (f"facts document ({opts.facts} facts, data seed {opts.data_seed})" if opts.facts
                                  else "the haystack's first tokens")
     from ..eval.rundir import git_revision, now
 
-    return {"model": loaded.model_id, "device": str(loaded.device), "date": now(), "git": git_revision(),
-            "document_tokens": len(doc_ids), "document": document, "probe": probe,
-            "matmul_weights": n_weights, "reference": ref["recipe"], "recipes": rows, **opts.extra}
+    report = {"model": loaded.model_id, "device": str(loaded.device), "date": now(), "git": git_revision(),
+              "document_tokens": len(documents[-1][1]), "document": document, "probe": probe,
+              "matmul_weights": n_weights, "reference": rows[0]["recipe"], "recipes": rows, **opts.extra}
+    if len({len(ids) for _, ids in documents}) > 1:
+        report["lengths"] = [len(ids) for _, ids in documents]
+        report["curve"] = cost_curve.curve(rows)
+    return report
 
 
 def _percent(x: float | None) -> str:
@@ -225,33 +279,45 @@ def _percent(x: float | None) -> str:
 
 
 def report_markdown(report: dict) -> str:
+    """cost.md: a row per recipe (per length and recipe, with a tokens column, when there are several lengths),
+    the recipes' flags, then the curve section where there is one."""
+    several = "lengths" in report
+    tokens = ", ".join(str(n) for n in report["lengths"]) if several else report["document_tokens"]
+    same = " at the same length" if several else ""
     lines = [f"Model {report['model']} on {report['device']}; document {report['document']} "
-             f"({report['document_tokens']} tokens); matmul probe {report['probe']['gflops']} GFLOP/s "
-             f"({report['probe']['threads']} threads). Ratios against `{report['reference']}`.", "",
-             "| recipe | teacher s | asks | s/ask | teacher of ceiling | student s | samples/epoch | trained tokens "
-             "| student tok/s | student of ceiling | total s | s/doc token | trained/doc token | speed-up |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"({tokens} tokens); matmul probe {report['probe']['gflops']} GFLOP/s "
+             f"({report['probe']['threads']} threads). Ratios against `{report['reference']}`{same}.", "",
+             "| recipe | " + ("tokens | " if several else "") + "teacher s | asks | s/ask | teacher of ceiling "
+             "| student s | samples/epoch | trained tokens | student tok/s | student of ceiling | total s "
+             "| s/doc token | trained/doc token | speed-up |",
+             "|---|" + ("---:|" if several else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+             "---:|"]
     for r in report["recipes"]:
         t, s = r["teacher"], r["student"]
         shared = f" (as `{t['shared_with']}`)" if "shared_with" in t else ""
-        lines.append(f"| {r['recipe']} | {t['seconds']}{shared} | {t['items']} | {t['seconds_per_item'] or ''} | "
+        length = f"{r['document_tokens']} | " if several else ""
+        lines.append(f"| {r['recipe']} | {length}{t['seconds']}{shared} | {t['items']} | "
+                     f"{t['seconds_per_item'] or ''} | "
                      f"{_percent(t['ceiling_fraction'])} | {s['seconds']} | {s['items']} | {s['tokens']} | "
                      f"{s['tokens_per_second']} | {_percent(s['ceiling_fraction'])} | {r['seconds']} | "
                      f"{r['seconds_per_document_token']} | {r['trained_tokens_per_document_token']} | "
                      f"{r['speedup']}× |")
-    lines += ["", "Flags of each recipe:", ""] + [f"- `{r['recipe']}`: `{r['flags'] or '(defaults)'}`"
-                                                  for r in report["recipes"]]
+    flags = {r["recipe"]: r["flags"] for r in report["recipes"]}
+    lines += ["", "Flags of each recipe:", ""] + [f"- `{name}`: `{f or '(defaults)'}`" for name, f in flags.items()]
+    if "curve" in report:
+        lines += ["", cost_curve.markdown(report).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
 def plot(report: dict, path: Path) -> None:
-    """Stacked bars: teacher and student seconds per recipe."""
+    """Stacked bars: teacher and student seconds per recipe, on the longest document of the run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report["recipes"]
+    longest = report["document_tokens"]
+    rows = [r for r in report["recipes"] if r.get("document_tokens", longest) == longest]
     names = [r["recipe"] for r in rows]
     teacher = [r["teacher"]["seconds"] for r in rows]
     student = [r["student"]["seconds"] for r in rows]
@@ -263,7 +329,7 @@ def plot(report: dict, path: Path) -> None:
     if len(rows) > 4:
         ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel("seconds")
-    ax.set_title(f"{report['model'].split('/')[-1]}, {report['document_tokens']} tokens", fontsize=9)
+    ax.set_title(f"{report['model'].split('/')[-1]}, {longest} tokens", fontsize=9)
     ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -271,11 +337,15 @@ def plot(report: dict, path: Path) -> None:
 
 
 def write_report(report: dict, out: Path) -> list[Path]:
+    """cost.json, cost.md and cost.png in ``out``; cost_curve.png too when the run has several lengths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "cost.json", out / "cost.md", out / "cost.png"]
     paths[0].write_text(json.dumps(report, indent=2) + "\n")
     paths[1].write_text(report_markdown(report))
     plot(report, paths[2])
+    if "curve" in report:
+        paths.append(out / "cost_curve.png")
+        cost_curve.plot(report, paths[-1])
     return paths
 
 
@@ -286,11 +356,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "first is the reference (default: one recipe, the command's settings)")
     p.add_argument("--document", default=None, metavar="FILE",
                    help="the document, a text file (default: the first --tokens tokens of the haystack)")
-    p.add_argument("--tokens", default="2k", help="document length when taken from the haystack (default: 2k)")
+    p.add_argument("--tokens", default="2k",
+                   help="document length when taken from the haystack (default: 2k); a comma-separated list "
+                        "(e.g. 2k,4k,8k,16k,32k) runs every recipe on each length's document and adds the cost "
+                        "curve: seconds per token against length, extrapolated to 100k tokens (cost_curve.png)")
     p.add_argument("--facts", type=int, default=0, metavar="N",
                    help="the facts benchmark's document instead: N made-up facts in --tokens tokens of the haystack, "
                         "as `liftlm eval --benchmark facts --facts N` makes it (default: 0, plain haystack)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the --facts document (default: 0)")
     p.add_argument("--probe-size", type=int, default=None,
                    help="matrix size of the matmul probe (default: 1024 on CPU, 4096 on GPU)")
-    p.add_argument("--out", default=None, metavar="DIR", help="write cost.json, cost.md and cost.png there")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write cost.json, cost.md and cost.png there (and cost_curve.png for several --tokens)")

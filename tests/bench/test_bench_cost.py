@@ -100,3 +100,61 @@ def test_recipe_names_must_differ(tiny_model_dir, haystack_dir, capsys):
     status = main(["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "100",
                    "--quiet", "--recipe", "a=", "--recipe", "a=--epochs 2"])
     assert status == 2 and "names must differ" in capsys.readouterr().err
+
+
+def test_a_list_of_lengths_measures_the_cost_curve(tiny_model_dir, haystack_dir, tmp_path, capsys):
+    out = tmp_path / "curve"
+    assert main(["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "200,100",
+                 "--threads", "1", *SMALL, "--recipe", "one-view=--distill-views lift+icl", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "[1/2] 100 tokens, recipe one-view" in captured.err and "[2/2] 200 tokens" in captured.err
+    report = json.loads((out / "cost.json").read_text())
+    assert report["lengths"] == [100, 200] and report["document_tokens"] == 200
+    short, long = report["recipes"]  # a row per (length, recipe), the shorter first
+    assert (short["document_tokens"], long["document_tokens"]) == (100, 200)
+    assert short["speedup"] == long["speedup"] == 1.0  # each against the reference at its own length
+    curve = report["curve"]
+    assert curve["target_ratio"] == 1.15 and curve["extrapolate_tokens"] == 100_000
+    (c,) = curve["recipes"]
+    assert c["recipe"] == "one-view" and [p["document_tokens"] for p in c["points"]] == [100, 200]
+    for point, row in zip(c["points"], (short, long)):
+        assert point["total_seconds"] == row["seconds"]
+        assert point["total_s_per_token"] == pytest.approx(row["seconds"] / row["document_tokens"], abs=1e-6)
+        assert point["teacher_s_per_token"] == pytest.approx(row["teacher"]["seconds"] / row["document_tokens"],
+                                                             abs=1e-6)
+    ratio = (long["seconds"] / 200) / (short["seconds"] / 100)
+    assert c["ratio"] == pytest.approx(ratio, abs=1e-3) and c["target_met"] == (c["ratio"] <= 1.15)
+    slope = (long["seconds"] - short["seconds"]) / 100  # two points: the line goes through both
+    intercept = short["seconds"] - slope * 100
+    assert c["fit"]["slope_s_per_1k_tokens"] == pytest.approx(slope * 1000, abs=1e-3)
+    assert c["fit"]["intercept_s"] == pytest.approx(intercept, abs=1e-2) and c["fit"]["r2"] == 1.0
+    assert c["extrapolated_s"] == pytest.approx(slope * 100_000 + intercept, abs=0.1)
+    assert c["extrapolated_h"] == pytest.approx(c["extrapolated_s"] / 3600, abs=0.01)
+    md = (out / "cost.md").read_text()
+    assert "## Cost curve" in md and "| one-view | 100 |" in md and "| one-view | 200 |" in md
+    assert f"{c['extrapolated_s']:,} s" in md and ("target is met" in md or "target is missed" in md)
+    assert (out / "cost.png").stat().st_size > 0 and (out / "cost_curve.png").stat().st_size > 0
+
+
+def test_the_line_fit_is_least_squares():
+    from liftlm.bench.cost_curve import linear_fit
+
+    slope, intercept, r2 = linear_fit([1000, 2000, 4000], [12.0, 21.0, 41.0])
+    assert slope == pytest.approx(0.0097143, rel=1e-4) and intercept == pytest.approx(2.0, rel=1e-6)
+    assert r2 == pytest.approx(0.99935, abs=1e-5)
+
+
+@pytest.mark.parametrize("tokens", ["2k,lots", ",", "2k,0"])
+def test_a_bad_list_of_lengths_is_one_clear_error(tiny_model_dir, haystack_dir, tokens, capsys):
+    status = main(["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", tokens,
+                   "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("liftlm: error: --tokens") == 1 and "Traceback" not in err
+
+
+def test_one_document_file_has_one_length(tiny_model_dir, tmp_path, capsys):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("A short document.")
+    assert main(["cost", "--model", str(tiny_model_dir), "--document", str(doc), "--tokens", "1k,2k",
+                 "--quiet"]) == 2
+    assert "--document: one document has one length" in capsys.readouterr().err
