@@ -104,7 +104,8 @@ def at_stages(cfg: LiftConfig, n_aux: int) -> list[str]:
 
 def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: TrainResult, progress: bool,
              desc: str, on_epoch: EpochHook | None = None, on_step: StepHook | None = None,
-             checkpoints: Checkpoints | None = None, exact_epochs: bool = False) -> TrainResult:
+             checkpoints: Checkpoints | None = None, exact_epochs: bool = False,
+             on_save: Callable[[], None] | None = None) -> TrainResult:
     """The loop the trainers share: AdamW over the samples in ``plan`` (epochs of units: a sample index, or a
     mini-batch of them as a list), ``cfg.grad_accum`` units a step. ``compute(unit)`` returns the unit's loss (a
     batch's: the mean of its samples') and its weight. The progress bar counts samples, and says when the current
@@ -120,7 +121,9 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     (``Checkpoints.due``), after any other step (trainable weights, optimizer, scheduler, RNG states, samples
     done, the result so far); not counted as training time. With ``grad_accum`` > 1 the step that ends an epoch
     may take the first samples of the next; ``exact_epochs`` (a trainer that carries state from step to step
-    within an epoch, as ``recurrent``) then skips that epoch's checkpoint, and every timed one."""
+    within an epoch, as ``recurrent``) then skips that epoch's checkpoint, and every timed one. ``on_save()``:
+    called after each checkpoint is written, for a ``compute`` that keeps something from step to step (the
+    student's shared prefixes) to start it afresh there, as a run resumed from that checkpoint does."""
     if not any(plan):
         return result
     params = [p for p in model.parameters() if p.requires_grad]
@@ -186,12 +189,16 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
                     hook_start = time.perf_counter()
                     result.seconds = time.perf_counter() - start - hook_seconds
                     checkpoints.save(model, opt, scheduler, result, epoch=e, done=done, step_losses=step_losses)
+                    if on_save is not None:
+                        on_save()
                     hook_seconds += time.perf_counter() - hook_start
             if checkpoints is not None and not exact_epochs and done < len(order) and checkpoints.due():
                 hook_start = time.perf_counter()  # a timed checkpoint within the epoch (--checkpoint-minutes)
                 result.seconds = time.perf_counter() - start - hook_seconds
                 checkpoints.save(model, opt, scheduler, result, epoch=len(result.epoch_losses) - 1, done=done,
                                  step_losses=step_losses)
+                if on_save is not None:
+                    on_save()
                 hook_seconds += time.perf_counter() - hook_start
     finally:
         bar.close()

@@ -363,6 +363,27 @@ def test_a_timed_checkpoint_within_an_epoch_resumes_exactly(tiny_model_dir, tmp_
     assert resumed.metadata["training"]["epoch_losses"] == pytest.approx(whole.metadata["training"]["epoch_losses"])
 
 
+def test_the_batched_distillation_student_resumes_exactly(tiny_model_dir, tmp_path, capsys):
+    """--objective distill --batch-size 2: stopped in the middle of an epoch, the student resumes from the last
+    timed checkpoint (its shared prefixes computed afresh there, as the uninterrupted run does after a checkpoint)
+    and ends with the uninterrupted run's weights."""
+    kw = dict(objective="distill", distill_prompts=2, distill_questions=0, distill_answer_tokens=4, batch_size=2,
+              checkpoint_minutes=1e-9)
+    whole = make(tiny_model_dir, tmp_path / "a", **kw).internalize(DOC)
+    steps = whole.metadata["training"]["steps"]
+    assert steps < whole.metadata["distill"]["student_samples"] * CFG["epochs"]  # batched: fewer steps than samples
+    stop = steps // CFG["epochs"] + 2  # early in the second epoch
+    cut = make(tiny_model_dir, tmp_path / "b", on_step=stop_at_step(stop), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        cut.internalize(DOC)
+    err = capsys.readouterr().err
+    assert f"interrupted: training up to batch {stop - 1} of {steps} (in epoch 2 of 3" in err, err
+    resumed = make(tiny_model_dir, tmp_path / "b", **kw).internalize(DOC)
+    assert resumed.resumed_at == stop - 1
+    assert_same_weights(whole.adapter, resumed.adapter)
+    assert resumed.metadata["training"]["loss_curve"] == pytest.approx(whole.metadata["training"]["loss_curve"])
+
+
 def test_recurrent_training_gets_no_timed_checkpoint(tiny_model_dir, tmp_path):
     """Its Transformer-XL memory is carried from step to step within an epoch and not saved: only an epoch's end
     is an exact resume point, so a timed checkpoint is never written there."""

@@ -104,6 +104,11 @@ class SoftLoss:
         self.prefix_tokens = 0
         self.pad_tokens = 0
 
+    def forget(self) -> None:
+        """Drop the prefixes' keys/values: the next samples compute them afresh (after a checkpoint, so that a run
+        resumed from it trains exactly as one that was not interrupted)."""
+        self.prefixes.clear()
+
     def _prefix(self, prefix: tuple[int, ...], n: int):
         """The keys/values of ``prefix``, computed again when ``PREFIX_REFRESH`` samples have used them."""
         held = self.prefixes.get(prefix)
