@@ -22,6 +22,7 @@
 # 10. (one-view, only when asked for by name; issue 27's first cheaper recipe) the default recipe with the student
 #    in the lift+icl view only (--distill-views lift+icl): 1.70x cheaper on this document (experiments/results/
 #    cost-qwen1.5b); does lift still recall without its own view?
+# 11. (one-epoch, only when asked for by name; issue 27) the default recipe, the student one epoch instead of two
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,4 +89,7 @@ fi
 if [[ $only == one-view ]]; then  # the default recipe, the student in one view (lift+icl)
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-views lift+icl \
     --out "$OUT/one-view"
+fi
+if [[ $only == one-epoch ]]; then  # the default recipe, one student epoch
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --epochs 1 --out "$OUT/one-epoch"
 fi
