@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Issue 27, item 3: LIFT on documents many times the window, each stage one command that writes its results under
+# experiments/results/. Run one stage at a time, alone on the machine, from a frozen worktree (edits must not
+# change a running measurement); every stage resumes where it stopped (the eval's answers and the adapter store
+# are kept; an interrupted training resumes from its checkpoint).
+#
+#   bash experiments/long_inputs.sh STAGE
+#
+# Stages, with the time each takes on this project's 2-core CPU (the estimate `liftlm internalize` prints):
+#   curve-embedded  the default recipe's cost against length, embedded model, window 512: 2k to 32k tokens
+#                   (~0.1 s a token: ~1.7 h in all)
+#   curve-qwen      the same on Qwen2.5-Coder-1.5B: 2k, 4k, 8k (~1.3 s a token: ~5 h)
+#   ruler-embedded  RULER-style multi-query retrieval, embedded model at its own 8k window, 16k and 32k tokens:
+#                   icl, rag, lift+icl (one adapter per document: ~0.5 h and ~1 h)
+#   niah-embedded   the classic needle at 5 depths, 16k tokens, embedded model at its own window: icl, rag, lift+icl
+#                   (one adapter per depth: ~2.5 h)
+#   facts-qwen-8k   20 made-up facts in an 8k-token haystack, Qwen 1.5B, window 2048: oracle, icl, rag, lift,
+#                   lift+icl, lift+rag (~3 h of training, ~1 h of answers: the oracle reads 8k tokens a question)
+#   loogle-qwen-8k  LooGLE long-dependency QA, documents cut to 8k tokens (the questions whose evidence lies in
+#                   the cut: 22 of the sample's 43, over all 5 documents, with Qwen's tokenizer), Qwen 1.5B,
+#                   window 2048: icl, rag, lift+icl, lift+rag (~3 h a document, ~15 h in all: a GPU's job)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LIFTLM=${LIFTLM:-.venv/bin/liftlm}
+QWEN=${QWEN:-${LIFTLM_HOME:-$HOME/.cache/liftlm}/gguf/qwen2.5-coder-1.5b-instruct.gguf}
+OUT=experiments/results
+stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, niah-embedded, facts-qwen-8k, loogle-qwen-8k"}
+case $stage in
+  curve-embedded)
+    "$LIFTLM" bench cost --tokens 2k,4k,8k,16k,32k --window 512 --out "$OUT/cost-curve-embedded" ;;
+  curve-qwen)
+    "$LIFTLM" bench cost --model "$QWEN" --tokens 2k,4k,8k --window 512 --out "$OUT/cost-curve-qwen1.5b" ;;
+  ruler-embedded)
+    "$LIFTLM" eval --benchmark ruler --variants multiquery --lengths 16000,32000 --methods icl,rag,lift+icl \
+      --out "$OUT/eval/ruler-embedded-long" ;;
+  niah-embedded)
+    "$LIFTLM" eval --benchmark niah --lengths 16000 --depths 0.1,0.3,0.5,0.7,0.9 --methods icl,rag,lift+icl \
+      --out "$OUT/eval/niah-embedded-16k" ;;
+  facts-qwen-8k)
+    "$LIFTLM" eval --benchmark facts --model "$QWEN" --lengths 8000 --facts 20 --controls 4 --window 2048 \
+      --methods oracle,icl,rag,lift,lift+icl,lift+rag --out "$OUT/facts-qwen1.5b-8k" ;;
+  loogle-qwen-8k)
+    "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
+      --max-doc-tokens 8000 --window 2048 --methods icl,rag,lift+icl,lift+rag --out "$OUT/eval/loogle-longdep-qwen1.5b-8k" ;;
+  *)
+    echo "long_inputs.sh: unknown stage $stage" >&2; exit 2 ;;
+esac
