@@ -23,6 +23,8 @@
 #    in the lift+icl view only (--distill-views lift+icl): 1.70x cheaper on this document (experiments/results/
 #    cost-qwen1.5b); does lift still recall without its own view?
 # 11. (one-epoch, only when asked for by name; issue 27) the default recipe, the student one epoch instead of two
+# 12. (one-view-half-layers / doc2-one-view, only when asked for by name; issue 27) one view with LoRA on the upper
+#    half of the layers; the one-view recipe on the second document
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,4 +94,12 @@ if [[ $only == one-view ]]; then  # the default recipe, the student in one view 
 fi
 if [[ $only == one-epoch ]]; then  # the default recipe, one student epoch
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --epochs 1 --out "$OUT/one-epoch"
+fi
+if [[ $only == one-view-half-layers ]]; then  # one view, LoRA on the upper half of the layers
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-views lift+icl \
+    --lora-layers 0.5 --out "$OUT/one-view-half-layers"
+fi
+if [[ $only == doc2-one-view ]]; then  # the one-view recipe on the second document
+  "$LIFTLM" eval "${GRID[@]}" --data-seed 1 --methods lift,lift+icl --objective distill --distill-views lift+icl \
+    --out "$OUT/doc2-one-view"
 fi
