@@ -9,6 +9,7 @@ never materialised (``logits_to_keep``), which saves the vocabulary projection f
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 import time
@@ -153,6 +154,7 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     start = time.perf_counter() - elapsed
     hook_seconds = 0.0
     eta = _EpochEta(sizes, epoch_ends, first)
+    save = functools.partial(_save, checkpoints, model, opt, scheduler, result, step_losses, on_save)
     try:
         for k in range(first, len(order), cfg.grad_accum):
             group = order[k : k + cfg.grad_accum]
@@ -186,20 +188,10 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
                     model.train()
                     hook_seconds += time.perf_counter() - hook_start
                 if checkpoints is not None and (done == epoch_ends[e] or not exact_epochs):
-                    hook_start = time.perf_counter()
-                    result.seconds = time.perf_counter() - start - hook_seconds
-                    checkpoints.save(model, opt, scheduler, result, epoch=e, done=done, step_losses=step_losses)
-                    if on_save is not None:
-                        on_save()
-                    hook_seconds += time.perf_counter() - hook_start
+                    hook_seconds += save(e, done, start, hook_seconds)
             if checkpoints is not None and not exact_epochs and done < len(order) and checkpoints.due():
-                hook_start = time.perf_counter()  # a timed checkpoint within the epoch (--checkpoint-minutes)
-                result.seconds = time.perf_counter() - start - hook_seconds
-                checkpoints.save(model, opt, scheduler, result, epoch=len(result.epoch_losses) - 1, done=done,
-                                 step_losses=step_losses)
-                if on_save is not None:
-                    on_save()
-                hook_seconds += time.perf_counter() - hook_start
+                # a timed checkpoint within the epoch (--checkpoint-minutes)
+                hook_seconds += save(len(result.epoch_losses) - 1, done, start, hook_seconds)
     finally:
         bar.close()
         model.eval()
@@ -207,6 +199,17 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
             _checkpointing(model, False)
     result.seconds = time.perf_counter() - start - hook_seconds
     return result
+
+
+def _save(checkpoints, model, opt, scheduler, result: TrainResult, step_losses: list[float], on_save,
+          epoch: int, done: int, start: float, hook_seconds: float) -> float:
+    """``optimize``'s checkpoint (``on_save`` after it); the seconds it took, which training time leaves out."""
+    began = time.perf_counter()
+    result.seconds = began - start - hook_seconds
+    checkpoints.save(model, opt, scheduler, result, epoch=epoch, done=done, step_losses=step_losses)
+    if on_save is not None:
+        on_save()
+    return time.perf_counter() - began
 
 
 class _EpochEta:
