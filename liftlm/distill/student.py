@@ -100,6 +100,7 @@ class SoftLoss:
         self.targets = [(torch.tensor(s.top_ids, device=self.device), torch.tensor(s.top_logprobs, device=self.device))
                         for s in samples]
         self.samples = samples
+        self.prefix_keys = [None if s.shared_prefix is None else tuple(s.shared_prefix) for s in samples]
         self.prefixes: dict[tuple[int, ...], list] = {}  # prefix -> [its keys/values, samples since computed]
         self.prefix_tokens = 0
         self.pad_tokens = 0
@@ -136,14 +137,17 @@ class SoftLoss:
                 raise ValueError("samples without a shared prefix train one at a time")
             logits = self.model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
         else:
-            prefix = tuple(samples[0].shared_prefix)
+            prefix = self.prefix_keys[batch[0]]
             kv = self._prefix(prefix, b)
             p = len(prefix)
-            real = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-            mask = torch.cat([torch.ones(b, p, dtype=real.dtype, device=self.device), real], 1)
-            positions = p + (real.cumsum(1) - 1).clamp(min=0)  # the rows continue after the prefix, pads not counted
+            if b == 1:  # no pads: nothing to mask
+                mask, positions = None, torch.arange(p, p + width, device=self.device)[None]
+            else:
+                real = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+                mask = torch.cat([torch.ones(b, p, dtype=real.dtype, device=self.device), real], 1)
+                positions = p + (real.cumsum(1) - 1).clamp(min=0)  # rows continue after the prefix, pads not counted
             cache = as_cache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv])
-            logits = self.model(input_ids=ids, attention_mask=None if b == 1 else mask, position_ids=positions,
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                 use_cache=True, logits_to_keep=keep, **{cache_kwarg(self.model): cache}).logits
         losses = []
         for r, (i, s) in enumerate(zip(batch, samples)):
