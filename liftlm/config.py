@@ -114,6 +114,10 @@ class LiftConfig:
     weight_decay: float = _f(1e-4, "AdamW weight decay")
     batch_size: int = _f(1, "distillation samples per forward pass (samples that share a prefix are batched, "
                             "left-padded; the batch's loss is its samples' mean): the GPU lever")
+    prefix_refresh: int | None = _f(None, "distillation samples that reuse one computation of their shared "
+                                          "prefix's keys/values (the head+tail view) before it is computed again "
+                                          "with the current adapter; default: one per 64 tokens of the prefix, at "
+                                          "least 8, so that a long view costs about a sixth of the training")
     grad_accum: int = _f(1, "batches per optimizer step (gradient accumulation)")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
     grad_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory; slower: each "
@@ -149,6 +153,8 @@ class LiftConfig:
             problems.append(f"--lora-layers must be in (0, 1] (got {self.lora_layers})")
         if self.batch_size < 1:
             problems.append(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.prefix_refresh is not None and self.prefix_refresh < 1:
+            problems.append(f"--prefix-refresh must be at least 1 (got {self.prefix_refresh})")
         if self.grad_accum < 1:
             problems.append(f"--grad-accum must be at least 1 (got {self.grad_accum})")
         if self.training_mode not in TRAINING_MODES:
@@ -269,7 +275,7 @@ class LiftConfig:
             out["distill_kinds"] = out["distill_kinds"].replace("written", "asked")
         if self.objective == "ct":  # no distillation items
             for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views",
-                         "distill_loss", "distill_questions", "distill_kinds"):
+                         "distill_loss", "distill_questions", "distill_kinds", "prefix_refresh"):
                 out.pop(name, None)
         if self.finetune != "lora":
             for name in ("lora_rank", "lora_alpha", "lora_dropout", "target_modules", "lora_layers"):

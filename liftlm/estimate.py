@@ -34,7 +34,8 @@ QUESTION_TOKENS = 31  # a prompt with its chat cue in a student sample: one-view
 #                       answer tokens per item (29.8 Qwen, 32.4 embedded); the lift view adds the chat's start
 ANSWER_SHARE = 0.74  # mean answer / --distill-answer-tokens: 2379/112/32 = 0.66 (Qwen), 1286/49/32 = 0.80 (embedded)
 LONGEST_QUESTION = 40  # what the lift+icl view leaves for the longest question: prefixes of 432 and 439 tokens
-PREFIX_REFRESH = 8  # lift+icl samples per computation of the view's keys/values (liftlm.distill.student's)
+PREFIX_REFRESH = 8  # lift+icl samples per computation of the view's keys/values, at least (liftlm.distill.student's
+PREFIX_TOKENS_PER_REUSE = 64  # refresh_after): and one per this many tokens of the view
 CT_PROMPT = 18  # tokens of a contextualized sample besides the context and the segment (instruction, cues)
 # Per model, by matmul weights W (log-interpolated between the two, the nearer one outside): (W, share of the probe
 # the teacher reaches, the student's, share of the teacher's answers kept, written questions kept per one asked).
@@ -156,9 +157,10 @@ def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: flo
     sample = QUESTION_TOKENS + ANSWER_SHARE * answer
     per_item = sum(sample + (before if view == "lift" else 0) for view in cfg.views)
     out.student_tokens += round(epochs * out.items * per_item)
-    if "lift+icl" in cfg.views:  # the head+tail view: as long as the window leaves room for, once per 8 samples
+    if "lift+icl" in cfg.views:  # the head+tail view: as long as the window leaves room for, once per ~view/64 samples
         view = before + max(0, min(out.tokens, window - before - after - LONGEST_QUESTION - answer))
-        out.prefix_tokens += math.ceil(epochs * out.items / PREFIX_REFRESH) * view
+        reuse = cfg.prefix_refresh or max(PREFIX_REFRESH, view // PREFIX_TOKENS_PER_REUSE)
+        out.prefix_tokens += math.ceil(epochs * out.items / reuse) * view
 
 
 def _ct(out: Estimate, cfg: LiftConfig, window: int, epochs: int) -> None:

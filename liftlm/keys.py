@@ -16,6 +16,7 @@ import json
 KEY_VERSION = 2  # of the store key: 1 hashed every setting; 2 only those that change the weights
 SYNTH_VERSION = 3  # of the auxiliary QA synthesizer (liftlm.synth): bump when the pairs made for a document change
 DISTILL_VERSION = 4  # of the distillation items (liftlm.distill): bump when the items made for a document change
+SHORT_VIEW_WINDOW = 576  # windows up to this train as before --prefix-refresh existed (see training_settings)
 
 
 def document_sha256(text: str) -> str:
@@ -48,6 +49,8 @@ def training_settings(cfg, window: int, qa_settings: dict | None = None) -> dict
     settings = {**cfg.key_dict(), "window": window, **qa}
     if cfg.objective != "ct":  # the distillation items: their maker's version
         settings["distill_version"] = DISTILL_VERSION
+        if cfg.prefix_refresh is None and window > SHORT_VIEW_WINDOW:  # the head+tail view is reused by its
+            settings["prefix_refresh"] = "by-length"  # length (liftlm.distill.student.refresh_after), not every 8
     elif not qa:  # no auxiliary samples at all: how they would be scheduled or weighted changes nothing
         settings = {k: v for k, v in settings.items() if not k.startswith("qa_")}
     return settings

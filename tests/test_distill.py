@@ -266,6 +266,41 @@ def test_each_documents_samples_are_trained_after_their_own_prefix(tiny_loaded):
     assert losses.prefix_tokens == len(a[0].shared_prefix) + len(b[0].shared_prefix)  # each kept beside the other
 
 
+def test_a_long_shared_prefix_is_reused_by_its_length_and_keyed_apart(tiny_loaded, monkeypatch):
+    """The head+tail view's keys/values are computed again after ``refresh_after`` samples: 8 for views of up to
+    575 tokens (windows up to 576 train as before the rule), then one more per 64 tokens, so that a wide window's
+    view does not cost more than its samples; ``--prefix-refresh`` sets it. Adapters trained by length at wider
+    windows get another store key than those trained every 8 samples before."""
+    import liftlm.distill.student as student
+    from liftlm.keys import SHORT_VIEW_WINDOW, training_settings
+
+    assert [student.refresh_after(n) for n in (30, 575, 576, 2000, 8100)] == [8, 8, 9, 31, 126]
+    assert student.refresh_after(8100, 3) == 3
+    assert student.refresh_after(SHORT_VIEW_WINDOW - 1) == student.PREFIX_REFRESH
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    doc = tok.encode(TEXT * 6, add_special_tokens=False)
+    [sample] = student_samples([_item(tok)], PromptBuilder(tok, 160), doc, ("lift+icl",))
+    view = len(sample.shared_prefix)
+    monkeypatch.setattr(student, "PREFIX_TOKENS_PER_REUSE", view // 12)  # this short view as a long one
+    reuse = student.refresh_after(view)
+    assert 12 <= reuse < 15
+    losses = SoftLoss(model, [sample] * 30)
+    for k in range(30):
+        losses([k])
+    assert losses.prefix_tokens == 3 * view  # samples 0, reuse and 2 × reuse computed it
+    every_5 = SoftLoss(model, [sample] * 30, refresh=5)
+    for k in range(30):
+        every_5([k])
+    assert every_5.prefix_tokens == 6 * view
+    cfg = LiftConfig(objective="distill")
+    assert "prefix_refresh" not in training_settings(cfg, 512)  # the default's key at window 512 is unchanged
+    assert training_settings(cfg, 2048)["prefix_refresh"] == "by-length"
+    assert training_settings(LiftConfig(prefix_refresh=8), 2048)["prefix_refresh"] == 8
+    assert "prefix_refresh" not in training_settings(LiftConfig(objective="ct"), 2048)
+    with pytest.raises(LiftError, match="--prefix-refresh"):
+        LiftConfig(prefix_refresh=0)
+
+
 def test_objective_settings_are_checked():
     with pytest.raises(LiftError, match="--objective"):
         LiftConfig(objective="magic")

@@ -83,9 +83,10 @@ def test_the_constants_follow_the_code_they_describe():
     import liftlm.bench.throughput
     import liftlm.estimate
     import liftlm.probe
-    from liftlm.distill.student import PREFIX_REFRESH
+    from liftlm.distill.student import PREFIX_REFRESH, PREFIX_TOKENS_PER_REUSE
 
     assert liftlm.estimate.PREFIX_REFRESH == PREFIX_REFRESH
+    assert liftlm.estimate.PREFIX_TOKENS_PER_REUSE == PREFIX_TOKENS_PER_REUSE
     assert liftlm.bench.common.matmul_probe is liftlm.probe.matmul_probe  # the benchmarks' imports keep working
     assert liftlm.bench.throughput.matmul_weights is liftlm.estimate.matmul_weights
     probe = liftlm.probe.matmul_probe("cpu", size=64, seconds=0.01, rounds=1)

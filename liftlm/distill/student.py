@@ -5,7 +5,7 @@ asked — the question alone (view ``lift``) or the question after the head+tail
 The loss is the cross-entropy against the teacher's top-k distribution on the answer tokens (``soft_loss``:
 forward KL up to a constant), or plain next-token cross-entropy on its greedy answer (``hard_loss``, the
 ablation). The head+tail view is the same for every item of a document: ``SoftLoss`` computes its keys/values
-once, without gradients, and reuses them for ``PREFIX_REFRESH`` items in a row.
+once, without gradients, and reuses them for many items in a row (``refresh_after``).
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from ..kvcache import as_cache, cache_kwarg, kv_tensors, prefix_cache
 from .prompts import DistillItem
 
-PREFIX_REFRESH = 8  # samples that reuse one computation of a shared prefix's keys/values
+PREFIX_REFRESH = 8  # samples that reuse one computation of a shared prefix's keys/values, at least
+PREFIX_TOKENS_PER_REUSE = 64  # ... and one more per this many tokens of the prefix (see ``refresh_after``)
 PREFIXES_HELD = 4  # shared prefixes whose keys/values are kept at once (a document has two: one per view)
 
 
@@ -64,6 +65,15 @@ def student_samples(items: list[DistillItem], prompts, doc_ids: list[int], views
     return out
 
 
+def refresh_after(prefix_tokens: int, setting: int | None = None) -> int:
+    """Samples that reuse one computation of a shared prefix's keys/values: ``setting`` (``--prefix-refresh``), or
+    one per ``PREFIX_TOKENS_PER_REUSE`` tokens of the prefix and at least ``PREFIX_REFRESH``. Running the prefix
+    forward costs about a third of training as many tokens, and a sample trains ~60-90: so a long view (a wide
+    window) costs about a sixth of the samples' training instead of growing with the window, and a view of at
+    most 575 tokens (windows up to 576) is computed every 8 samples, as before the rule."""
+    return setting or max(PREFIX_REFRESH, prefix_tokens // PREFIX_TOKENS_PER_REUSE)
+
+
 def soft_loss(logits: torch.Tensor, top_ids: torch.Tensor, top_logprobs: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the student's ``logits`` ([T, V]) against the teacher's top-k distribution (``top_ids``,
     ``top_logprobs``: [T, k], renormalised over the k): forward KL(teacher ‖ student) up to a constant."""
@@ -82,18 +92,20 @@ class SoftLoss:
     """Computes the loss of a mini-batch of ``SoftSample``s that share one prefix, for a trainer.
 
     The prefix's keys/values are computed without gradients (``prefix_cache``) and reused for
-    ``PREFIX_REFRESH`` samples in a row, then computed again with the current adapter; each prefix a document's
+    ``refresh_after(len(prefix), refresh)`` samples in a row, then computed again with the current adapter; each prefix a document's
     samples use (the chat turn's start for ``lift``, the head+tail view for ``lift+icl``; other documents' in
     pre-LIFT SFT) keeps its own. A batch's rows are left-padded to the longest (the pads masked out, positions
     counted without them) so that every row's answer ends at the last position and one ``logits_to_keep`` covers
     them all; the prefix's keys/values are broadcast over the rows. The batch's loss is the mean of its samples'
     losses, as ``grad_accum`` would weigh them one at a time.
-    ``loss``: ``"kl"`` (``soft_loss``, distillation) or ``"ce"`` (``hard_loss``). ``prefix_tokens``: the tokens
+    ``loss``: ``"kl"`` (``soft_loss``, distillation) or ``"ce"`` (``hard_loss``); ``refresh``: ``--prefix-refresh``
+    (None: by the prefix's length). ``prefix_tokens``: the tokens
     run forward (only) to compute shared prefixes so far (the trainer adds them to ``TrainResult.prefix_tokens``);
     ``pad_tokens``: the pads run forward and backward beside the samples' own tokens."""
 
-    def __init__(self, model, samples: list[SoftSample], loss: str = "kl"):
+    def __init__(self, model, samples: list[SoftSample], loss: str = "kl", refresh: int | None = None):
         self.model = model
+        self.refresh = refresh
         self.loss = {"kl": soft_loss, "ce": hard_loss}[loss]
         self.device = next(model.parameters()).device
         # per sample: the teacher's top-k ids [T, k] and log-probabilities [T, k]
@@ -111,9 +123,9 @@ class SoftLoss:
         self.prefixes.clear()
 
     def _prefix(self, prefix: tuple[int, ...], n: int):
-        """The keys/values of ``prefix``, computed again when ``PREFIX_REFRESH`` samples have used them."""
+        """The keys/values of ``prefix``, computed again when ``refresh_after`` samples have used them."""
         held = self.prefixes.get(prefix)
-        if held is None or held[1] >= PREFIX_REFRESH:
+        if held is None or held[1] >= refresh_after(len(prefix), self.refresh):
             ids = torch.tensor([prefix], device=self.device)
             self.prefixes.pop(prefix, None)
             while len(self.prefixes) >= PREFIXES_HELD:  # the least recently computed goes (pre-LIFT SFT's documents)
