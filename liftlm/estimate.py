@@ -2,8 +2,11 @@
 for a document of N tokens, from the settings, the model's size and the machine's matmul speed.
 
 FLOPs are counted as ``liftlm.bench.cost`` counts them, with W the weights used in matrix products per token
-(``matmul_weights``; attention left out): a token the teacher runs costs 2·W, a token the student trains (LoRA,
-base frozen) 4·W, a prefix token it runs forward only 2·W. Seconds = FLOPs / (the matmul probe's FLOP/s × the
+(``matmul_weights``): a token the teacher runs costs 2·W, a token the student trains (LoRA, base frozen) 4·W, a
+prefix token it runs forward only 2·W. Attention is added where it is not small against that: a token the
+student trains after the head+tail view attends to its v tokens, 4·A·v FLOPs forward and as many backward (A:
+layers × heads × head size, ``attention_width``), and computing the view costs 2·A·v². At window 512 this is a few
+per cent; at the embedded model's own 8k window it is twice the weights' share. Seconds = FLOPs / (the matmul probe's FLOP/s × the
 share of it that phase reaches). The token counts follow the recipe's structure (chunks, prompts per chunk, two
 teacher passes, views, epochs); what is only known after running (how many fact sentences a document has, how
 long the answers are, how many the grounding check keeps) and the shares reached come from the committed cost
@@ -58,6 +61,17 @@ def matmul_weights(model) -> dict:
     return {"body": body, "head": head_n, "total": body + head_n, "tied_embeddings": bool(tied)}
 
 
+def attention_width(model) -> int:
+    """A: the layers × attention heads × head size of ``model`` (a query token attending to one key costs 4·A
+    FLOPs: the score and the weighted value); 0 when its config does not say."""
+    config = getattr(model, "config", None)
+    layers, heads = getattr(config, "num_hidden_layers", None), getattr(config, "num_attention_heads", None)
+    if not layers or not heads:
+        return 0
+    head = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return layers * heads * head
+
+
 @functools.cache
 def machine_gflops(device: str = "cpu", dtype: str | None = None) -> float:
     """The matmul probe's GFLOP/s on ``device`` in ``dtype`` (a torch dtype's name), a short probe (~0.2 s) run
@@ -83,6 +97,7 @@ class Estimate:
     items: int = 0  # items the student trains on (each in every view)
     student_tokens: int = 0  # run forward and backward
     prefix_tokens: int = 0  # run forward only
+    attention_flops: float = 0.0  # the student's attention to the head+tail view (see the module's docstring)
 
     @property
     def total_s(self) -> float:
@@ -111,10 +126,11 @@ def _calibrated(weights: int) -> list[float]:
 
 
 def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window: int, teacher: bool = True,
-             chat_before: int = CHAT_BEFORE, chat_after: int = CHAT_AFTER) -> Estimate:
+             chat_before: int = CHAT_BEFORE, chat_after: int = CHAT_AFTER, attention: int = 0) -> Estimate:
     """The seconds of ``internalize`` on a document of ``n_tokens`` under ``cfg``, for a model of ``weights``
-    matmul weights and a machine of ``gflops`` (the probe's). ``teacher=False``: the teacher's items are cached.
-    Auxiliary QA synthesis (``--qa-pairs``) is not counted."""
+    matmul weights and ``attention`` width (``attention_width``; 0 leaves attention out) on a machine of
+    ``gflops`` (the probe's). ``teacher=False``: the teacher's items are cached. Auxiliary QA synthesis
+    (``--qa-pairs``) is not counted."""
     teacher_eff, student_eff, kept_share, written_rate = _calibrated(weights)
     spans = segment_spans(n_tokens, cfg.segment_length, cfg.effective_stride)
     out = Estimate(n_tokens, gflops, 0.0, 0.0, "none" if cfg.objective == "ct" else "runs" if teacher else "cached",
@@ -126,20 +142,20 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
         two = cfg.qa_schedule == "two-stage"
         ct_epochs, item_epochs = cfg.epochs + (cfg.qa_epochs if two else 0), cfg.qa_epochs if two else cfg.epochs
     if cfg.objective != "ct":
-        _distill(out, cfg, spans, window, kept_share, written_rate, chat_before, chat_after, item_epochs)
+        _distill(out, cfg, spans, window, kept_share, written_rate, chat_before, chat_after, item_epochs, attention)
     if ct_epochs:
         _ct(out, cfg, window, ct_epochs)
     rate = gflops * 1e9
     if out.teacher == "runs":
         out.teacher_s = 2 * weights * out.teacher_tokens / (rate * teacher_eff)
     backward = 2 * (cfg.lora_layers if cfg.finetune == "lora" else 1.0)  # down to the lowest adapted layer
-    out.student_s = ((2 + backward) * weights * out.student_tokens + 2 * weights * out.prefix_tokens) \
-        / (rate * student_eff)
+    out.student_s = ((2 + backward) * weights * out.student_tokens + 2 * weights * out.prefix_tokens
+                     + out.attention_flops) / (rate * student_eff)
     return out
 
 
 def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: float, written_rate: float,
-             before: int, after: int, epochs: int) -> None:
+             before: int, after: int, epochs: int, attention: int) -> None:
     """The teacher's tokens (both passes) and the student's, for the distillation items."""
     chunks, answer = len(spans), cfg.distill_answer_tokens
     prefill = sum(b - a for a, b in spans) + chunks * before  # a chunk runs once per pass, after the chat's start
@@ -160,7 +176,11 @@ def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: flo
     if "lift+icl" in cfg.views:  # the head+tail view: as long as the window leaves room for, once per ~view/64 samples
         view = before + max(0, min(out.tokens, window - before - after - LONGEST_QUESTION - answer))
         reuse = cfg.prefix_refresh or max(PREFIX_REFRESH, view // PREFIX_TOKENS_PER_REUSE)
-        out.prefix_tokens += math.ceil(epochs * out.items / reuse) * view
+        computed = math.ceil(epochs * out.items / reuse)
+        out.prefix_tokens += computed * view
+        backward = cfg.lora_layers if cfg.finetune == "lora" else 1.0  # down to the lowest adapted layer
+        trained = epochs * out.items * sample  # the lift+icl view's trained tokens, each attending to the view
+        out.attention_flops += 4 * attention * view * trained * (1 + backward) + computed * 2 * attention * view**2
 
 
 def _ct(out: Estimate, cfg: LiftConfig, window: int, epochs: int) -> None:

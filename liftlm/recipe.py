@@ -190,7 +190,7 @@ class Lift:
                 build_samples(self._doc_ids, self.config, self.prompts)
             except ValueError:
                 return
-        from .estimate import estimate, machine_gflops, matmul_weights
+        from .estimate import attention_width, estimate, machine_gflops, matmul_weights
 
         base = self._fresh_base()
         if self._weights is None:
@@ -199,7 +199,7 @@ class Lift:
         teacher = self.config.objective != "ct" and not self.distill.cache_path(text).is_file()
         chat = self.prompts.chat
         guess = estimate(len(self._doc_ids), self.config, self._weights, gflops, self.window, teacher,
-                         len(chat.before), len(chat.after))
+                         len(chat.before), len(chat.after), attention_width(base))
         if len(self._doc_ids) > self.window or guess.total_s > 60:
             _say(guess.describe())
 

@@ -118,3 +118,21 @@ def test_internalize_says_the_estimate_for_a_long_document_only(tiny_model_dir, 
 def _internalize_err(lift, text: str, capsys) -> str:
     lift.internalize(text)
     return capsys.readouterr().err
+
+
+def test_a_wide_window_counts_the_attention_to_the_view_and_reuses_the_view_by_its_length(tiny_loaded):
+    """At a wide window the student's tokens attend to a long head+tail view: the estimate counts that attention
+    (A = layers × heads × head size), and the view computed once per ~64 of its tokens (``refresh_after``)."""
+    from liftlm.estimate import attention_width
+
+    config = tiny_loaded.model.config
+    assert attention_width(tiny_loaded.model) == config.num_hidden_layers * config.hidden_size
+    assert attention_width(object()) == 0
+    by_length, every_8 = (estimate(16_000, LiftConfig(prefix_refresh=r), 10**8, 200.0, window=8192, attention=10**4)
+                          for r in (None, 8))
+    assert every_8.prefix_tokens / by_length.prefix_tokens == pytest.approx(8_090 // 64 / 8, rel=0.15)  # (rounded up)
+    assert by_length.student_s < every_8.student_s / 2
+    plain = estimate(16_000, LiftConfig(), 10**8, 200.0, window=8192)
+    assert plain.attention_flops == 0 and by_length.student_s > 1.5 * plain.student_s
+    narrow, narrow_plain = (estimate(16_000, LiftConfig(), 10**8, 200.0, window=512, attention=a) for a in (10**4, 0))
+    assert narrow.student_s < 1.2 * narrow_plain.student_s  # a few per cent at window 512
