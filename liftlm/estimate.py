@@ -5,8 +5,10 @@ FLOPs are counted as ``liftlm.bench.cost`` counts them, with W the weights used 
 (``matmul_weights``): a token the teacher runs costs 2·W, a token the student trains (LoRA, base frozen) 4·W, a
 prefix token it runs forward only 2·W. Attention is added where it is not small against that: a token the
 student trains after the head+tail view attends to its v tokens, 4·A·v FLOPs forward and as many backward (A:
-layers × heads × head size, ``attention_width``), and computing the view costs 2·A·v². At window 512 this is a few
-per cent; at the embedded model's own 8k window it is twice the weights' share. Seconds = FLOPs / (the matmul probe's FLOP/s × the
+layers × heads × head size, ``attention_width``), at a low share of the probe (``ATTENTION_SHARE``: a few
+query tokens against thousands of keys), and computing the view costs 2·A·v² beside its 2·W·v, at a high one
+(``PREFIX_SHARE``: one long sequence). At window 512 this is a few per cent; at the embedded model's own 8k window
+the samples' attention is as many FLOPs as the weights' and twice their time. Seconds = FLOPs / (the matmul probe's FLOP/s × the
 share of it that phase reaches). The token counts follow the recipe's structure (chunks, prompts per chunk, two
 teacher passes, views, epochs); what is only known after running (how many fact sentences a document has, how
 long the answers are, how many the grounding check keeps) and the shares reached come from the committed cost
@@ -39,6 +41,12 @@ ANSWER_SHARE = 0.74  # mean answer / --distill-answer-tokens: 2379/112/32 = 0.66
 LONGEST_QUESTION = 40  # what the lift+icl view leaves for the longest question: prefixes of 432 and 439 tokens
 PREFIX_REFRESH = 8  # lift+icl samples per computation of the view's keys/values, at least (liftlm.distill.student's
 PREFIX_TOKENS_PER_REUSE = 64  # refresh_after): and one per this many tokens of the view
+# The student at a wide window (RULER multi-query, 16k tokens, embedded model, window 8192; view 7,696 tokens): the
+# view's computation ran at PREFIX_SHARE of the probe (every 8 samples, 3.3 s a sample; reused by its length, 1.6
+# s: the difference is one computation, 4.1 TFLOP, per 16 samples), and the samples' attention to it at
+# ATTENTION_SHARE (what is left of the 3,265 s of 126,312 trained tokens, the weights' part at the student's share)
+PREFIX_SHARE = 0.77
+ATTENTION_SHARE = 0.17
 CT_PROMPT = 18  # tokens of a contextualized sample besides the context and the segment (instruction, cues)
 # Per model, by matmul weights W (log-interpolated between the two, the nearer one outside): (W, share of the probe
 # the teacher reaches, the student's, share of the teacher's answers kept, written questions kept per one asked).
@@ -97,7 +105,8 @@ class Estimate:
     items: int = 0  # items the student trains on (each in every view)
     student_tokens: int = 0  # run forward and backward
     prefix_tokens: int = 0  # run forward only
-    attention_flops: float = 0.0  # the student's attention to the head+tail view (see the module's docstring)
+    attention_flops: float = 0.0  # the student's samples' attention to the head+tail view (module docstring)
+    view_flops: float = 0.0  # the attention within the view, each time it is computed
 
     @property
     def total_s(self) -> float:
@@ -149,8 +158,9 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
     if out.teacher == "runs":
         out.teacher_s = 2 * weights * out.teacher_tokens / (rate * teacher_eff)
     backward = 2 * (cfg.lora_layers if cfg.finetune == "lora" else 1.0)  # down to the lowest adapted layer
-    out.student_s = ((2 + backward) * weights * out.student_tokens + 2 * weights * out.prefix_tokens
-                     + out.attention_flops) / (rate * student_eff)
+    out.student_s = (2 + backward) * weights * out.student_tokens / (rate * student_eff) \
+        + (2 * weights * out.prefix_tokens + out.view_flops) / (rate * PREFIX_SHARE) \
+        + out.attention_flops / (rate * ATTENTION_SHARE)
     return out
 
 
@@ -180,7 +190,8 @@ def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: flo
         out.prefix_tokens += computed * view
         backward = cfg.lora_layers if cfg.finetune == "lora" else 1.0  # down to the lowest adapted layer
         trained = epochs * out.items * sample  # the lift+icl view's trained tokens, each attending to the view
-        out.attention_flops += 4 * attention * view * trained * (1 + backward) + computed * 2 * attention * view**2
+        out.attention_flops += 4 * attention * view * trained * (1 + backward)
+        out.view_flops += computed * 2 * attention * view**2
 
 
 def _ct(out: Estimate, cfg: LiftConfig, window: int, epochs: int) -> None:

@@ -13,6 +13,7 @@ from liftlm.estimate import Estimate, estimate
 
 RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
 COST_RUNS = ["cost-embedded", "cost-qwen1.5b"]
+ATTENTION = {"cost-embedded": 30 * 9 * 64, "cost-qwen1.5b": 28 * 12 * 128}  # layers × heads × head size
 TEXT = ("The ferry at Varnholm was painted ochre by Ilsa Brandt in 1931. The keeper's ledger lists forty-one "
         "ships that sheltered in the bay during the great storm. A brass telescope from Glasgow stands beside it. ")
 
@@ -24,7 +25,8 @@ def measured(run: str) -> list[tuple[dict, dict, Estimate]]:
     for row in report["recipes"]:
         cfg = LiftConfig.from_dict(row["settings"])
         out.append((report, row, estimate(report["document_tokens"], cfg, report["matmul_weights"],
-                                          report["probe"]["gflops"], row["settings"]["window"])))
+                                          report["probe"]["gflops"], row["settings"]["window"],
+                                          attention=ATTENTION[run])))
     return out
 
 
@@ -133,6 +135,20 @@ def test_a_wide_window_counts_the_attention_to_the_view_and_reuses_the_view_by_i
     assert every_8.prefix_tokens / by_length.prefix_tokens == pytest.approx(8_090 // 64 / 8, rel=0.15)  # (rounded up)
     assert by_length.student_s < every_8.student_s / 2
     plain = estimate(16_000, LiftConfig(), 10**8, 200.0, window=8192)
-    assert plain.attention_flops == 0 and by_length.student_s > 1.5 * plain.student_s
+    assert plain.attention_flops == plain.view_flops == 0 and by_length.student_s > 1.5 * plain.student_s
     narrow, narrow_plain = (estimate(16_000, LiftConfig(), 10**8, 200.0, window=512, attention=a) for a in (10**4, 0))
     assert narrow.student_s < 1.2 * narrow_plain.student_s  # a few per cent at window 512
+
+
+def test_the_estimate_reproduces_the_wide_window_run():
+    """The 16k-token RULER run at the embedded model's own window (view of 7,696 tokens): 3.3 s a sample with the
+    view computed every 8 samples (its first 174 samples), 1.6 s reused by its length (3,265 s for 2,052)."""
+    run = json.loads((RESULTS / "eval" / "ruler-embedded-16k" / "run.json").read_text())
+    assert run["window"] == 8192
+    per_sample = {}
+    for refresh in (None, 8):
+        guess = estimate(16_000, LiftConfig(prefix_refresh=refresh), 134_479_872, 195.0, 8192, teacher=False,
+                         chat_before=24, chat_after=6, attention=30 * 576)
+        per_sample[refresh] = guess.student_s / (guess.items * 4)  # 2 views, 2 epochs
+    assert per_sample[None] == pytest.approx(3265 / 2052, rel=0.15)
+    assert per_sample[8] == pytest.approx(3.3, rel=0.15)
