@@ -106,6 +106,7 @@ class Estimate:
     student_tokens: int = 0  # run forward and backward
     prefix_tokens: int = 0  # run forward only
     attention_flops: float = 0.0  # the student's samples' attention to the head+tail view (module docstring)
+    view_tokens: int = 0  # the head+tail view's share of prefix_tokens (a long sequence: run at PREFIX_SHARE)
     view_flops: float = 0.0  # the attention within the view, each time it is computed
 
     @property
@@ -159,7 +160,8 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
         out.teacher_s = 2 * weights * out.teacher_tokens / (rate * teacher_eff)
     backward = 2 * (cfg.lora_layers if cfg.finetune == "lora" else 1.0)  # down to the lowest adapted layer
     out.student_s = (2 + backward) * weights * out.student_tokens / (rate * student_eff) \
-        + (2 * weights * out.prefix_tokens + out.view_flops) / (rate * PREFIX_SHARE) \
+        + 2 * weights * (out.prefix_tokens - out.view_tokens) / (rate * student_eff) \
+        + (2 * weights * out.view_tokens + out.view_flops) / (rate * PREFIX_SHARE) \
         + out.attention_flops / (rate * ATTENTION_SHARE)
     return out
 
@@ -188,6 +190,7 @@ def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: flo
         reuse = cfg.prefix_refresh or max(PREFIX_REFRESH, view // PREFIX_TOKENS_PER_REUSE)
         computed = math.ceil(epochs * out.items / reuse)
         out.prefix_tokens += computed * view
+        out.view_tokens += computed * view
         backward = cfg.lora_layers if cfg.finetune == "lora" else 1.0  # down to the lowest adapted layer
         trained = epochs * out.items * sample  # the lift+icl view's trained tokens, each attending to the view
         out.attention_flops += 4 * attention * view * trained * (1 + backward)
