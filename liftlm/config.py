@@ -198,6 +198,12 @@ class LiftConfig:
             raise LiftError("; ".join(problems))
 
     @property
+    def backward_share(self) -> float:
+        """The share of the layers a training step's backward pass runs: down to the lowest adapted layer
+        (``lora_layers`` with LoRA, all of them for full fine-tuning)."""
+        return self.lora_layers if self.finetune == "lora" else 1.0
+
+    @property
     def effective_stride(self) -> int:
         return self.stride if self.stride is not None else max(1, (3 * self.segment_length) // 8)
 

@@ -158,7 +158,7 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
     rate = gflops * 1e9
     if out.teacher == "runs":
         out.teacher_s = 2 * weights * out.teacher_tokens / (rate * teacher_eff)
-    backward = 2 * (cfg.lora_layers if cfg.finetune == "lora" else 1.0)  # down to the lowest adapted layer
+    backward = 2 * cfg.backward_share
     out.student_s = (2 + backward) * weights * out.student_tokens / (rate * student_eff) \
         + 2 * weights * (out.prefix_tokens - out.view_tokens) / (rate * student_eff) \
         + (2 * weights * out.view_tokens + out.view_flops) / (rate * PREFIX_SHARE) \
@@ -191,9 +191,8 @@ def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: flo
         computed = math.ceil(epochs * out.items / reuse)
         out.prefix_tokens += computed * view
         out.view_tokens += computed * view
-        backward = cfg.lora_layers if cfg.finetune == "lora" else 1.0  # down to the lowest adapted layer
         trained = epochs * out.items * sample  # the lift+icl view's trained tokens, each attending to the view
-        out.attention_flops += 4 * attention * view * trained * (1 + backward)
+        out.attention_flops += 4 * attention * view * trained * (1 + cfg.backward_share)
         out.view_flops += computed * 2 * attention * view**2
 
 

@@ -191,7 +191,7 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
         if cfg.objective != "ct":
             teachers[source.cache_path(text)] = (recipe.name, teacher)
     # a trained token: the forward pass (2·W) and the backward pass down to the lowest adapted layer (2·W × share)
-    per_token = (2 + 2 * (cfg.lora_layers if cfg.finetune == "lora" else 1.0)) * n_weights
+    per_token = (2 + 2 * cfg.backward_share) * n_weights
     student = _phase(student_s, result.tokens, per_token, probe_gflops, trained.samples + trained.qa_samples)
     # cached prefixes run forward only: their FLOPs count, not their tokens
     student["prefix_tokens"] = result.prefix_tokens
