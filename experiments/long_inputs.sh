@@ -13,6 +13,8 @@
 #   ruler-embedded  RULER-style multi-query retrieval, embedded model at its own 8k window, 16k tokens: icl, rag,
 #                   lift+icl (one adapter: 62 min, teacher 8 + student 54; results committed)
 #   ruler-embedded-32k  the same at 32k tokens (~2 h: the student's samples attend to the 7.7k-token view)
+#   ruler-embedded-cloze  ruler-embedded with --distill-cloze: every sentence with a name or a number asked once,
+#                   its fact blanked (that run's items asked about no needle: their keys are lowercase words)
 #   niah-embedded   the classic needle at 5 depths, 16k tokens, embedded model at its own window: icl, rag, lift+icl
 #                   (one adapter per depth, each like ruler-embedded's: ~5 h)
 #   facts-qwen-8k   20 made-up facts in an 8k-token haystack, Qwen 1.5B, window 2048: oracle, icl, rag, lift,
@@ -26,7 +28,7 @@ cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
 QWEN=${QWEN:-${LIFTLM_HOME:-$HOME/.cache/liftlm}/gguf/qwen2.5-coder-1.5b-instruct.gguf}
 OUT=experiments/results
-stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k"}
+stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k"}
 case $stage in
   curve-embedded)
     "$LIFTLM" bench cost --tokens 2k,4k,8k,16k,32k --window 512 --out "$OUT/cost-curve-embedded" ;;
@@ -35,6 +37,9 @@ case $stage in
   ruler-embedded)
     "$LIFTLM" eval --benchmark ruler --variants multiquery --lengths 16000 --methods icl,rag,lift+icl \
       --out "$OUT/eval/ruler-embedded-16k" ;;
+  ruler-embedded-cloze)
+    "$LIFTLM" eval --benchmark ruler --variants multiquery --lengths 16000 --methods icl,rag,lift+icl \
+      --distill-cloze --out "$OUT/eval/ruler-embedded-16k-cloze" ;;
   ruler-embedded-32k)
     "$LIFTLM" eval --benchmark ruler --variants multiquery --lengths 32000 --methods icl,rag,lift+icl \
       --out "$OUT/eval/ruler-embedded-32k" ;;

@@ -22,9 +22,9 @@ FINETUNE_KINDS = ("lora", "full")
 OBJECTIVES = ("ct", "distill", "ct+distill")
 DISTILL_VIEWS = ("lift+icl", "lift")
 DISTILL_LOSSES = ("kl", "ce")
-# the kinds of distillation items (liftlm.distill): name questions in four phrasings, written questions, summary
-# and what-happens-next requests, retention prompts
-DISTILL_KINDS = ("about", "tell", "what", "details", "written", "summary", "next", "retention")
+# the kinds of distillation items (liftlm.distill): name questions in four phrasings, written questions, fact
+# sentences with their fact blanked (--distill-cloze), summary and what-happens-next requests, retention prompts
+DISTILL_KINDS = ("about", "tell", "what", "details", "written", "cloze", "summary", "next", "retention")
 ATTENTION_MODULES = "q_proj,k_proj,v_proj,o_proj"  # LoRA targets of every objective (--target-modules auto)
 MLP_MODULES = "gate_proj,up_proj,down_proj"  # ... and of --objective distill
 
@@ -79,6 +79,10 @@ class LiftConfig:
     distill_questions: int = _f(2, "questions the teacher writes, with the chunk in context, about each sentence "
                                    "with a name or a number, in other words than the sentence's (then answers "
                                    "them as distillation prompts; 0: none)")
+    distill_cloze: bool = _f(False, "ask about every sentence with a name or a number at least once: the sentence "
+                                    "with its last number (else its last name) blanked, in the chunk's slots "
+                                    "before key phrases, a summary and a what-happens-next request (a fact no "
+                                    "name points at, e.g. a number after a lowercase key, is asked about too)")
     distill_answer_tokens: int = _f(32, "most tokens of each teacher answer")
     distill_retention: float = _f(0.15, "share of distillation items that are general requests unrelated to the "
                                         "document (the student keeps answering them as the base model does)")
@@ -281,7 +285,7 @@ class LiftConfig:
             out["distill_kinds"] = out["distill_kinds"].replace("written", "asked")
         if self.objective == "ct":  # no distillation items
             for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views",
-                         "distill_loss", "distill_questions", "distill_kinds", "prefix_refresh"):
+                         "distill_loss", "distill_questions", "distill_kinds", "prefix_refresh", "distill_cloze"):
                 out.pop(name, None)
         if self.finetune != "lora":
             for name in ("lora_rank", "lora_alpha", "lora_dropout", "target_modules", "lora_layers"):

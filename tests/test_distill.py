@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from liftlm.config import LiftConfig
 from liftlm.context import PromptBuilder
 from liftlm.distill import (
+    CLOZE_PROMPT,
     DistillItem,
     SoftLoss,
+    cloze,
     fact_sentences,
     grounded,
     hard_loss,
@@ -70,6 +72,61 @@ def test_names_come_from_whole_sentences_and_not_from_capitalised_openers():
     assert "Tullby" in whole and "Ansel" in whole
     assert sentence_names(["Smoking rapidly became a habit.", "Later it was banned.", "\"Good\" is a word."]) == []
     assert sentence_names(["The Tullby ferry was painted by Ilsa Brandt.", "Tullby is small."]) == ["Tullby", "Ilsa Brandt"]
+
+
+def test_a_cloze_blanks_the_sentences_fact():
+    assert cloze("One of the special magic numbers for zovobip is: 2237192.") == (
+        "One of the special magic numbers for zovobip is: ___.")
+    assert cloze("The ferry at Varnholm was painted ochre by Ilsa Brandt in 1931.") == (
+        "The ferry at Varnholm was painted ochre by Ilsa Brandt in ___.")  # the number, not the names
+    assert cloze("The tongue spoken in Morness is Kevar.") == "The tongue spoken in Morness is ___."
+    assert cloze("the keeper slept.") is None  # no name, no number: no fact to ask for
+
+
+def _keyed_document(n: int) -> str:
+    """Sentences, each a fact that no name points at (a lowercase key and its number), between named ones."""
+    return " ".join(f"The value for key{chr(97 + i % 26)}{i} is {1000 + i}. Ansel met Brenna and Corwin at Dunmore."
+                    for i in range(n))
+
+
+def test_with_cloze_every_fact_sentence_is_asked_once_in_the_document():
+    """Names fill every slot of these chunks (4 names, 4 prompts), yet each sentence with a number is asked as a
+    cloze exactly once: in a free slot, or at the latest in the last chunk that holds it whole. Off, the prompts
+    are as before."""
+    from liftlm.distill.teacher import _last_whole
+
+    text = _keyed_document(12)
+    words = text.split(" ")
+    spans = [(a, min(a + 40, len(words))) for a in range(0, len(words) - 15, 15)]  # overlapping, by words
+    texts = [" ".join(words[a:b]) for a, b in spans]
+    n = spans[-1][1]
+    due = _last_whole(texts, spans, n)
+    clozed: set[str] = set()
+    asked = [seed_prompts(t, 4, i, {}, first=a == 0, last=b == n, clozed=clozed, due=due[i])
+             for i, (t, (a, b)) in enumerate(zip(texts, spans))]
+    clozes = [p for prompts in asked for k, p in prompts if k == "cloze"]
+    facts = {x for t, (a, b) in zip(texts, spans) for x in fact_sentences(whole_sentences(t, a == 0, b == n))
+             if any(c.isdigit() for c in x)}
+    assert len(facts) >= 10
+    for x in facts:  # each once, with its number blanked
+        assert sum(f'"{cloze(x)}"' in p for p in clozes) == 1, x
+    assert all(p.startswith(CLOZE_PROMPT.split("{")[0]) and "___" in p for p in clozes)
+    assert max(len(prompts) for prompts in asked) > 4  # some had to go beyond the chunk's 4 slots
+    off = [seed_prompts(t, 4, i, {}, first=a == 0, last=b == n) for i, (t, (a, b)) in enumerate(zip(texts, spans))]
+    assert all(len(prompts) <= 4 and "cloze" not in dict(prompts) for prompts in off)
+
+
+def test_the_cloze_setting_keys_items_and_adapters_apart(tmp_path):
+    from liftlm.distill import DistillSource
+    from liftlm.keys import training_settings
+
+    on, off = LiftConfig(distill_cloze=True), LiftConfig()
+    assert "distill_cloze" not in off.key_dict() and on.key_dict()["distill_cloze"] is True
+    assert training_settings(on, 512) != training_settings(off, 512)
+    assert "distill_cloze" not in LiftConfig(objective="ct", distill_cloze=True).key_dict()
+    paths = {DistillSource(c, "m", tmp_path).cache_path("a document") for c in (on, off)}
+    assert len(paths) == 2
+    assert "cloze" in LiftConfig(distill_kinds="cloze,retention").kinds
 
 
 def test_teacher_answers_must_say_what_the_chunk_says():

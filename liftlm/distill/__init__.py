@@ -9,7 +9,8 @@ The path of a document, one module a step:
    prompts of several kinds — questions about the names in its whole sentences in four phrasings, YAKE key
    phrases, a summary and a what-happens-next request (``seed_prompts``), the questions the teacher writes
    about its fact-bearing sentences (``--distill-questions``; kind ``written``; Cartridges' self-study has the
-   model write its own seed questions too), and retention prompts that have nothing to do with the document.
+   model write its own seed questions too), with ``--distill-cloze`` each fact-bearing sentence once with its
+   fact blanked (kind ``cloze``), and retention prompts that have nothing to do with the document.
 2. **Teacher** (``teacher``): the base model (no adapter) with the chunk in context answers each prompt
    greedily; its top-k log-probabilities at every answer token are kept (``teach``, ``make_items``). Answers to
    questions that do not say what the chunk says (``grounded``) are left out. The items are cached per
@@ -27,8 +28,10 @@ from __future__ import annotations
 
 from .cache import DistillSource, items_jsonl, read_items, write_items
 from .prompts import (
+    CLOZE_PROMPT,
     KINDS,
     DistillItem,
+    cloze,
     fact_sentences,
     grounded,
     retention_prompts,
@@ -53,6 +56,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["KINDS", "DistillItem", "DistillSource", "fact_sentences", "grounded", "items_jsonl", "read_items",
+__all__ = ["CLOZE_PROMPT", "KINDS", "DistillItem", "DistillSource", "cloze", "fact_sentences", "grounded", "items_jsonl", "read_items",
            "retention_prompts", "seed_prompts", "sentence_names", "whole_sentences", "write_items",
            "written_questions", *_LAZY]

@@ -51,6 +51,8 @@ class DistillSource:
         settings = {k: getattr(self.cfg, k) for k in self.SETTINGS} | {"distill_version": DISTILL_VERSION}
         if self.cfg.distill_questions:  # (only when asked for: the items of every earlier setup keep their key)
             settings["distill_questions"] = self.cfg.distill_questions
+        if self.cfg.distill_cloze:
+            settings["distill_cloze"] = True
         return self.cache_dir / f"{store_key(document_sha256(text), self.model_id, settings)}.jsonl"
 
     def items(self, text: str, doc_ids: list[int], model, tokenizer, chat) -> tuple[list[DistillItem], dict]:
@@ -100,7 +102,8 @@ class DistillSource:
         try:
             items, counts = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
                                        self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
-                                       advance if bar is not None or self.on_step else None, self.cfg.distill_questions)
+                                       advance if bar is not None or self.on_step else None, self.cfg.distill_questions,
+                                       cloze=self.cfg.distill_cloze)
         finally:
             if bar is not None:  # (a tqdm without a total refuses bool())
                 bar.close()

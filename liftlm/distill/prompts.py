@@ -8,6 +8,10 @@ Each chunk gets prompts of several kinds (``KINDS``, named as ``--distill-kinds`
   ``ASK_EACH_NAME`` times, in different phrasings and chunks, before YAKE key phrases get a turn;
 * ``written``: the questions the teacher wrote about a fact-bearing sentence of the chunk (``WRITE_PROMPT``,
   parsed by ``written_questions``): the ways a reader asks for a fact, which the templates cannot vary;
+* ``cloze`` (with ``--distill-cloze``): a fact-bearing sentence with its fact blanked (``cloze``), every such
+  sentence of the document once, in the slots a summary or a what-happens-next request would take (and beyond
+  them in the last chunk that holds the sentence whole): the facts that no name points at (a number, a lowercase
+  key) are asked about too;
 * ``summary`` and ``next``: a summary and a what-happens-next request;
 * ``retention``: general requests that have nothing to do with any document (``retention_prompts``).
 """
@@ -30,6 +34,10 @@ _TEMPLATES = {
 }
 SUMMARY_PROMPT = "Summarize the passage in two or three sentences."
 NEXT_PROMPT = 'What happens in the passage after "{x}"?'
+# (asked of the 135M teacher about the 16k RULER document's four needles with their chunks in context, "Complete
+# the sentence as the text has it" got the four values; "Fill in the blank ___ with the words of the text" two, and
+# one wrong answer)
+CLOZE_PROMPT = 'Complete the sentence as the text has it: "{s}"'
 # Asked with the chunk in context. "Clear without the passage": the student is asked with no passage (mode lift);
 # a question that says "he" or "the passage" cannot be answered from the weights.
 WRITE_PROMPT = ('Write {n} questions that the sentence "{s}" answers. Ask each in different words from the '
@@ -38,7 +46,7 @@ WRITE_PROMPT = ('Write {n} questions that the sentence "{s}" answers. Ask each i
 WRITE_TOKENS = 24  # most tokens the teacher writes per question it is asked for
 # kinds whose answers must say what their chunk says (``grounded``); summaries and what-happens-next answers
 # paraphrase by nature, and retention answers are about no chunk
-GROUNDED_KINDS = frozenset(_TEMPLATES) | {"written"}
+GROUNDED_KINDS = frozenset(_TEMPLATES) | {"written", "cloze"}
 ASK_EACH_NAME = 2  # a name is asked about at most this many times in a document, each time phrased another way
 
 
@@ -120,13 +128,19 @@ def _phrases(text: str, n: int) -> list[str]:
 
 # ---------------------------------------------------------------- the prompts of a chunk
 def seed_prompts(chunk_text: str, n: int, index: int = 0, phrasings: dict[str, list[str]] | None = None,
-                 first: bool = True, last: bool = True) -> list[tuple[str, str]]:
+                 first: bool = True, last: bool = True, clozed: set[str] | None = None,
+                 due: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, str]]:
     """``n`` (kind, prompt) pairs for one chunk. First the names of its whole sentences that the document has
     asked about fewer than ``ASK_EACH_NAME`` times (``phrasings``: name -> the phrasings (kinds) asked in so far,
     updated here; the least asked first), each in a phrasing not yet used for it; then YAKE key phrases; then a
     summary and a what-happens-next request fill what is left. ``index`` shifts the phrasings, so that
     neighbouring chunks do not ask the same way; ``first``/``last``: the chunk begins/ends the document (else the
-    sentences cut at its edges are left out)."""
+    sentences cut at its edges are left out).
+
+    ``clozed`` (``--distill-cloze``; None: off): the fact-bearing sentences of the document asked as a ``cloze``
+    so far, updated here. Then the chunk's other fact-bearing sentences come after the names, each as a cloze, in
+    the slots left (before key phrases, summary and what-happens-next); those in ``due`` (the sentences this chunk
+    is the last to hold whole) are asked even beyond ``n``, so that every one is asked once."""
     phrasings = {} if phrasings is None else phrasings
     kinds = list(_TEMPLATES)
     sentences = whole_sentences(chunk_text, first, last)
@@ -139,6 +153,15 @@ def seed_prompts(chunk_text: str, n: int, index: int = 0, phrasings: dict[str, l
         kind = next(k for r in range(len(kinds)) if (k := kinds[(index + j + r) % len(kinds)]) not in used)
         used.append(kind)
         prompts.append((kind, _TEMPLATES[kind].format(x=x)))
+    forced = 0  # clozes asked beyond n
+    if clozed is not None:
+        facts = [(x, c) for x in dict.fromkeys(fact_sentences(sentences)) if x not in clozed and (c := cloze(x))]
+        room = max(n - len(prompts), 0)
+        for j, (x, c) in enumerate(facts):
+            if j < room or x in due:
+                clozed.add(x)
+                prompts.append(("cloze", CLOZE_PROMPT.format(s=c)))
+                forced += j >= room
     if len(prompts) < n:
         taken = [x.lower() for x in found]  # (a phrase that holds a name is asked as the name)
         phrases = [x for x in _phrases(" ".join(sentences) or chunk_text, n)
@@ -150,7 +173,7 @@ def seed_prompts(chunk_text: str, n: int, index: int = 0, phrasings: dict[str, l
     extra = [("summary", SUMMARY_PROMPT)]
     if len(words) > 12:  # (the chunk may begin inside a word: start at its second word)
         extra.append(("next", NEXT_PROMPT.format(x=" ".join(words[1:9]).strip(",;:"))))
-    return (prompts + extra)[: max(n, 1)]
+    return (prompts + extra)[: max(n, 1) + forced]
 
 
 # ---------------------------------------------------------------- the questions the teacher writes
@@ -161,6 +184,23 @@ _LIST_MARK = re.compile(r"^\s*(?:\d+\s*[.):]|[-*\u2022]|(?:Q|Question)\s*\d*\s*[
 def fact_sentences(sentences: list[str]) -> list[str]:
     """The sentences that state a fact a reader may ask about: those with a name or a number in them."""
     return [s for s in sentences if sentence_names([s]) or _NUMBER.search(s)]
+
+
+def cloze(sentence: str) -> str | None:
+    """The sentence with its fact blanked (``___``): its last number, else its last name; None if it has neither.
+    "One of the special magic numbers for zovobip is: 2237192." -> "... for zovobip is: ___." """
+    numbers = list(_NUMBER.finditer(sentence))
+    if numbers:
+        a, b = numbers[-1].span()
+        while b > a + 1 and sentence[b - 1] in ".,":  # "2237192." ends the sentence: keep its full stop
+            b -= 1
+    else:
+        names = sentence_names([sentence])
+        if not names:
+            return None
+        a = sentence.rfind(names[-1])
+        b = a + len(names[-1])
+    return sentence[:a] + "___" + sentence[b:]
 
 
 def written_questions(reply: str, sentence: str, n: int, seen: set[str] | None = None) -> list[str]:

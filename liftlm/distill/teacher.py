@@ -131,7 +131,7 @@ def _drop_done(cache, going: list[int], *tensors: torch.Tensor):
 def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]], prompts_per_chunk: int,
                answer_tokens: int, retention_share: float, seed: int = 0,
                progress: Callable[[int, int], None] | None = None,
-               questions_per_sentence: int = 0) -> tuple[list[DistillItem], dict]:
+               questions_per_sentence: int = 0, cloze: bool = False) -> tuple[list[DistillItem], dict]:
     """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, with
     ``questions_per_sentence`` > 0 the questions the teacher writes about each fact-bearing sentence, and
     retention prompts (``retention_share`` of all items) asked with chunks in context, spread over the chunks.
@@ -141,11 +141,16 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     one block whatever the document's length). Returns the items and counts: ``not_grounded`` (answers to questions
     about names, key phrases or sentences that do not say what their chunk says: left out; summaries and
     what-happens-next answers paraphrase by nature and are kept), and with written questions ``sentences`` asked
-    about and ``written`` (questions kept). ``progress(done, total)``: asks answered (writing and answering), after
+    about and ``written`` (questions kept); with ``cloze``, every fact-bearing sentence is asked once as a cloze
+    (``seed_prompts``: in a chunk's free slots, at the latest in the last chunk that holds it whole) and
+    ``clozes`` counts them. ``progress(done, total)``: asks answered (writing and answering), after
     each batch; the total counts the questions not yet written at ``questions_per_sentence`` a sentence."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
     phrasings: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
-    per_chunk = [seed_prompts(t, prompts_per_chunk, i, phrasings, first=a == 0, last=b == len(doc_ids))
+    clozed: set[str] | None = set() if cloze else None  # the fact-bearing sentences asked as clozes so far
+    due = _last_whole(texts, spans, len(doc_ids)) if cloze else [frozenset()] * len(spans)
+    per_chunk = [seed_prompts(t, prompts_per_chunk, i, phrasings, first=a == 0, last=b == len(doc_ids),
+                              clozed=clozed, due=due[i])
                  for i, (t, (a, b)) in enumerate(zip(texts, spans))]
     to_write = _sentences_to_write(texts, spans, len(doc_ids)) if questions_per_sentence > 0 else [[]] * len(spans)
     general = retention_prompts()
@@ -153,6 +158,8 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     share = retention_share / (1 - retention_share) if retention_share > 0 else 0.0
     counts = {"not_grounded": 0} | ({"sentences": sum(map(len, to_write)), "written": 0}
                                     if questions_per_sentence > 0 else {})
+    if cloze:
+        counts["clozes"] = sum(kind == "cloze" for prompts in per_chunk for kind, _ in prompts)
     items: list[DistillItem] = []
     seen: set[str] = set()  # the written questions kept so far
     n_ret = done = 0
@@ -195,6 +202,19 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
                 counts["not_grounded"] += 1
         del chunk_kv
     return items, counts
+
+
+def _last_whole(texts: list[str], spans: list[tuple[int, int]], n_doc: int) -> list[frozenset[str]]:
+    """Per chunk, the fact-bearing sentences it is the last chunk to hold whole (where a cloze not asked yet must
+    be asked)."""
+    last: dict[str, int] = {}
+    for i, ((a, b), t) in enumerate(zip(spans, texts)):
+        for x in fact_sentences(whole_sentences(t, a == 0, b == n_doc)):
+            last[x] = i
+    out: list[set[str]] = [set() for _ in spans]
+    for x, i in last.items():
+        out[i].add(x)
+    return [frozenset(x) for x in out]
 
 
 def _sentences_to_write(texts: list[str], spans: list[tuple[int, int]], n_doc: int) -> list[list[str]]:
