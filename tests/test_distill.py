@@ -80,7 +80,12 @@ def test_a_cloze_blanks_the_sentences_fact():
     assert cloze("The ferry at Varnholm was painted ochre by Ilsa Brandt in 1931.") == (
         "The ferry at Varnholm was painted ochre by Ilsa Brandt in ___.")  # the number, not the names
     assert cloze("The tongue spoken in Morness is Kevar.") == "The tongue spoken in Morness is ___."
-    assert cloze("the keeper slept.") is None  # no name, no number: no fact to ask for
+    assert cloze("The tongue spoken in Morness is Kevar Old.") == "The tongue spoken in Morness is ___."  # the name
+    assert cloze("The garden of the Pufilmoor monastery is full of dahlias.") == (
+        "The garden of the Pufilmoor monastery is full of ___.")  # the name is not the end: the last word
+    assert cloze("the keeper slept in the old tower.") is None  # no name, no number: no fact to ask for
+    assert cloze("in the last 20 years.") is None  # a fragment
+    assert cloze("the Internet got me in 2009 because it became addictive while I was") is None  # a wrapped line
 
 
 def _keyed_document(n: int) -> str:

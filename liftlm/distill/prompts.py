@@ -47,6 +47,7 @@ WRITE_TOKENS = 24  # most tokens the teacher writes per question it is asked for
 # kinds whose answers must say what their chunk says (``grounded``); summaries and what-happens-next answers
 # paraphrase by nature, and retention answers are about no chunk
 GROUNDED_KINDS = frozenset(_TEMPLATES) | {"written", "cloze"}
+CLOZE_WORDS = 6  # the fewest words of a sentence asked as a cloze
 ASK_EACH_NAME = 2  # a name is asked about at most this many times in a document, each time phrased another way
 
 
@@ -187,19 +188,25 @@ def fact_sentences(sentences: list[str]) -> list[str]:
 
 
 def cloze(sentence: str) -> str | None:
-    """The sentence with its fact blanked (``___``): its last number, else its last name; None if it has neither.
-    "One of the special magic numbers for zovobip is: 2237192." -> "... for zovobip is: ___." """
+    """The sentence with its fact blanked (``___``): its last number; else the name it ends with; else its last
+    word. None for a sentence with no name and no number, or a fragment the sentence splitter left (fewer than
+    ``CLOZE_WORDS`` words: "in the last 20 years."; or no full stop, ! or ? at its end: a line of a hard-wrapped
+    text).
+    "One of the special magic numbers for zovobip is: 2237192." -> "... for zovobip is: ___."
+    "The garden of the Pufilmoor monastery is full of dahlias." -> "... is full of ___." """
+    if (len(sentence.split()) < CLOZE_WORDS or not re.search(r"[.!?][\"'\u201d)]?$", sentence)
+            or not fact_sentences([sentence])):
+        return None
     numbers = list(_NUMBER.finditer(sentence))
+    body = re.sub(r"[\W_]*$", "", sentence)  # the sentence less its closing punctuation
     if numbers:
         a, b = numbers[-1].span()
         while b > a + 1 and sentence[b - 1] in ".,":  # "2237192." ends the sentence: keep its full stop
             b -= 1
+    elif (names := sentence_names([sentence])) and body.endswith(names[-1]):
+        a, b = len(body) - len(names[-1]), len(body)
     else:
-        names = sentence_names([sentence])
-        if not names:
-            return None
-        a = sentence.rfind(names[-1])
-        b = a + len(names[-1])
+        a, b = body.rfind(" ") + 1, len(body)
     return sentence[:a] + "___" + sentence[b:]
 
 
