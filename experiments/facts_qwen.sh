@@ -25,6 +25,9 @@
 # 11. (one-epoch, only when asked for by name; issue 27) the default recipe, the student one epoch instead of two
 # 12. (one-view-half-layers / doc2-one-view, only when asked for by name; issue 27) one view with LoRA on the upper
 #    half of the layers; the one-view recipe on the second document
+# 13. (cloze / doc2-cloze, only when asked for by name; issue 27) the default recipe with --distill-cloze: every
+#    sentence with a name or a number also asked once with its fact blanked, in the slots of key phrases,
+#    summaries and what-happens-next requests (and beyond them where a chunk is the last to hold it whole)
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,4 +105,11 @@ fi
 if [[ $only == doc2-one-view ]]; then  # the one-view recipe on the second document
   "$LIFTLM" eval "${GRID[@]}" --data-seed 1 --methods lift,lift+icl --objective distill --distill-views lift+icl \
     --out "$OUT/doc2-one-view"
+fi
+if [[ $only == cloze ]]; then  # the default recipe, every fact-bearing sentence asked once as a cloze too
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-cloze --out "$OUT/cloze"
+fi
+if [[ $only == doc2-cloze ]]; then  # the cloze recipe on the second document
+  "$LIFTLM" eval "${GRID[@]}" --data-seed 1 --methods lift,lift+icl --objective distill --distill-cloze \
+    --out "$OUT/doc2-cloze"
 fi
