@@ -79,10 +79,11 @@ class LiftConfig:
     distill_questions: int = _f(2, "questions the teacher writes, with the chunk in context, about each sentence "
                                    "with a name or a number, in other words than the sentence's (then answers "
                                    "them as distillation prompts; 0: none)")
-    distill_cloze: bool = _f(False, "ask about every sentence with a name or a number at least once: the sentence "
-                                    "with its last number (else its last name) blanked, in the chunk's slots "
-                                    "before key phrases, a summary and a what-happens-next request (a fact no "
-                                    "name points at, e.g. a number after a lowercase key, is asked about too)")
+    distill_cloze: bool = _f(False, "ask about every whole sentence with a name or a number once: the sentence "
+                                    "with its last number (else the name it ends with, else its last word) "
+                                    "blanked, in the chunk's slots before key phrases, a summary and a "
+                                    "what-happens-next request (a fact no name points at, e.g. a number after a "
+                                    "lowercase key, is asked about too)")
     distill_answer_tokens: int = _f(32, "most tokens of each teacher answer")
     distill_retention: float = _f(0.15, "share of distillation items that are general requests unrelated to the "
                                         "document (the student keeps answering them as the base model does)")

@@ -56,6 +56,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CLOZE_PROMPT", "KINDS", "DistillItem", "DistillSource", "cloze", "fact_sentences", "grounded", "items_jsonl", "read_items",
-           "retention_prompts", "seed_prompts", "sentence_names", "whole_sentences", "write_items",
+__all__ = ["CLOZE_PROMPT", "KINDS", "DistillItem", "DistillSource", "cloze", "fact_sentences", "grounded",
+           "items_jsonl", "read_items", "retention_prompts", "seed_prompts", "sentence_names", "whole_sentences", "write_items",
            "written_questions", *_LAZY]

@@ -9,9 +9,9 @@ Each chunk gets prompts of several kinds (``KINDS``, named as ``--distill-kinds`
 * ``written``: the questions the teacher wrote about a fact-bearing sentence of the chunk (``WRITE_PROMPT``,
   parsed by ``written_questions``): the ways a reader asks for a fact, which the templates cannot vary;
 * ``cloze`` (with ``--distill-cloze``): a fact-bearing sentence with its fact blanked (``cloze``), every such
-  sentence of the document once, in the slots a summary or a what-happens-next request would take (and beyond
-  them in the last chunk that holds the sentence whole): the facts that no name points at (a number, a lowercase
-  key) are asked about too;
+  sentence of the document once, in the slots key phrases, a summary or a what-happens-next request would take
+  (and beyond them in the last chunk that holds the sentence whole): the facts that no name points at (a number,
+  a lowercase key) are asked about too;
 * ``summary`` and ``next``: a summary and a what-happens-next request;
 * ``retention``: general requests that have nothing to do with any document (``retention_prompts``).
 """
