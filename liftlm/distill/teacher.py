@@ -204,29 +204,34 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     return items, counts
 
 
+def _chunk_facts(texts: list[str], spans: list[tuple[int, int]], n_doc: int) -> list[list[str]]:
+    """Per chunk, its fact-bearing whole sentences (in order, each once)."""
+    return [list(dict.fromkeys(fact_sentences(whole_sentences(t, a == 0, b == n_doc))))
+            for (a, b), t in zip(spans, texts)]
+
+
 def _last_whole(texts: list[str], spans: list[tuple[int, int]], n_doc: int) -> list[frozenset[str]]:
     """Per chunk, the fact-bearing sentences it is the last chunk to hold whole (where a cloze not asked yet must
     be asked)."""
-    last: dict[str, int] = {}
-    for i, ((a, b), t) in enumerate(zip(spans, texts)):
-        for x in fact_sentences(whole_sentences(t, a == 0, b == n_doc)):
-            last[x] = i
-    out: list[set[str]] = [set() for _ in spans]
-    for x, i in last.items():
-        out[i].add(x)
-    return [frozenset(x) for x in out]
+    last = {x: i for i, facts in enumerate(_chunk_facts(texts, spans, n_doc)) for x in facts}
+    return [frozenset(x) for x in _by_chunk(last, len(spans))]
 
 
 def _sentences_to_write(texts: list[str], spans: list[tuple[int, int]], n_doc: int) -> list[list[str]]:
     """Per chunk, the fact-bearing whole sentences the teacher writes questions about: each sentence once per
     document, with the first chunk that holds it whole."""
-    done_sentences: set[str] = set()
-    out = []
-    for (a, b), t in zip(spans, texts):
-        sentences = [x for x in dict.fromkeys(fact_sentences(whole_sentences(t, a == 0, b == n_doc)))
-                     if x not in done_sentences]
-        done_sentences.update(sentences)
-        out.append(sentences)
+    first = {}
+    for i, facts in enumerate(_chunk_facts(texts, spans, n_doc)):
+        for x in facts:
+            first.setdefault(x, i)
+    return _by_chunk(first, len(spans))
+
+
+def _by_chunk(chunk_of: dict[str, int], n: int) -> list[list[str]]:
+    """The sentences of ``chunk_of`` (sentence -> chunk index) grouped per chunk, in the dict's order."""
+    out: list[list[str]] = [[] for _ in range(n)]
+    for x, i in chunk_of.items():
+        out[i].append(x)
     return out
 
 
