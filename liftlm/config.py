@@ -75,7 +75,8 @@ class LiftConfig:
                                    "paper: recite the segments after the head+tail view) | ct+distill (segments, "
                                    "then segments + distillation items, as the two-stage QA schedule)")
     distill_prompts: int = _f(4, "distillation prompts per chunk (questions about its names and key phrases in "
-                                 "several phrasings, a summary, a what-happens-next)")
+                                 "several phrasings, a summary, a what-happens-next; 0: none, the items are then "
+                                 "the written questions and the clozes only)")
     distill_questions: int = _f(2, "questions the teacher writes, with the chunk in context, about each sentence "
                                    "with a name or a number, in other words than the sentence's (then answers "
                                    "them as distillation prompts; 0: none)")
@@ -184,9 +185,12 @@ class LiftConfig:
         elif self.objective != "ct" and self.training_mode != "paper":
             problems.append(f"--objective {self.objective} trains with --training-mode paper only (--objective ct "
                             "for the paper's objective, which every --training-mode trains)")
-        if self.distill_prompts < 1 or self.distill_answer_tokens < 1 or not 0 <= self.distill_retention < 1:
-            problems.append("--distill-prompts and --distill-answer-tokens must be at least 1, "
+        if self.distill_prompts < 0 or self.distill_answer_tokens < 1 or not 0 <= self.distill_retention < 1:
+            problems.append("--distill-prompts must be 0 or more, --distill-answer-tokens at least 1, "
                             "--distill-retention in [0, 1)")
+        elif self.objective != "ct" and not (self.distill_prompts or self.distill_questions or self.distill_cloze):
+            problems.append("--distill-prompts 0 asks nothing about the document unless the teacher writes "
+                            "questions (--distill-questions) or asks clozes (--distill-cloze)")
         if not self.checkpoint_minutes >= 0:
             problems.append(f"--checkpoint-minutes must be 0 or more (got {self.checkpoint_minutes})")
         if self.distill_questions < 0:

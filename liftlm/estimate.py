@@ -38,6 +38,11 @@ WRITE_WIDTH = 85  # a question-writing prompt (instruction + sentence) as batche
 QUESTION_TOKENS = 31  # a prompt with its chat cue in a student sample: one-view rows, tokens / samples / epochs −
 #                       answer tokens per item (29.8 Qwen, 32.4 embedded); the lift view adds the chat's start
 ANSWER_SHARE = 0.74  # mean answer / --distill-answer-tokens: 2379/112/32 = 0.66 (Qwen), 1286/49/32 = 0.80 (embedded)
+CLOZES_PER_SENTENCE = 0.66  # fact sentences asked as clozes (--distill-cloze): 23 of 35 in both facts documents
+#                             (the others are fragments or lines of wrapped text); counted with --distill-prompts 0
+#                             only: with slots, the clozes take the place of other prompts
+CLOZE_WIDTH = 40  # a cloze prompt (instruction + the sentence, blanked) with its chat cue
+CLOZE_ANSWER = 4  # tokens of a cloze's answer with its end token (Qwen answers them in 1-3 tokens)
 LONGEST_QUESTION = 40  # what the lift+icl view leaves for the longest question: prefixes of 432 and 439 tokens
 PREFIX_REFRESH = 8  # lift+icl samples per computation of the view's keys/values, at least (liftlm.distill.student's
 PREFIX_TOKENS_PER_REUSE = 64  # refresh_after): and one per this many tokens of the view
@@ -173,25 +178,33 @@ def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: flo
     prefill = sum(b - a for a, b in spans) + chunks * before  # a chunk runs once per pass, after the chat's start
     written = 0.0
     teacher_tokens = prefill
-    if cfg.distill_questions > 0:  # pass 1: questions written about each fact sentence, each once per document
+    if cfg.distill_questions > 0 or cfg.distill_cloze:
         out.sentences = round(out.tokens * FACT_SENTENCES_PER_TOKEN)
+    if cfg.distill_questions > 0:  # pass 1: questions written about each fact sentence, each once per document
         with_new = 1 - math.exp(-out.sentences / chunks) if chunks else 0.0  # chunks with a new fact sentence
         teacher_tokens += with_new * prefill + out.sentences * (WRITE_WIDTH + WRITE_TOKENS * cfg.distill_questions)
         written = out.sentences * cfg.distill_questions * written_rate
-    doc_asks = chunks * cfg.distill_prompts + written
+    clozes = out.sentences * CLOZES_PER_SENTENCE if cfg.distill_cloze and cfg.distill_prompts == 0 else 0.0
+    doc_asks = chunks * cfg.distill_prompts + written + clozes
     out.asks = round(doc_asks / (1 - cfg.distill_retention))  # plus the retention prompts
-    out.teacher_tokens = round(teacher_tokens + out.asks * (ASK_WIDTH + answer))  # every answer runs to the limit
+    # every answer runs to the limit, but a cloze's (its row leaves the decoding batch when it ends)
+    out.teacher_tokens = round(teacher_tokens + (out.asks - clozes) * (ASK_WIDTH + answer)
+                               + clozes * (CLOZE_WIDTH + CLOZE_ANSWER))
     out.items = round(out.asks * kept_share)
     sample = QUESTION_TOKENS + ANSWER_SHARE * answer
-    per_item = sum(sample + (before if view == "lift" else 0) for view in cfg.views)
-    out.student_tokens += round(epochs * out.items * per_item)
+    cloze_items = clozes * kept_share
+    for view in cfg.views:
+        lift = before if view == "lift" else 0
+        out.student_tokens += round(epochs * ((out.items - cloze_items) * (sample + lift)
+                                              + cloze_items * (CLOZE_WIDTH + CLOZE_ANSWER + lift)))
     if "lift+icl" in cfg.views:  # the head+tail view: as long as the window leaves room for, once per ~view/64 samples
         view = before + max(0, min(out.tokens, window - before - after - LONGEST_QUESTION - answer))
         reuse = cfg.prefix_refresh or max(PREFIX_REFRESH, view // PREFIX_TOKENS_PER_REUSE)
         computed = math.ceil(epochs * out.items / reuse)
         out.prefix_tokens += computed * view
         out.view_tokens += computed * view
-        trained = epochs * out.items * sample  # the lift+icl view's trained tokens, each attending to the view
+        # the lift+icl view's trained tokens, each attending to the view
+        trained = epochs * ((out.items - cloze_items) * sample + cloze_items * (CLOZE_WIDTH + CLOZE_ANSWER))
         out.attention_flops += 4 * attention * view * trained * (1 + cfg.backward_share)
         out.view_flops += computed * 2 * attention * view**2
 

@@ -121,6 +121,41 @@ def test_with_cloze_every_fact_sentence_is_asked_once_in_the_document():
     assert all(len(prompts) <= 4 and "cloze" not in dict(prompts) for prompts in off)
 
 
+def test_with_no_prompts_per_chunk_only_the_clozes_are_asked_each_once():
+    """--distill-prompts 0 --distill-cloze: no names, key phrases, summaries or what-happens-next requests; each
+    fact-bearing sentence asked once, in the last chunk that holds it whole."""
+    from liftlm.distill.teacher import _last_whole
+
+    text = _keyed_document(12)
+    words = text.split(" ")
+    spans = [(a, min(a + 40, len(words))) for a in range(0, len(words) - 15, 15)]
+    texts = [" ".join(words[a:b]) for a, b in spans]
+    n = spans[-1][1]
+    due = _last_whole(texts, spans, n)
+    clozed: set[str] = set()
+    asked = [seed_prompts(t, 0, i, {}, first=a == 0, last=b == n, clozed=clozed, due=due[i])
+             for i, (t, (a, b)) in enumerate(zip(texts, spans))]
+    assert {k for prompts in asked for k, _ in prompts} == {"cloze"}
+    facts = {x for t, (a, b) in zip(texts, spans) for x in fact_sentences(whole_sentences(t, a == 0, b == n))
+             if cloze(x)}
+    assert sum(map(len, asked)) == len(facts) >= 10
+    for i, prompts in enumerate(asked):  # each where the sentence is last whole
+        assert sorted(p for _, p in prompts) == sorted(CLOZE_PROMPT.format(s=cloze(x)) for x in due[i] if cloze(x))
+    assert seed_prompts(texts[0], 0, 0, {}, first=True, last=False) == []  # without clozes: nothing
+
+
+def test_no_prompts_per_chunk_needs_clozes_or_written_questions():
+    with pytest.raises(LiftError, match="--distill-prompts 0 asks nothing"):
+        LiftConfig(objective="distill", distill_prompts=0, distill_questions=0)
+    with pytest.raises(LiftError, match="--distill-prompts must be 0 or more"):
+        LiftConfig(objective="distill", distill_prompts=-1)
+    LiftConfig(objective="distill", distill_prompts=0, distill_questions=0, distill_cloze=True)
+    LiftConfig(objective="distill", distill_prompts=0)  # the written questions
+    LiftConfig(objective="ct", distill_prompts=0, distill_questions=0)  # (no items at all)
+    lean, default = (LiftConfig(distill_prompts=p, distill_cloze=True) for p in (0, 4))
+    assert lean.key_dict() != default.key_dict()
+
+
 def test_the_cloze_setting_keys_items_and_adapters_apart(tmp_path):
     from liftlm.distill import DistillSource
     from liftlm.keys import training_settings
@@ -456,6 +491,33 @@ def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded)
     assert counts["written"] == 1  # "What did the keeper's ledger list?" names nothing of the sentences asked
     assert [p for p in answered if p[0] == "written"] == [("written", "Who painted the ferry at Varnholm?")]
     assert len(items) + counts["not_grounded"] == len(answered)  # (the random model's answers are not grounded)
+
+
+def test_the_teacher_with_no_prompts_per_chunk_asks_the_clozes_and_their_retention_share(tiny_loaded):
+    from liftlm.distill import teacher as distill
+
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 512)
+    ids = tok.encode(TEXT * 3, add_special_tokens=False)
+    spans = [(0, 60), (30, 90), (60, len(ids))]
+    answered: list[str] = []
+    real_teach = distill.teach
+
+    def spy(model, tokenizer, chat, doc_ids, rows, *args, **kwargs):
+        answered.extend(k for _, k, _ in rows)
+        return real_teach(model, tokenizer, chat, doc_ids, rows, *args, **kwargs)
+
+    distill.teach = spy
+    try:
+        items, counts = distill.make_items(model, tok, prompts.chat, ids, spans, 0, 3, 0.25, cloze=True)
+    finally:
+        distill.teach = real_teach
+    texts = [tok.decode(ids[a:b]) for a, b in spans]
+    facts = {x for t, (a, b) in zip(texts, spans) for x in fact_sentences(whole_sentences(t, a == 0, b == len(ids)))
+             if cloze(x)}
+    assert answered.count("cloze") == counts["clozes"] == len(facts) > 0
+    assert set(answered) == {"cloze", "retention"} and answered.count("retention") == round(len(facts) / 3)
+    assert len(items) + counts["not_grounded"] == len(answered)
 
 
 @pytest.mark.parametrize("objective", ["distill", "ct+distill"])

@@ -72,6 +72,23 @@ def test_one_view_or_one_epoch_about_halves_the_student():
         assert half.teacher_s == full.teacher_s  # the same items
 
 
+def test_with_no_prompts_per_chunk_the_clozes_are_counted_with_their_short_answers():
+    from liftlm.estimate import CLOZE_ANSWER, CLOZES_PER_SENTENCE
+
+    lean = LiftConfig(distill_prompts=0, distill_questions=0, distill_cloze=True)
+    out = estimate(8000, lean, 10**9, 200.0, window=512)
+    clozes = out.sentences * CLOZES_PER_SENTENCE
+    assert out.sentences > 0 and out.asks == round(clozes / (1 - lean.distill_retention))
+    default = estimate(8000, LiftConfig(), 10**9, 200.0, window=512)
+    assert out.teacher_s < default.teacher_s / 2 and out.student_s < default.student_s / 4
+    # a cloze's answer is short: its samples cost less than the retention answers' (32 tokens)
+    longer = estimate(8000, dataclasses.replace(lean, distill_answer_tokens=64), 10**9, 200.0, window=512)
+    assert CLOZE_ANSWER < lean.distill_answer_tokens
+    assert longer.student_tokens - out.student_tokens < 0.5 * out.student_tokens
+    # with slots (--distill-prompts > 0) the clozes take the place of other prompts: the same count
+    assert estimate(8000, LiftConfig(distill_cloze=True), 10**9, 200.0, window=512).asks == default.asks
+
+
 def test_the_line_says_the_total_its_parts_and_the_rate():
     guess = Estimate(8000, 150.0, teacher_s=240, student_s=600, teacher="runs")
     assert guess.describe() == ("estimated time: ~14 min (teacher ~4 min, student ~10 min) for 8,000 tokens at "

@@ -108,6 +108,9 @@ class DistillSource:
             if bar is not None:  # (a tqdm without a total refuses bool())
                 bar.close()
         seconds = time.perf_counter() - start
+        if not items and not counts["not_grounded"]:  # (--distill-prompts 0 on a document with no fact sentence)
+            raise LiftError("nothing to distil: the document has no sentence with a name or a number to ask about "
+                            "with --distill-prompts 0; ask more prompts per chunk (--distill-prompts)")
         if not items:
             raise LiftError(f"none of the teacher's {counts['not_grounded']} answers about the document says what "
                             "its chunk says (see distill.grounded): nothing to distil; try --objective ct or "

@@ -136,7 +136,7 @@ def seed_prompts(chunk_text: str, n: int, index: int = 0, phrasings: dict[str, l
     updated here; the least asked first), each in a phrasing not yet used for it; then YAKE key phrases; then a
     summary and a what-happens-next request fill what is left. ``index`` shifts the phrasings, so that
     neighbouring chunks do not ask the same way; ``first``/``last``: the chunk begins/ends the document (else the
-    sentences cut at its edges are left out).
+    sentences cut at its edges are left out). ``n`` = 0: only the clozes ``due`` here.
 
     ``clozed`` (``--distill-cloze``; None: off): the fact-bearing sentences of the document asked as a ``cloze``
     so far, updated here. Then the chunk's other fact-bearing sentences come after the names, each as a cloze, in
@@ -174,7 +174,7 @@ def seed_prompts(chunk_text: str, n: int, index: int = 0, phrasings: dict[str, l
     extra = [("summary", SUMMARY_PROMPT)]
     if len(words) > 12:  # (the chunk may begin inside a word: start at its second word)
         extra.append(("next", NEXT_PROMPT.format(x=" ".join(words[1:9]).strip(",;:"))))
-    return (prompts + extra)[: max(n, 1) + forced]
+    return (prompts + extra)[: n + forced]
 
 
 # ---------------------------------------------------------------- the questions the teacher writes
