@@ -28,6 +28,13 @@
 # 13. (cloze / doc2-cloze, only when asked for by name; issue 27) the default recipe with --distill-cloze: every
 #    sentence with a name or a number also asked once with its fact blanked, in the slots of key phrases,
 #    summaries and what-happens-next requests (and beyond them where a chunk is the last to hold it whole)
+# 14. (clozes-only, only when asked for by name; issue 27) the ablation: cloze's teacher items (cached), the student
+#    trained on the clozes and the retention prompts only (--distill-kinds cloze,retention)
+# 15. (lean, only when asked for by name; issue 27) the cheapest recipe: no prompts per chunk and no written
+#    questions, only the clozes (each fact-bearing sentence once) and their retention share
+#    (--distill-prompts 0 --distill-questions 0 --distill-cloze)
+# 16. (cloze-one-view / doc2-cloze-one-view, only when asked for by name; issue 27) the cloze recipe with the
+#    student in the lift+icl view only (the teacher items of cloze / doc2-cloze, cached)
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -112,4 +119,20 @@ fi
 if [[ $only == doc2-cloze ]]; then  # the cloze recipe on the second document
   "$LIFTLM" eval "${GRID[@]}" --data-seed 1 --methods lift,lift+icl --objective distill --distill-cloze \
     --out "$OUT/doc2-cloze"
+fi
+if [[ $only == clozes-only ]]; then  # the ablation: the student on cloze's clozes (and retention prompts) only
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-cloze \
+    --distill-kinds cloze,retention --out "$OUT/clozes-only"
+fi
+if [[ $only == lean ]]; then  # the cheapest recipe: the clozes alone (and their retention share)
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-cloze --distill-prompts 0 \
+    --distill-questions 0 --out "$OUT/lean"
+fi
+if [[ $only == cloze-one-view ]]; then  # the cloze recipe, the student in one view (lift+icl)
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-cloze \
+    --distill-views lift+icl --out "$OUT/cloze-one-view"
+fi
+if [[ $only == doc2-cloze-one-view ]]; then  # the same on the second document
+  "$LIFTLM" eval "${GRID[@]}" --data-seed 1 --methods lift,lift+icl --objective distill --distill-cloze \
+    --distill-views lift+icl --out "$OUT/doc2-cloze-one-view"
 fi

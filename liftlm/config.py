@@ -85,6 +85,8 @@ class LiftConfig:
                                     "blanked, in the chunk's slots before key phrases, a summary and a "
                                     "what-happens-next request (a fact no name points at, e.g. a number after a "
                                     "lowercase key, is asked about too)")
+    distill_blanks: int = _f(1, "with --distill-cloze, clozes per sentence: each blanks another of its facts (the "
+                                "first as with 1; then its other numbers, its names, its last word)")
     distill_answer_tokens: int = _f(32, "most tokens of each teacher answer")
     distill_retention: float = _f(0.15, "share of distillation items that are general requests unrelated to the "
                                         "document (the student keeps answering them as the base model does)")
@@ -193,6 +195,8 @@ class LiftConfig:
                             "questions (--distill-questions) or asks clozes (--distill-cloze)")
         if not self.checkpoint_minutes >= 0:
             problems.append(f"--checkpoint-minutes must be 0 or more (got {self.checkpoint_minutes})")
+        if self.distill_blanks < 1:
+            problems.append(f"--distill-blanks must be at least 1 (got {self.distill_blanks})")
         if self.distill_questions < 0:
             problems.append(f"--distill-questions must be 0 or more (got {self.distill_questions})")
         if self.distill_loss not in DISTILL_LOSSES:
@@ -290,8 +294,11 @@ class LiftConfig:
             out["distill_kinds"] = out["distill_kinds"].replace("written", "asked")
         if self.objective == "ct":  # no distillation items
             for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views",
-                         "distill_loss", "distill_questions", "distill_kinds", "prefix_refresh", "distill_cloze"):
+                         "distill_loss", "distill_questions", "distill_kinds", "prefix_refresh", "distill_cloze",
+                         "distill_blanks"):
                 out.pop(name, None)
+        if not self.distill_cloze:  # no clozes to blank
+            out.pop("distill_blanks", None)
         if self.finetune != "lora":
             for name in ("lora_rank", "lora_alpha", "lora_dropout", "target_modules", "lora_layers"):
                 out.pop(name, None)

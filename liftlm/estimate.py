@@ -41,6 +41,8 @@ ANSWER_SHARE = 0.74  # mean answer / --distill-answer-tokens: 2379/112/32 = 0.66
 CLOZES_PER_SENTENCE = 0.66  # fact sentences asked as clozes (--distill-cloze): 23 of 35 in both facts documents
 #                             (the others are fragments or lines of wrapped text); counted with --distill-prompts 0
 #                             only: with slots, the clozes take the place of other prompts
+BLANKED = (1.0, 1.83, 2.02)  # clozes per sentence asked with --distill-blanks 1, 2, 3 or more: 23, 42 and 46-47
+#                             in the facts documents (a sentence has few names and numbers)
 CLOZE_WIDTH = 40  # a cloze prompt (instruction + the sentence, blanked) with its chat cue
 CLOZE_ANSWER = 4  # tokens of a cloze's answer with its end token (Qwen answers them in 1-3 tokens)
 LONGEST_QUESTION = 40  # what the lift+icl view leaves for the longest question: prefixes of 432 and 439 tokens
@@ -184,7 +186,9 @@ def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: flo
         with_new = 1 - math.exp(-out.sentences / chunks) if chunks else 0.0  # chunks with a new fact sentence
         teacher_tokens += with_new * prefill + out.sentences * (WRITE_WIDTH + WRITE_TOKENS * cfg.distill_questions)
         written = out.sentences * cfg.distill_questions * written_rate
-    clozes = out.sentences * CLOZES_PER_SENTENCE if cfg.distill_cloze and cfg.distill_prompts == 0 else 0.0
+    clozes = 0.0
+    if cfg.distill_cloze and cfg.distill_prompts == 0:
+        clozes = out.sentences * CLOZES_PER_SENTENCE * BLANKED[min(cfg.distill_blanks, len(BLANKED)) - 1]
     doc_asks = chunks * cfg.distill_prompts + written + clozes
     out.asks = round(doc_asks / (1 - cfg.distill_retention))  # plus the retention prompts
     # every answer runs to the limit, but a cloze's (its row leaves the decoding batch when it ends)

@@ -17,6 +17,7 @@ from liftlm.distill import (
     DistillItem,
     SoftLoss,
     cloze,
+    clozes,
     fact_sentences,
     grounded,
     hard_loss,
@@ -92,6 +93,44 @@ def _keyed_document(n: int) -> str:
     """Sentences, each a fact that no name points at (a lowercase key and its number), between named ones."""
     return " ".join(f"The value for key{chr(97 + i % 26)}{i} is {1000 + i}. Ansel met Brenna and Corwin at Dunmore."
                     for i in range(n))
+
+
+def test_more_blanks_ask_for_each_fact_of_the_sentence_in_turn():
+    s = "Henrike Dalgren taught Bertil Rurinas to play the viola."
+    assert clozes(s) == [cloze(s)] == ["Henrike Dalgren taught Bertil Rurinas to play the ___."]
+    assert clozes(s, 3) == [cloze(s), "Henrike Dalgren taught ___ to play the viola.",
+                            "___ taught Bertil Rurinas to play the viola."]
+    assert len(clozes(s, 10)) == 3  # nothing else to blank
+    # the number first, then the names; a name's last word is not blanked on its own
+    assert clozes("Thora Lorrimer was born in Vidolsund in 1785.", 3) == [
+        "Thora Lorrimer was born in Vidolsund in ___.", "Thora Lorrimer was born in ___ in 1785.",
+        "___ was born in Vidolsund in 1785."]
+    assert clozes("The portrait in the Skarthorpe library was painted by Tomas Brenmark.", 3) == [
+        "The portrait in the Skarthorpe library was painted by ___.",
+        "The portrait in the ___ library was painted by Tomas Brenmark."]
+    assert clozes("in the last 20 years.", 3) == []
+    with pytest.raises(LiftError, match="--distill-blanks"):
+        LiftConfig(distill_cloze=True, distill_blanks=0)
+    one, three = LiftConfig(distill_cloze=True), LiftConfig(distill_cloze=True, distill_blanks=3)
+    assert "distill_blanks" not in one.key_dict() and three.key_dict()["distill_blanks"] == 3
+    assert "distill_blanks" not in LiftConfig(distill_blanks=3).key_dict()  # no clozes: nothing blanked
+    from liftlm.distill import DistillSource
+
+    assert DistillSource(one, "m", "/c").cache_path("d") != DistillSource(three, "m", "/c").cache_path("d")
+    # every sentence's clozes asked together, once in the document
+    text = _keyed_document(12)
+    words = text.split(" ")
+    spans = [(a, min(a + 40, len(words))) for a in range(0, len(words) - 15, 15)]
+    texts = [" ".join(words[a:b]) for a, b in spans]
+    n = spans[-1][1]
+    from liftlm.distill.teacher import _last_whole
+
+    due = _last_whole(texts, spans, n)
+    clozed: set[str] = set()
+    asked = [p for i, (t, (a, b)) in enumerate(zip(texts, spans))
+             for _, p in seed_prompts(t, 0, i, {}, first=a == 0, last=b == n, clozed=clozed, due=due[i], blanks=3)]
+    expected = [CLOZE_PROMPT.format(s=c) for x in clozed for c in clozes(x, 3)]
+    assert sorted(asked) == sorted(expected) and len(asked) > len(clozed)
 
 
 def test_with_cloze_every_fact_sentence_is_asked_once_in_the_document():

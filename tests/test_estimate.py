@@ -85,6 +85,8 @@ def test_with_no_prompts_per_chunk_the_clozes_are_counted_with_their_short_answe
     longer = estimate(8000, dataclasses.replace(lean, distill_answer_tokens=64), 10**9, 200.0, window=512)
     assert CLOZE_ANSWER < lean.distill_answer_tokens
     assert longer.student_tokens - out.student_tokens < 0.5 * out.student_tokens
+    three = estimate(8000, dataclasses.replace(lean, distill_blanks=3), 10**9, 200.0, window=512)
+    assert 1.8 < three.asks / out.asks < 2.2 and three.student_s > out.student_s
     # with slots (--distill-prompts > 0) the clozes take the place of other prompts: the same count
     assert estimate(8000, LiftConfig(distill_cloze=True), 10**9, 200.0, window=512).asks == default.asks
 

@@ -10,7 +10,7 @@ The path of a document, one module a step:
    phrases, a summary and a what-happens-next request (``seed_prompts``), the questions the teacher writes
    about its fact-bearing sentences (``--distill-questions``; kind ``written``; Cartridges' self-study has the
    model write its own seed questions too), with ``--distill-cloze`` each fact-bearing sentence once with its
-   fact blanked (kind ``cloze``), and retention prompts that have nothing to do with the document.
+   fact blanked (kind ``cloze``; ``--distill-blanks`` clozes a sentence, each blanking another of its facts), and retention prompts that have nothing to do with the document.
 2. **Teacher** (``teacher``): the base model (no adapter) with the chunk in context answers each prompt
    greedily; its top-k log-probabilities at every answer token are kept (``teach``, ``make_items``). Answers to
    questions that do not say what the chunk says (``grounded``) are left out. The items are cached per
@@ -32,6 +32,7 @@ from .prompts import (
     KINDS,
     DistillItem,
     cloze,
+    clozes,
     fact_sentences,
     grounded,
     retention_prompts,
@@ -56,6 +57,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CLOZE_PROMPT", "KINDS", "DistillItem", "DistillSource", "cloze", "fact_sentences", "grounded",
+__all__ = ["CLOZE_PROMPT", "KINDS", "DistillItem", "DistillSource", "cloze", "clozes", "fact_sentences", "grounded",
            "items_jsonl", "read_items", "retention_prompts", "seed_prompts", "sentence_names", "whole_sentences", "write_items",
            "written_questions", *_LAZY]

@@ -53,6 +53,8 @@ class DistillSource:
             settings["distill_questions"] = self.cfg.distill_questions
         if self.cfg.distill_cloze:
             settings["distill_cloze"] = True
+            if self.cfg.distill_blanks != 1:
+                settings["distill_blanks"] = self.cfg.distill_blanks
         return self.cache_dir / f"{store_key(document_sha256(text), self.model_id, settings)}.jsonl"
 
     def items(self, text: str, doc_ids: list[int], model, tokenizer, chat) -> tuple[list[DistillItem], dict]:
@@ -103,7 +105,7 @@ class DistillSource:
             items, counts = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
                                        self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
                                        advance if bar is not None or self.on_step else None, self.cfg.distill_questions,
-                                       cloze=self.cfg.distill_cloze)
+                                       cloze=self.cfg.distill_cloze, blanks=self.cfg.distill_blanks)
         finally:
             if bar is not None:  # (a tqdm without a total refuses bool())
                 bar.close()

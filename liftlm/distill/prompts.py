@@ -130,7 +130,7 @@ def _phrases(text: str, n: int) -> list[str]:
 # ---------------------------------------------------------------- the prompts of a chunk
 def seed_prompts(chunk_text: str, n: int, index: int = 0, phrasings: dict[str, list[str]] | None = None,
                  first: bool = True, last: bool = True, clozed: set[str] | None = None,
-                 due: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, str]]:
+                 due: frozenset[str] | set[str] = frozenset(), blanks: int = 1) -> list[tuple[str, str]]:
     """``n`` (kind, prompt) pairs for one chunk. First the names of its whole sentences that the document has
     asked about fewer than ``ASK_EACH_NAME`` times (``phrasings``: name -> the phrasings (kinds) asked in so far,
     updated here; the least asked first), each in a phrasing not yet used for it; then YAKE key phrases; then a
@@ -139,9 +139,10 @@ def seed_prompts(chunk_text: str, n: int, index: int = 0, phrasings: dict[str, l
     sentences cut at its edges are left out). ``n`` = 0: only the clozes ``due`` here.
 
     ``clozed`` (``--distill-cloze``; None: off): the fact-bearing sentences of the document asked as a ``cloze``
-    so far, updated here. Then the chunk's other fact-bearing sentences come after the names, each as a cloze, in
-    the slots left (before key phrases, summary and what-happens-next); those in ``due`` (the sentences this chunk
-    is the last to hold whole) are asked even beyond ``n``, so that every one is asked once."""
+    so far, updated here. Then the chunk's other fact-bearing sentences come after the names, each as its
+    ``clozes`` (``blanks`` of them, asked together), in the slots left (before key phrases, summary and
+    what-happens-next); those in ``due`` (the sentences this chunk is the last to hold whole) are asked even
+    beyond ``n``, so that every one is asked once."""
     phrasings = {} if phrasings is None else phrasings
     kinds = list(_TEMPLATES)
     sentences = whole_sentences(chunk_text, first, last)
@@ -154,15 +155,14 @@ def seed_prompts(chunk_text: str, n: int, index: int = 0, phrasings: dict[str, l
         kind = next(k for r in range(len(kinds)) if (k := kinds[(index + j + r) % len(kinds)]) not in used)
         used.append(kind)
         prompts.append((kind, _TEMPLATES[kind].format(x=x)))
-    forced = 0  # clozes asked beyond n
     if clozed is not None:
-        facts = [(x, c) for x in dict.fromkeys(fact_sentences(sentences)) if x not in clozed and (c := cloze(x))]
-        room = max(n - len(prompts), 0)
-        for j, (x, c) in enumerate(facts):
-            if j < room or x in due:
+        facts = [(x, cs) for x in dict.fromkeys(fact_sentences(sentences)) if x not in clozed
+                 and (cs := clozes(x, blanks))]
+        for x, cs in facts:  # a sentence's clozes go together: where they fit, or where it is due
+            if len(prompts) + len(cs) <= n or x in due:
                 clozed.add(x)
-                prompts.append(("cloze", CLOZE_PROMPT.format(s=c)))
-                forced += j >= room
+                prompts.extend(("cloze", CLOZE_PROMPT.format(s=c)) for c in cs)
+    forced = max(len(prompts) - n, 0)  # clozes asked beyond n
     if len(prompts) < n:
         taken = [x.lower() for x in found]  # (a phrase that holds a name is asked as the name)
         phrases = [x for x in _phrases(" ".join(sentences) or chunk_text, n)
@@ -194,20 +194,39 @@ def cloze(sentence: str) -> str | None:
     text).
     "One of the special magic numbers for zovobip is: 2237192." -> "... for zovobip is: ___."
     "The garden of the Pufilmoor monastery is full of dahlias." -> "... is full of ___." """
+    found = clozes(sentence)
+    return found[0] if found else None
+
+
+def clozes(sentence: str, most: int = 1) -> list[str]:
+    """Up to ``most`` clozes of the sentence, each with another of its facts blanked: ``cloze``'s first; then its
+    other numbers (the last first), its names (the last first) and its last word, each unless it overlaps a
+    part blanked before. [] where ``cloze`` gives None.
+    "Henrike Tessaro opened the first bakery in Busismere." -> "... bakery in ___.", "___ opened the first bakery
+    in Busismere." """
     if (len(sentence.split()) < CLOZE_WORDS or not re.search(r"[.!?][\"'\u201d)]?$", sentence)
             or not fact_sentences([sentence])):
-        return None
-    numbers = list(_NUMBER.finditer(sentence))
+        return []
     body = re.sub(r"[\W_]*$", "", sentence)  # the sentence less its closing punctuation
-    if numbers:
-        a, b = numbers[-1].span()
+    numbers = []
+    for m in reversed(list(_NUMBER.finditer(sentence))):
+        a, b = m.span()
         while b > a + 1 and sentence[b - 1] in ".,":  # "2237192." ends the sentence: keep its full stop
             b -= 1
-    elif (names := sentence_names([sentence])) and body.endswith(names[-1]):
-        a, b = len(body) - len(names[-1]), len(body)
+        numbers.append((a, b))
+    names = [(a, a + len(x)) for x in reversed(sentence_names([sentence])) if (a := sentence.find(x)) >= 0]
+    last_word = (body.rfind(" ") + 1, len(body))
+    if numbers:
+        first = numbers[0]
+    elif names and body.endswith(sentence[slice(*names[0])]):
+        first = (len(body) - (names[0][1] - names[0][0]), len(body))
     else:
-        a, b = body.rfind(" ") + 1, len(body)
-    return sentence[:a] + "___" + sentence[b:]
+        first = last_word
+    spans: list[tuple[int, int]] = []
+    for a, b in [first, *numbers, *names, last_word]:
+        if len(spans) < most and not any(a < d and c < b for c, d in spans):
+            spans.append((a, b))
+    return [sentence[:a] + "___" + sentence[b:] for a, b in spans]
 
 
 def written_questions(reply: str, sentence: str, n: int, seen: set[str] | None = None) -> list[str]:

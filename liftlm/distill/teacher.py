@@ -131,7 +131,7 @@ def _drop_done(cache, going: list[int], *tensors: torch.Tensor):
 def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]], prompts_per_chunk: int,
                answer_tokens: int, retention_share: float, seed: int = 0,
                progress: Callable[[int, int], None] | None = None,
-               questions_per_sentence: int = 0, cloze: bool = False) -> tuple[list[DistillItem], dict]:
+               questions_per_sentence: int = 0, cloze: bool = False, blanks: int = 1) -> tuple[list[DistillItem], dict]:
     """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, with
     ``questions_per_sentence`` > 0 the questions the teacher writes about each fact-bearing sentence, and
     retention prompts (``retention_share`` of all items) asked with chunks in context, spread over the chunks.
@@ -142,15 +142,15 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     about names, key phrases or sentences that do not say what their chunk says: left out; summaries and
     what-happens-next answers paraphrase by nature and are kept), and with written questions ``sentences`` asked
     about and ``written`` (questions kept); with ``cloze``, every fact-bearing sentence is asked once as a cloze
-    (``seed_prompts``: in a chunk's free slots, at the latest in the last chunk that holds it whole) and
-    ``clozes`` counts them. ``progress(done, total)``: asks answered (writing and answering), after
+    (``seed_prompts``: in a chunk's free slots, at the latest in the last chunk that holds it whole; ``blanks``
+    clozes a sentence, each with another fact blanked) and ``clozes`` counts them. ``progress(done, total)``: asks answered (writing and answering), after
     each batch; the total counts the questions not yet written at ``questions_per_sentence`` a sentence."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
     phrasings: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
     clozed: set[str] | None = set() if cloze else None  # the fact-bearing sentences asked as clozes so far
     due = _last_whole(texts, spans, len(doc_ids)) if cloze else [frozenset()] * len(spans)
     per_chunk = [seed_prompts(t, prompts_per_chunk, i, phrasings, first=a == 0, last=b == len(doc_ids),
-                              clozed=clozed, due=due[i])
+                              clozed=clozed, due=due[i], blanks=blanks)
                  for i, (t, (a, b)) in enumerate(zip(texts, spans))]
     to_write = _sentences_to_write(texts, spans, len(doc_ids)) if questions_per_sentence > 0 else [[]] * len(spans)
     general = retention_prompts()
