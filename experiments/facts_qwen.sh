@@ -33,8 +33,9 @@
 # 15. (lean, only when asked for by name; issue 27) the cheapest recipe: no prompts per chunk and no written
 #    questions, only the clozes (each fact-bearing sentence once) and their retention share
 #    (--distill-prompts 0 --distill-questions 0 --distill-cloze)
-# 16. (cloze-one-view / doc2-cloze-one-view, only when asked for by name; issue 27) the cloze recipe with the
-#    student in the lift+icl view only (the teacher items of cloze / doc2-cloze, cached)
+# 16. (doc2-lean / lean-blanks3 / lean-lr5e-4, only when asked for by name; issue 27) the lean recipe on the second
+#    document; with each sentence asked as up to 3 clozes, each blanking another of its facts (--distill-blanks 3);
+#    with the learning rate at 5e-4 (lean's teacher items, cached)
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -128,11 +129,15 @@ if [[ $only == lean ]]; then  # the cheapest recipe: the clozes alone (and their
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-cloze --distill-prompts 0 \
     --distill-questions 0 --out "$OUT/lean"
 fi
-if [[ $only == cloze-one-view ]]; then  # the cloze recipe, the student in one view (lift+icl)
-  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-cloze \
-    --distill-views lift+icl --out "$OUT/cloze-one-view"
-fi
-if [[ $only == doc2-cloze-one-view ]]; then  # the same on the second document
+if [[ $only == doc2-lean ]]; then  # the lean recipe on the second document
   "$LIFTLM" eval "${GRID[@]}" --data-seed 1 --methods lift,lift+icl --objective distill --distill-cloze \
-    --distill-views lift+icl --out "$OUT/doc2-cloze-one-view"
+    --distill-prompts 0 --distill-questions 0 --out "$OUT/doc2-lean"
+fi
+if [[ $only == lean-blanks3 ]]; then  # the lean recipe, each sentence as up to 3 clozes
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-cloze --distill-prompts 0 \
+    --distill-questions 0 --distill-blanks 3 --out "$OUT/lean-blanks3"
+fi
+if [[ $only == lean-lr5e-4 ]]; then  # the lean recipe at 2.5 times the learning rate
+  "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-cloze --distill-prompts 0 \
+    --distill-questions 0 --learning-rate 5e-4 --out "$OUT/lean-lr5e-4"
 fi
