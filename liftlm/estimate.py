@@ -107,7 +107,7 @@ class Estimate:
     teacher: str  # "runs", "cached" (its items are read from the cache) or "none" (--objective ct)
     chunks: int = 0
     asks: int = 0  # prompts the teacher answers (pass 2)
-    sentences: int = 0  # sentences it writes questions about (pass 1)
+    sentences: int = 0  # fact-bearing sentences: it writes questions about them (pass 1), asks them as clozes
     teacher_tokens: int = 0
     items: int = 0  # items the student trains on (each in every view)
     student_tokens: int = 0  # run forward and backward

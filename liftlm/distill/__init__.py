@@ -10,7 +10,8 @@ The path of a document, one module a step:
    phrases, a summary and a what-happens-next request (``seed_prompts``), the questions the teacher writes
    about its fact-bearing sentences (``--distill-questions``; kind ``written``; Cartridges' self-study has the
    model write its own seed questions too), with ``--distill-cloze`` each fact-bearing sentence once with its
-   fact blanked (kind ``cloze``; ``--distill-blanks`` clozes a sentence, each blanking another of its facts), and retention prompts that have nothing to do with the document.
+   fact blanked (kind ``cloze``; ``--distill-blanks`` clozes a sentence, each blanking another of its facts),
+   and retention prompts that have nothing to do with the document.
 2. **Teacher** (``teacher``): the base model (no adapter) with the chunk in context answers each prompt
    greedily; its top-k log-probabilities at every answer token are kept (``teach``, ``make_items``). Answers to
    questions that do not say what the chunk says (``grounded``) are left out. The items are cached per

@@ -143,8 +143,9 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     what-happens-next answers paraphrase by nature and are kept), and with written questions ``sentences`` asked
     about and ``written`` (questions kept); with ``cloze``, every fact-bearing sentence is asked once as a cloze
     (``seed_prompts``: in a chunk's free slots, at the latest in the last chunk that holds it whole; ``blanks``
-    clozes a sentence, each with another fact blanked) and ``clozes`` counts them. ``progress(done, total)``: asks answered (writing and answering), after
-    each batch; the total counts the questions not yet written at ``questions_per_sentence`` a sentence."""
+    clozes a sentence, each with another fact blanked) and ``clozes`` counts them. ``progress(done, total)``:
+    asks answered (writing and answering), after each batch; the total counts the questions not yet written at
+    ``questions_per_sentence`` a sentence."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
     phrasings: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
     clozed: set[str] | None = set() if cloze else None  # the fact-bearing sentences asked as clozes so far
