@@ -33,9 +33,10 @@
 # 15. (lean, only when asked for by name; issue 27) the cheapest recipe: no prompts per chunk and no written
 #    questions, only the clozes (each fact-bearing sentence once) and their retention share
 #    (--distill-prompts 0 --distill-questions 0 --distill-cloze)
-# 16. (doc2-lean / lean-blanks3 / lean-lr5e-4, only when asked for by name; issue 27) the lean recipe on the second
-#    document; with each sentence asked as up to 3 clozes, each blanking another of its facts (--distill-blanks 3);
-#    with the learning rate at 5e-4 (lean's teacher items, cached)
+# 16. (doc2-lean / lean-blanks3 / lean-lr5e-4 / doc2-lean-4epochs, only when asked for by name; issue 27) the lean
+#    recipe on the second document; with each sentence asked as up to 3 clozes, each blanking another of its facts
+#    (--distill-blanks 3); with the learning rate at 5e-4 (lean's teacher items, cached); on the second document
+#    with 4 epochs (doc2-lean's items, cached)
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -140,4 +141,8 @@ fi
 if [[ $only == lean-lr5e-4 ]]; then  # the lean recipe at 2.5 times the learning rate
   "$LIFTLM" eval "${GRID[@]}" --methods lift,lift+icl --objective distill --distill-cloze --distill-prompts 0 \
     --distill-questions 0 --learning-rate 5e-4 --out "$OUT/lean-lr5e-4"
+fi
+if [[ $only == doc2-lean-4epochs ]]; then  # the lean recipe on the second document, twice the passes
+  "$LIFTLM" eval "${GRID[@]}" --data-seed 1 --methods lift,lift+icl --objective distill --distill-cloze \
+    --distill-prompts 0 --distill-questions 0 --epochs 4 --out "$OUT/doc2-lean-4epochs"
 fi
