@@ -95,6 +95,23 @@ def _keyed_document(n: int) -> str:
                     for i in range(n))
 
 
+def _asked_by_chunk(n_prompts: int, blanks: int = 1):
+    """``_keyed_document(12)`` cut into overlapping chunks of 40 words, 15 apart, and each chunk's seed prompts with
+    clozes at ``n_prompts`` a chunk, in document order: (chunk texts, spans, its length in words, the sentences each chunk is the
+    last to hold whole, the sentences asked as clozes, the prompts per chunk)."""
+    from liftlm.distill.teacher import _last_whole
+
+    words = _keyed_document(12).split(" ")
+    spans = [(a, min(a + 40, len(words))) for a in range(0, len(words) - 15, 15)]
+    texts = [" ".join(words[a:b]) for a, b in spans]
+    n = spans[-1][1]
+    due = _last_whole(texts, spans, n)
+    clozed: set[str] = set()
+    asked = [seed_prompts(t, n_prompts, i, {}, first=a == 0, last=b == n, clozed=clozed, due=due[i], blanks=blanks)
+             for i, (t, (a, b)) in enumerate(zip(texts, spans))]
+    return texts, spans, n, due, clozed, asked
+
+
 def test_more_blanks_ask_for_each_fact_of_the_sentence_in_turn():
     s = "Henrike Dalgren taught Bertil Rurinas to play the viola."
     assert clozes(s) == [cloze(s)] == ["Henrike Dalgren taught Bertil Rurinas to play the ___."]
@@ -118,17 +135,8 @@ def test_more_blanks_ask_for_each_fact_of_the_sentence_in_turn():
 
     assert DistillSource(one, "m", "/c").cache_path("d") != DistillSource(three, "m", "/c").cache_path("d")
     # every sentence's clozes asked together, once in the document
-    text = _keyed_document(12)
-    words = text.split(" ")
-    spans = [(a, min(a + 40, len(words))) for a in range(0, len(words) - 15, 15)]
-    texts = [" ".join(words[a:b]) for a, b in spans]
-    n = spans[-1][1]
-    from liftlm.distill.teacher import _last_whole
-
-    due = _last_whole(texts, spans, n)
-    clozed: set[str] = set()
-    asked = [p for i, (t, (a, b)) in enumerate(zip(texts, spans))
-             for _, p in seed_prompts(t, 0, i, {}, first=a == 0, last=b == n, clozed=clozed, due=due[i], blanks=3)]
+    *_, clozed, by_chunk = _asked_by_chunk(0, blanks=3)
+    asked = [p for prompts in by_chunk for _, p in prompts]
     expected = [CLOZE_PROMPT.format(s=c) for x in clozed for c in clozes(x, 3)]
     assert sorted(asked) == sorted(expected) and len(asked) > len(clozed)
 
@@ -137,24 +145,14 @@ def test_with_cloze_every_fact_sentence_is_asked_once_in_the_document():
     """Names fill every slot of these chunks (4 names, 4 prompts), yet each sentence with a number is asked as a
     cloze exactly once: in a free slot, or at the latest in the last chunk that holds it whole. Off, the prompts
     are as before."""
-    from liftlm.distill.teacher import _last_whole
-
-    text = _keyed_document(12)
-    words = text.split(" ")
-    spans = [(a, min(a + 40, len(words))) for a in range(0, len(words) - 15, 15)]  # overlapping, by words
-    texts = [" ".join(words[a:b]) for a, b in spans]
-    n = spans[-1][1]
-    due = _last_whole(texts, spans, n)
-    clozed: set[str] = set()
-    asked = [seed_prompts(t, 4, i, {}, first=a == 0, last=b == n, clozed=clozed, due=due[i])
-             for i, (t, (a, b)) in enumerate(zip(texts, spans))]
-    clozes = [p for prompts in asked for k, p in prompts if k == "cloze"]
+    texts, spans, n, _, _, asked = _asked_by_chunk(4)
+    asked_clozes = [p for prompts in asked for k, p in prompts if k == "cloze"]
     facts = {x for t, (a, b) in zip(texts, spans) for x in fact_sentences(whole_sentences(t, a == 0, b == n))
              if any(c.isdigit() for c in x)}
     assert len(facts) >= 10
     for x in facts:  # each once, with its number blanked
-        assert sum(f'"{cloze(x)}"' in p for p in clozes) == 1, x
-    assert all(p.startswith(CLOZE_PROMPT.split("{")[0]) and "___" in p for p in clozes)
+        assert sum(f'"{cloze(x)}"' in p for p in asked_clozes) == 1, x
+    assert all(p.startswith(CLOZE_PROMPT.split("{")[0]) and "___" in p for p in asked_clozes)
     assert max(len(prompts) for prompts in asked) > 4  # some had to go beyond the chunk's 4 slots
     off = [seed_prompts(t, 4, i, {}, first=a == 0, last=b == n) for i, (t, (a, b)) in enumerate(zip(texts, spans))]
     assert all(len(prompts) <= 4 and "cloze" not in dict(prompts) for prompts in off)
@@ -163,17 +161,7 @@ def test_with_cloze_every_fact_sentence_is_asked_once_in_the_document():
 def test_with_no_prompts_per_chunk_only_the_clozes_are_asked_each_once():
     """--distill-prompts 0 --distill-cloze: no names, key phrases, summaries or what-happens-next requests; each
     fact-bearing sentence asked once, in the last chunk that holds it whole."""
-    from liftlm.distill.teacher import _last_whole
-
-    text = _keyed_document(12)
-    words = text.split(" ")
-    spans = [(a, min(a + 40, len(words))) for a in range(0, len(words) - 15, 15)]
-    texts = [" ".join(words[a:b]) for a, b in spans]
-    n = spans[-1][1]
-    due = _last_whole(texts, spans, n)
-    clozed: set[str] = set()
-    asked = [seed_prompts(t, 0, i, {}, first=a == 0, last=b == n, clozed=clozed, due=due[i])
-             for i, (t, (a, b)) in enumerate(zip(texts, spans))]
+    texts, spans, n, due, _, asked = _asked_by_chunk(0)
     assert {k for prompts in asked for k, _ in prompts} == {"cloze"}
     facts = {x for t, (a, b) in zip(texts, spans) for x in fact_sentences(whole_sentences(t, a == 0, b == n))
              if cloze(x)}
