@@ -302,6 +302,7 @@ class Lift:
         if self._adapted is not None and hasattr(self._adapted, "peft_config"):
             self._base = detach_adapter(self._adapted)
         self._adapted = None  # a fully fine-tuned copy is simply dropped: the base was never touched
+        self.answerer.forget_adapted()  # the base's keys/values still hold (its weights never change)
         return self._base
 
     # --- answering ---

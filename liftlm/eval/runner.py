@@ -110,11 +110,8 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="answer", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
 
 
-def _prepare_document(lift, document: str, needs_adapter: bool, force: bool) -> dict | None:
-    """Internalize (train or reuse) or just read the document; the LIFT facts for the records."""
-    if not needs_adapter:
-        lift.read(document)
-        return None
+def _prepare_document(lift, document: str, force: bool) -> dict:
+    """Internalize the document (train, or reuse its stored adapter); the LIFT facts for the records."""
     done = lift.internalize(document, force=force)
     training = done.metadata.get("training", {})
     return {"adapter": str(done.adapter), "trained": done.trained, "train_seconds": training.get("seconds")}
@@ -147,9 +144,6 @@ def answer_all(spec: EvalSpec, config: LiftConfig, previous: dict | None) -> tup
     groups = group_by_document(examples)
     pending = [[(ex, m) for ex in exs for m in spec.methods if (ex.id, m) not in done] for _, exs in groups]
     total = sum(len(p) for p in pending)
-    # Internalize whenever the run has an adapter method (even if only icl answers remain for a document):
-    # one Lift keeps one current adapter, and reading a document after an internalize would keep the old one.
-    needs_adapter = any(uses_adapter(m) for m in spec.methods)
     answered = documents = 0
     bar = _progress(total, spec.progress, "eval")
     try:
@@ -157,10 +151,18 @@ def answer_all(spec: EvalSpec, config: LiftConfig, previous: dict | None) -> tup
             if not todo:
                 continue
             bar.set_description(f"eval doc {index + 1}/{len(groups)}")
-            lifted = _prepare_document(lift, document, needs_adapter, spec.force)
+            # The methods without an adapter answer first, so that their answers are on disk before a long
+            # training starts; the document is internalized before its first adapter method's answer.
+            todo = sorted(todo, key=lambda pair: uses_adapter(pair[1]))  # stable: questions stay in order
+            lift.read(document)
+            lifted = None
             documents += 1
             doc_ids = encode(lift.tokenizer, document)
             for ex, mode in todo:
+                if uses_adapter(mode) and lifted is None:
+                    bar.set_description(f"eval doc {index + 1}/{len(groups)}: internalizing")
+                    lifted = _prepare_document(lift, document, spec.force)
+                    bar.set_description(f"eval doc {index + 1}/{len(groups)}")
                 start = time.perf_counter()
                 prompt = task_prompt(lift, tasks[ex.task], ex, doc_ids, mode, new_tokens(ex))
                 prediction = generate_answer(lift, prompt, mode, new_tokens(ex))

@@ -78,10 +78,11 @@ def haystack_dir(tmp_path, haystack) -> Path:
 def test_longbench_end_to_end_one_adapter_per_document(tmp_path, tiny_model_dir, longbench_file, monkeypatch):
     import liftlm.train
 
-    trained = []
-    real_train = liftlm.train.train
-    monkeypatch.setitem(liftlm.train.TRAINERS, "paper", lambda *a, **k: trained.append(1) or real_train(*a, **k))
     out, store = tmp_path / "out", tmp_path / "store"
+    trained = []  # the answers on disk as each document's training starts
+    real_train = liftlm.train.train
+    monkeypatch.setitem(liftlm.train.TRAINERS, "paper",
+                        lambda *a, **k: trained.append(len(records(out))) or real_train(*a, **k))
     assert evaluate("--benchmark", "longbench", "--data", longbench_file, "--methods", "icl,lift+icl,rag",
                     "--model", tiny_model_dir, "--store", store, "--out", out, *SMALL) == 0
     recs = records(out)
@@ -91,7 +92,10 @@ def test_longbench_end_to_end_one_adapter_per_document(tmp_path, tiny_model_dir,
         assert {"id", "question", "gold", "prediction", "score", "method", "seconds", "metric", "task"} <= set(r)
         assert 0.0 <= r["score"] <= 1.0 and r["seconds"] >= 0
     adapters = [p for p in store.iterdir() if p.name != ".work"]  # .work: the store's locks (and checkpoints)
-    assert len(trained) == 3 and len(adapters) == 3  # three documents, three adapters
+    assert len(adapters) == 3  # three documents, three adapters
+    # each document's icl and rag answers are written before its training starts (2 + 2 questions, then 1)
+    assert trained == [2 * 2, 2 * 3 + 2 * 2, 2 * 3 * 2 + 1 * 2]
+    assert [r["method"] for r in recs[:6]] == ["icl", "rag", "icl", "rag", "lift+icl", "lift+icl"]
     assert not list(store.glob(".work/*/checkpoint"))  # checkpoints go once the adapters are stored
     lifted = [r for r in recs if r["method"] == "lift+icl"]
     assert len({r["adapter"] for r in lifted}) == 3
