@@ -5,11 +5,14 @@ An interruption (Ctrl-C, a full disk, a crash) leaves at most a temporary ``.tmp
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import LiftError
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -63,3 +66,35 @@ def _move_into_place(tmp: Path, final: Path, if_exists: str) -> None:
         final.rename(old / final.name)  # aside, in one rename; then the new one in, in another
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_jsonl(path: Path, flag: str = "--out") -> list[dict]:
+    """The records of a JSONL file we append to. A torn last line (an interrupted write) is cut off the
+    file; any other bad line is an error (naming ``flag``, the option that points at the file)."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    records: list[dict] = []
+    good_end = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            good_end += len(line) + 1
+            continue
+        try:
+            records.append(json.loads(line))
+            good_end += len(line) + 1
+        except json.JSONDecodeError:
+            if number == len(lines):  # the unterminated last line: an interrupted write
+                with path.open("r+b") as fh:
+                    fh.truncate(good_end)
+                break
+            raise LiftError(f"{flag}: {path}:{number} is not valid JSON; fix or delete that file") from None
+    return records
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one record as a line and flush it (a reader sees whole lines, or a torn last one)."""
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fh.flush()

@@ -599,3 +599,50 @@ def test_the_teacher_bar_counts_prompts_when_progress_is_shown(tiny_model_dir, t
     asked = report["items"] + report["not_grounded"]
     bars = capsys.readouterr().err
     assert "teacher: 100%" in bars and f"{asked}/{asked}" in bars
+
+
+def test_an_interrupted_teacher_resumes_after_its_finished_blocks(tiny_loaded, tmp_path, monkeypatch):
+    """The teacher appends each finished block of chunks to a record beside its cache; killed mid-document, the next
+    run asks only the chunks after the record's last block and caches exactly the items of an uninterrupted run."""
+    from liftlm.distill import DistillSource
+    from liftlm.distill import teacher as distill
+
+    monkeypatch.setattr(distill, "TEACH_BLOCK", 2)  # 2 chunks a block: several blocks in a short text
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    chat = PromptBuilder(tok, 512).chat
+    cfg = LiftConfig(window=256, segment_length=48, context_tokens=32, distill_prompts=2, distill_answer_tokens=3,
+                     distill_retention=0.25)
+    text = TEXT * 4
+    ids = tok.encode(text, add_special_tokens=False)
+    whole, report = DistillSource(cfg, "tiny", tmp_path / "whole").items(text, ids, model, tok, chat)
+    assert "resumed_blocks" not in report
+
+    source = DistillSource(cfg, "tiny", tmp_path / "cut")
+    asked: list[tuple[int, int]] = []
+    real_teach = distill.teach
+
+    def killed_in_block(n):
+        def teach(model, tokenizer, chat, doc_ids, rows, *args, **kwargs):
+            spans = {span for span, _, _ in rows}
+            if n is not None and any(span[0] >= n * 2 * cfg.effective_stride for span in spans):
+                raise KeyboardInterrupt  # the user's Ctrl-C, in the block after the first n
+            asked.extend(spans)
+            return real_teach(model, tokenizer, chat, doc_ids, rows, *args, **kwargs)
+        return teach
+
+    monkeypatch.setattr(distill, "teach", killed_in_block(2))
+    with pytest.raises(KeyboardInterrupt):
+        source.items(text, ids, model, tok, chat)
+    record = [json.loads(line) for line in source.partial_path(text).read_text().splitlines()]
+    assert [r["block"] for r in record] == [0, 1] and not source.cache_path(text).exists()
+    finished = set(asked)
+    asked.clear()
+    monkeypatch.setattr(distill, "teach", killed_in_block(None))
+    items, again = source.items(text, ids, model, tok, chat)
+    assert again["resumed_blocks"] == 2 and again["teacher_seconds"] >= record[-1]["seconds"]
+    assert asked and not finished & set(asked)  # no chunk of the finished blocks asked again
+    assert [(it.kind, it.prompt, it.chunk, it.answer_ids) for it in items] == \
+        [(it.kind, it.prompt, it.chunk, it.answer_ids) for it in whole]
+    assert {k: again[k] for k in ("items", "not_grounded", "kinds")} == \
+        {k: report[k] for k in ("items", "not_grounded", "kinds")}
+    assert not source.partial_path(text).exists() and source.cache_path(text).is_file()

@@ -6,10 +6,12 @@ No torch at import: the teacher (``liftlm.distill.teacher``) is imported only wh
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import LiftError
+from ..fileio import append_jsonl, read_jsonl
 from ..keys import DISTILL_VERSION, document_sha256, store_key
 from .prompts import KINDS, DistillItem
 
@@ -57,6 +59,11 @@ class DistillSource:
                 settings["distill_blanks"] = self.cfg.distill_blanks
         return self.cache_dir / f"{store_key(document_sha256(text), self.model_id, settings)}.jsonl"
 
+    def partial_path(self, text: str) -> Path:
+        """Where the teacher appends each finished block of chunks until its items are cached (``make_items``)."""
+        cache = self.cache_path(text)
+        return cache.with_name(f"{cache.stem}.partial.jsonl")
+
     def items(self, text: str, doc_ids: list[int], model, tokenizer, chat) -> tuple[list[DistillItem], dict]:
         """The items for ``text`` the student trains on (``model``: the base model, the teacher; only the kinds
         of ``--distill-kinds``) and a report (count, teacher time; ``made``: all the teacher made, if fewer)."""
@@ -85,6 +92,19 @@ class DistillSource:
             items = read_items(cache)
             return items, {"items": len(items), "used": "cache", "cache": str(cache)}
         spans = segment_spans(len(doc_ids), self.cfg.segment_length, self.cfg.effective_stride)
+        # an interrupted teacher's finished blocks (``make_items``'s records), appended one a block
+        partial = self.partial_path(text)
+        blocks_done = read_jsonl(partial, flag="the teacher's record of an interrupted run")
+        if any(r.get("spans") != len(spans) for r in blocks_done):  # (not this document's chunks: start again)
+            print(f"liftlm: warning: {partial} does not match this document's chunks; the teacher starts again",
+                  file=sys.stderr, flush=True)
+            partial.unlink()
+            blocks_done = []
+        elif blocks_done:
+            print(f"liftlm: the teacher resumes after {len(blocks_done)} blocks of chunks it finished before "
+                  f"({blocks_done[-1]['done']} prompts; {partial})", file=sys.stderr, flush=True)
+        before = blocks_done[-1].get("seconds", 0.0) if blocks_done else 0.0
+        partial.parent.mkdir(parents=True, exist_ok=True)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -101,15 +121,22 @@ class DistillSource:
                 self.on_step(StepProgress(0, self.cfg.epochs, done, total, float("nan"), stage="teacher"))
 
         start = time.perf_counter()
+
+        def on_block(record: dict) -> None:
+            append_jsonl(partial, record | {"seconds": round(before + time.perf_counter() - start, 2)})
+
         try:
             items, counts = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
                                        self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
                                        advance if bar is not None or self.on_step else None, self.cfg.distill_questions,
-                                       cloze=self.cfg.distill_cloze, blanks=self.cfg.distill_blanks)
+                                       cloze=self.cfg.distill_cloze, blanks=self.cfg.distill_blanks,
+                                       blocks_done=blocks_done, on_block=on_block)
         finally:
             if bar is not None:  # (a tqdm without a total refuses bool())
                 bar.close()
-        seconds = time.perf_counter() - start
+        seconds = before + time.perf_counter() - start  # (with the interrupted run's, when it resumed one)
+        if not items:  # (refused below: nothing to resume either)
+            partial.unlink(missing_ok=True)
         if not items and not counts["not_grounded"]:  # (--distill-prompts 0 on a document with no fact sentence)
             raise LiftError("nothing to distil: the document has no sentence with a name or a number to ask about "
                             "with --distill-prompts 0; ask more prompts per chunk (--distill-prompts)")
@@ -118,7 +145,9 @@ class DistillSource:
                             "its chunk says (see distill.grounded): nothing to distil; try --objective ct or "
                             "--distill-retention")
         write_items(cache, items)
+        partial.unlink(missing_ok=True)  # the items are cached whole: the blocks' record is done with
         kinds = _kind_counts(items)
-        return items, {"items": len(items), "kinds": kinds, **counts,
+        resumed = {"resumed_blocks": len(blocks_done)} if blocks_done else {}
+        return items, {"items": len(items), "kinds": kinds, **counts, **resumed,
                        "teacher_seconds": round(seconds, 2), "answer_tokens": sum(len(it.answer_ids) for it in items),
                        "cache": str(cache)}

@@ -9,6 +9,7 @@ that do not say what their chunk says (``grounded``) are left out. A decoding ba
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
@@ -131,7 +132,9 @@ def _drop_done(cache, going: list[int], *tensors: torch.Tensor):
 def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]], prompts_per_chunk: int,
                answer_tokens: int, retention_share: float, seed: int = 0,
                progress: Callable[[int, int], None] | None = None,
-               questions_per_sentence: int = 0, cloze: bool = False, blanks: int = 1) -> tuple[list[DistillItem], dict]:
+               questions_per_sentence: int = 0, cloze: bool = False, blanks: int = 1,
+               blocks_done: list[dict] = (), on_block: Callable[[dict], None] | None = None,
+               ) -> tuple[list[DistillItem], dict]:
     """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, with
     ``questions_per_sentence`` > 0 the questions the teacher writes about each fact-bearing sentence, and
     retention prompts (``retention_share`` of all items) asked with chunks in context, spread over the chunks.
@@ -145,7 +148,13 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     (``seed_prompts``: in a chunk's free slots, at the latest in the last chunk that holds it whole; ``blanks``
     clozes a sentence, each with another fact blanked) and ``clozes`` counts them. ``progress(done, total)``:
     asks answered (writing and answering), after each batch; the total counts the questions not yet written at
-    ``questions_per_sentence`` a sentence."""
+    ``questions_per_sentence`` a sentence.
+
+    Resumable by block: after each block ``on_block(record)`` receives what the block added (a JSON-able dict:
+    its items, the written questions it kept, the counts and tallies so far); given those records of an
+    interrupted run as ``blocks_done``, the teacher goes on after their last block and returns what one
+    uninterrupted run returns (every block's prompts are fixed before any is asked; the blocks carry over only
+    the written questions kept, how many retention prompts were used, and the counts)."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
     phrasings: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
     clozed: set[str] | None = set() if cloze else None  # the fact-bearing sentences asked as clozes so far
@@ -164,6 +173,12 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     items: list[DistillItem] = []
     seen: set[str] = set()  # the written questions kept so far
     n_ret = done = 0
+    for record in blocks_done:  # an interrupted run's blocks: their items and tallies, not asked again
+        if record["spans"] != len(spans):
+            raise ValueError(f"a teacher record of a document with {record['spans']} chunks, not {len(spans)}")
+        items += [DistillItem.from_dict(d) for d in record["items"]]
+        seen.update(record["seen"])
+        counts, n_ret, done = dict(record["counts"]), record["n_ret"], record["done"]
 
     def future(end: int) -> int:  # the asks of the chunks from ``end`` on: at most, their writes not yet made
         writes = sum(len(w) for w in to_write[end:])
@@ -175,9 +190,10 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
             return None
         return lambda k: progress(done + k, done + n + after + future(end))
 
-    for b0 in range(0, len(spans), TEACH_BLOCK):
+    for b0 in range(len(blocks_done) * TEACH_BLOCK, len(spans), TEACH_BLOCK):
         block = range(b0, min(b0 + TEACH_BLOCK, len(spans)))
         chunk_kv: dict = {}  # the block's chunks' keys/values, for both passes
+        n_items, seen_before = len(items), set(seen)
         writes = [(i, x) for i in block for x in to_write[i]]
         later = round((sum(len(per_chunk[i]) for i in block) + len(writes) * questions_per_sentence) * (1 + share))
         if writes:  # pass 1: the teacher writes questions about the block's fact-bearing sentences
@@ -202,6 +218,9 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
             else:
                 counts["not_grounded"] += 1
         del chunk_kv
+        if on_block is not None:
+            on_block({"block": b0 // TEACH_BLOCK, "spans": len(spans), "done": done, "n_ret": n_ret,
+                      "counts": dict(counts), "seen": sorted(seen - seen_before), "items": [asdict(it) for it in items[n_items:]]})
     return items, counts
 
 

@@ -18,37 +18,6 @@ JUDGMENTS = "judge.jsonl"
 RUN_FILE = "run.json"
 
 
-def read_jsonl(path: Path, flag: str = "--out") -> list[dict]:
-    """The records of a JSONL file we append to. A torn last line (an interrupted write) is cut off the
-    file; any other bad line is an error."""
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    records: list[dict] = []
-    good_end = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            good_end += len(line) + 1
-            continue
-        try:
-            records.append(json.loads(line))
-            good_end += len(line) + 1
-        except json.JSONDecodeError:
-            if number == len(lines):  # the unterminated last line: an interrupted write
-                with path.open("r+b") as fh:
-                    fh.truncate(good_end)
-                break
-            raise LiftError(f"{flag}: {path}:{number} is not valid JSON; fix or delete that file") from None
-    return records
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        fh.flush()
-
-
 def git_revision() -> dict | None:
     """The commit of the liftlm checkout this code runs from, and whether it has local changes."""
     root = Path(__file__).resolve().parents[2]

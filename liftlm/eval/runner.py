@@ -24,10 +24,11 @@ from pathlib import Path
 
 from ..config import LiftConfig
 from ..errors import LiftError
+from ..fileio import append_jsonl, read_jsonl
 from .benchmarks import Benchmark, get_benchmark, take_documents
 from .datasets import Example, get_task
 from .prompts import encode, fit_prompt, make_record, task_prompt
-from .rundir import JUDGMENTS, PREDICTIONS, append_jsonl, check_out_dir, read_jsonl, write_run_file
+from .rundir import JUDGMENTS, PREDICTIONS, check_out_dir, write_run_file
 from .spec import DEFAULT_METHODS, METHODS, ORACLE, EvalSpec
 
 __all__ = ["DEFAULT_METHODS", "METHODS", "EvalSpec", "Outcome", "load_examples", "read_jsonl", "run_eval",
@@ -152,8 +153,11 @@ def answer_all(spec: EvalSpec, config: LiftConfig, previous: dict | None) -> tup
                 continue
             bar.set_description(f"eval doc {index + 1}/{len(groups)}")
             # The methods without an adapter answer first, so that their answers are on disk before a long
-            # training starts; the document is internalized before its first adapter method's answer.
-            todo = sorted(todo, key=lambda pair: uses_adapter(pair[1]))  # stable: questions stay in order
+            # training starts; the document is internalized before its first adapter method's answer. Each
+            # method answers all the document's questions in a row: their prompts share the document's start,
+            # whose keys/values the answerer keeps (infer.PromptReuse) from one question to the next.
+            order = {m: i for i, m in enumerate(spec.methods)}
+            todo = sorted(todo, key=lambda pair: (uses_adapter(pair[1]), order[pair[1]]))  # stable: questions in order
             lift.read(document)
             lifted = None
             documents += 1
