@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,12 +74,13 @@ class PromptReuse:
     same chat turn and document before its own question: with the whole 8k-token document in context, the
     prefill is minutes of a CPU per question and the question a few seconds. A slot is one model state: the base
     model and the adapted one keep separate keys/values, and the adapted slot must be forgotten (``forget``)
-    whenever the adapter changes. At most one prompt per slot is kept (its keys/values: e.g. ~0.5 GB for 8k tokens
-    of Qwen2.5-1.5B)."""
+    whenever the adapter changes. One prompt per slot is kept (its keys/values: e.g. ~0.5 GB for 8k tokens of
+    Qwen2.5-1.5B), in at most ``max_slots`` slots (the least recently used goes first)."""
 
-    def __init__(self, min_shared: int = 16):
+    def __init__(self, min_shared: int = 16, max_slots: int = 2):
         self.min_shared = min_shared  # shorter shared starts are computed again: not worth a copy
-        self._kept: dict[str, tuple[list[int], KV]] = {}
+        self.max_slots = max_slots
+        self._kept: OrderedDict[str, tuple[list[int], KV]] = OrderedDict()
 
     def forget(self, slot: str | None = None) -> None:
         """Drop the keys/values kept for ``slot`` (every slot when None)."""
@@ -105,6 +107,9 @@ class PromptReuse:
         """Keep the prompt's part of ``cache`` (which also holds the answer's tokens) for the next prompt."""
         n = len(prompt_ids)
         self._kept[slot] = (list(prompt_ids), [(k[:, :, :n], v[:, :, :n]) for k, v in kv_tensors(cache)])
+        self._kept.move_to_end(slot)
+        while len(self._kept) > self.max_slots:
+            self._kept.popitem(last=False)
 
 
 @torch.no_grad()

@@ -19,7 +19,15 @@ from ..config import LiftConfig
 from ..context import PromptBuilder
 from ..documents import check_document
 from ..errors import LiftError
-from ..infer import Answerer, base_model_context, greedy_decode, uses_adapter, uses_document, uses_retrieval
+from ..infer import (
+    Answerer,
+    PromptReuse,
+    base_model_context,
+    greedy_decode,
+    uses_adapter,
+    uses_document,
+    uses_retrieval,
+)
 from ..keys import adapter_key
 from ..models import LoadedModel, load_model, resolve_window
 from ..train import detach_adapter
@@ -63,6 +71,9 @@ class Engine:
         self._tokens: OrderedDict[str, list[int]] = OrderedDict()  # document id -> its tokens
         self._max_documents_cached = max_documents_cached
         self._answerers: dict[int, Answerer] = {}  # one per window
+        # the keys/values of the last prompt per model state (the base model; each adapter): a follow-up question
+        # about a document computes only what follows the document (infer.PromptReuse)
+        self.reuse = PromptReuse(max_slots=max_loaded + 1)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liftlm-model")
 
     @property
@@ -136,13 +147,13 @@ class Engine:
             if job is not None and uses_adapter(mode):
                 self._load(job)
                 self.peft.set_adapter(_name(job["id"]))
-                model, context = self.peft, contextlib.nullcontext()
+                model, context, slot = self.peft, contextlib.nullcontext(), _slot(job["id"])
             else:
                 model = self.peft if self.peft is not None else self.loaded.model
-                context = base_model_context(model)
+                context, slot = base_model_context(model), "base"
             with context:
                 out = greedy_decode(model, self.tokenizer, prompt, max_new_tokens, on_text=push,
-                                    stop=stop.is_set if stop is not None else None)
+                                    stop=stop.is_set if stop is not None else None, reuse=self.reuse, slot=slot)
             finished = out.ended or len(out.ids) < max_new_tokens
             return Generated(out.text, len(prompt), len(out.ids), "stop" if finished else "length")
         finally:
@@ -185,6 +196,7 @@ class Engine:
         """Unload ``doc_id``'s adapter: PEFT's ``delete_adapter`` while others stay loaded (the most recent one
         made active first, if it was active), ``detach_adapter`` for the last one."""
         self.adapters.pop(doc_id)
+        self.reuse.forget(_slot(doc_id))  # its keys/values go with it (a reload may bring other weights)
         if self.adapters:
             active = self.peft.active_adapter
             if active == _name(doc_id):
@@ -196,6 +208,11 @@ class Engine:
 
     def loaded_adapters(self) -> list[str]:
         return list(self.adapters)
+
+
+def _slot(doc_id: str) -> str:
+    """The ``PromptReuse`` slot of a document's adapter."""
+    return f"adapter {doc_id}"
 
 
 def _name(doc_id: str) -> str:

@@ -32,3 +32,24 @@ def test_streamed_pieces_make_the_answer_and_stop_ends_it(tiny_loaded):
     assert "".join(pieces).strip() == out.text
     stopped = greedy_decode(model, tok, prompt, 12, stop=lambda: True)
     assert len(stopped.ids) == 1 and stopped.ids == out.ids[:1]
+
+
+def test_a_follow_up_question_reuses_the_documents_keys_values(tiny_model_dir, tmp_path):
+    """The engine keeps the last prompt's keys/values per model state: a second question about the same document
+    (icl) starts after the document, and answers as a fresh decode of the whole prompt does."""
+    from liftlm.serve.engine import Engine
+
+    engine = Engine(str(tiny_model_dir), "cpu", str(tmp_path / "store"))
+    try:
+        job = {"id": "d1", "text": "The lighthouse keeper of Varnholm kept a ledger of every ship. " * 6,
+               "settings": {"window": 256}}
+        first = engine.prepare(job, "Who kept the ledger?", "icl", 8)
+        second = engine.prepare(job, "What did the keeper keep?", "icl", 8)
+        engine.generate(job, first, "icl", 8)
+        shared = engine.reuse.shared("base", second)
+        assert shared >= len(engine.tokenizer.encode(job["text"].strip(), add_special_tokens=False)) - 2
+        got = engine.generate(job, second, "icl", 8)
+        assert got.text == greedy_decode(engine.loaded.model, engine.tokenizer, second, 8).text
+        assert got.prompt_tokens == len(second)
+    finally:
+        engine.close()
