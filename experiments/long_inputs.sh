@@ -18,8 +18,8 @@
 #   niah-embedded   the classic needle at 5 depths, 16k tokens, embedded model at its own window: icl, rag, lift+icl
 #                   (one adapter per depth, each like ruler-embedded's: ~5 h)
 #   facts-qwen-8k   20 made-up facts in an 8k-token haystack, Qwen 1.5B, window 2048: oracle, icl, rag, lift,
-#                   lift+icl, lift+rag (~3.1 h of training by the estimate, 4.1 h with the view computed every 8
-#                   samples; ~1 h of answers: the oracle reads 8k tokens a question)
+#                   lift+icl, lift+rag (the baselines' 72 answers first: 42 min, the oracle reading the 8k tokens
+#                   once, not once a question; then the teacher, 882 prompts, ~40 min, and the student, ~3-4 h)
 #   loogle-qwen-8k  LooGLE long-dependency QA, documents cut to 8k tokens (the questions whose evidence lies in
 #                   the cut: 22 of the sample's 43, over all 5 documents, with Qwen's tokenizer), Qwen 1.5B,
 #                   window 2048: icl, rag, lift+icl, lift+rag (~3 h a document, ~15 h in all: a GPU's job)
