@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import warnings
 
@@ -179,10 +180,21 @@ def run_ask(args) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler's or a container's stop), handled as Ctrl-C is: the training's
+    checkpoint and the eval's report are written on the way out; exit 143 instead of 130."""
+
+
+def _terminate(signum, _frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_libraries()
+    if args.verb != "serve":  # (the server stops on SIGTERM through uvicorn's own handler)
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         if getattr(args, "device", None) is not None:  # every verb that takes --device: refused before any work
             from .models import check_device
@@ -204,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except LiftError as e:
         print(f"liftlm: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("liftlm: interrupted (nothing half-written was kept)", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -418,7 +418,7 @@ def wait_until_stopped(proc: subprocess.Popen, timeout: float = 240) -> None:
     pytest.fail("the training did not reach its first checkpoint")
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_killed_or_interrupted_process_then_resume(tiny_model_dir, tmp_path, sig, code):
     doc = tmp_path / "doc.txt"
     doc.write_text(DOC)
@@ -433,7 +433,7 @@ def test_killed_or_interrupted_process_then_resume(tiny_model_dir, tmp_path, sig
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     assert out == ""  # no adapter path printed
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:  # Ctrl-C, and a stop (SIGTERM) taken as Ctrl-C is
         assert "is checkpointed in" in err and "rerun the same command to resume" in err
     stored = [p for p in store.iterdir() if p.name != ".work"]
     assert stored == []  # nothing half-written in the store (no adapter, no temporary directory)
