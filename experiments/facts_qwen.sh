@@ -37,6 +37,10 @@
 #    recipe on the second document; with each sentence asked as up to 3 clozes, each blanking another of its facts
 #    (--distill-blanks 3); with the learning rate at 5e-4 (lean's teacher items, cached); on the second document
 #    with 4 epochs (doc2-lean's items, cached)
+# 17. (lean-v5 / lean-blanks3-v5, only when asked for by name; issue 27) the lean recipe on both documents with
+#    items v5, whose grounding check keeps a cloze's short-number answer ("10", "159": before, every one was thrown
+#    away, and with it half the lean recipe's facts: experiments/results/item-coverage-qwen1.5b); the same with
+#    --distill-blanks 3
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,3 +150,14 @@ if [[ $only == doc2-lean-4epochs ]]; then  # the lean recipe on the second docum
   "$LIFTLM" eval "${GRID[@]}" --data-seed 1 --methods lift,lift+icl --objective distill --distill-cloze \
     --distill-prompts 0 --distill-questions 0 --epochs 4 --out "$OUT/doc2-lean-4epochs"
 fi
+for seed in 0 1; do  # items v5: doc 1 (data seed 0), then doc 2 (seed 1)
+  name=$([[ $seed == 0 ]] && echo "" || echo "doc2-")
+  if [[ $only == lean-v5 ]]; then
+    "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --objective distill --distill-cloze \
+      --distill-prompts 0 --distill-questions 0 --out "$OUT/${name}lean-v5"
+  fi
+  if [[ $only == lean-blanks3-v5 ]]; then
+    "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --objective distill --distill-cloze \
+      --distill-prompts 0 --distill-questions 0 --distill-blanks 3 --out "$OUT/${name}lean-blanks3-v5"
+  fi
+done

@@ -15,7 +15,8 @@ import json
 
 KEY_VERSION = 2  # of the store key: 1 hashed every setting; 2 only those that change the weights
 SYNTH_VERSION = 3  # of the auxiliary QA synthesizer (liftlm.synth): bump when the pairs made for a document change
-DISTILL_VERSION = 4  # of the distillation items (liftlm.distill): bump when the items made for a document change
+DISTILL_VERSION = 5  # of the distillation items (liftlm.distill): bump when the items made for a document change
+#                     (5: an answer that is a short number from its chunk, "10", passes the grounding check)
 SHORT_VIEW_WINDOW = 576  # windows up to this train as before --prefix-refresh existed (see training_settings)
 
 

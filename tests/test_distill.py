@@ -209,6 +209,17 @@ def test_teacher_answers_must_say_what_the_chunk_says():
                         chunk)
 
 
+def test_a_short_number_from_the_chunk_is_grounded():
+    """A cloze's answer is often a bare number: one of three digits or fewer says what the chunk says when the chunk
+    has it, and does not when it has not (before items v5 every such answer was thrown away)."""
+    chunk = "Bertil Haugen served as mayor of Nakurmoor for 10 years. The only road out of Tullby runs 159 kilometres."
+    cloze = 'Complete the sentence as the text has it: "Bertil Haugen served as mayor of Nakurmoor for ___ years."'
+    assert grounded("10", cloze, chunk) and grounded("10.", cloze, chunk)
+    assert not grounded("12", cloze, chunk)
+    assert grounded("159 kilometres", "How far is the coast from Tullby, in kilometres?", chunk)
+    assert not grounded("It is 95 kilometres.", "How far is the coast from Tullby, in kilometres?", chunk)
+
+
 def test_fact_sentences_have_a_name_or_a_number():
     sentences = ["The garden of the Pufilmoor monastery is full of dahlias.", "The road runs 159 kilometres.",
                  "Most people I know have problems with this.[4]", "it got worse in 2010 and after."]

@@ -257,8 +257,10 @@ _NOT_CONTENT = frozenset("text passage mention mentions mentioned provide provid
 
 
 def _content(text: str) -> set[str]:
+    """The words that carry content: longer than 3 letters, or with a digit (a cloze's "10", a "159 km": a number
+    is what a fact-bearing sentence is often asked for), less function words and the words of a refusal."""
     return {w for w in re.findall(r"[a-z0-9]+", text.lower())
-            if len(w) > 3 and w not in _FUNCTION_WORDS and w not in _NOT_CONTENT}
+            if (len(w) > 3 or any(c.isdigit() for c in w)) and w not in _FUNCTION_WORDS and w not in _NOT_CONTENT}
 
 
 def grounded(answer: str, prompt: str, chunk_text: str) -> bool:

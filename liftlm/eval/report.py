@@ -11,6 +11,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from .coverage import BINS, bin_label, coverage_summary, coverage_table
 from .datasets import LONGBENCH_TASKS, LOOGLE_TASKS, TASKS
 from .metrics import score
 from .niah import RULER_VARIANTS
@@ -291,6 +292,12 @@ def summary_markdown(records: list[dict], meta: dict) -> str:
                                    "questions asked about the same document; recall vs oracle: fact recall over "
                                    "the oracle's (the base model with the whole document in context). Percent "
                                    f"(answers).{words}"), "", facts_table(records), ""]
+        carried = coverage_summary(records)
+        if carried:
+            lines += ["## Facts by the teacher items that carry them", "",
+                      ("Recalled / facts, by how many of the adapter's distillation items carry the fact (come from "
+                       "a chunk that holds it and answer with it: liftlm.eval.coverage); a fact no item carries "
+                       "is not in the adapter."), "", coverage_table(carried), ""]
     tables = grid_tables(records)
     if tables:
         what = "fact recall by depth" if "facts" in {r["task"] for r in records} else f"score by {_grid_key(records)}"
@@ -367,11 +374,37 @@ def plot_summary(summary: dict, path: str | Path) -> Path:
     return Path(path)
 
 
+def plot_coverage(summary: dict, path: str | Path) -> Path:
+    """Recall (share of facts recalled) against the items carrying the fact, a line per method; the number of
+    facts in each bin written at its point."""
+    labels = [bin_label(lo, hi) for lo, hi in BINS]
+    fig = _figure(5.5, 3.6)
+    ax = fig.subplots()
+    for method, row in summary.items():
+        xs, ys = [], []
+        for i, label in enumerate(labels):
+            cell = row["bins"][label]
+            if cell["facts"]:
+                xs.append(i)
+                ys.append(cell["recalled"] / cell["facts"])
+                ax.annotate(str(cell["facts"]), (i, ys[-1]), textcoords="offset points", xytext=(0, 5),
+                            fontsize=7, ha="center")
+        ax.plot(xs, ys, marker="o", label=method)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel("teacher items carrying the fact (from its chunk, its answer in theirs)")
+    ax.set_ylabel("share of facts recalled")
+    ax.set_ylim(-0.05, 1.1)
+    ax.legend(fontsize=8)
+    fig.savefig(path, bbox_inches="tight")
+    return Path(path)
+
+
 # ---------------------------------------------------------------- all of it
 
 
 def write_report(out: str | Path) -> dict[str, Path]:
-    """Write summary.md, summary.json, summary.png and (needle tasks) a heatmap into ``out``."""
+    """Write summary.md, summary.json, summary.png, (needle tasks) a heatmap and (facts answered with adapters
+    whose items are counted) facts_coverage.png into ``out``."""
     out = Path(out)
     records, meta = load_results(out)
     if not records:
@@ -383,10 +416,15 @@ def write_report(out: str | Path) -> dict[str, Path]:
     written["summary.md"] = md
     js = out / "summary.json"
     extra = {"facts": facts_summary(records)} if any(r["task"] == "facts" for r in records) else {}
+    carried = coverage_summary(records)
+    if carried:
+        extra["items_carrying"] = carried
     js.write_text(json.dumps({"run": meta, **summary, **extra}, indent=2, ensure_ascii=False) + "\n",
                   encoding="utf-8")
     written["summary.json"] = js
     written["summary.png"] = plot_summary(summary, out / "summary.png")
+    if carried:
+        written["facts_coverage.png"] = plot_coverage(carried, out / "facts_coverage.png")
     key = _grid_key(records)
     if key is not None:
         tasks = {r["task"] for r in records}

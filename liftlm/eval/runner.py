@@ -26,6 +26,7 @@ from ..config import LiftConfig
 from ..errors import LiftError
 from ..fileio import append_jsonl, read_jsonl
 from .benchmarks import Benchmark, get_benchmark, take_documents
+from .coverage import ItemAnswers, annotate
 from .datasets import Example, get_task
 from .prompts import encode, fit_prompt, make_record, task_prompt
 from .rundir import JUDGMENTS, PREDICTIONS, check_out_dir, write_run_file
@@ -146,6 +147,7 @@ def answer_all(spec: EvalSpec, config: LiftConfig, previous: dict | None) -> tup
     pending = [[(ex, m) for ex in exs for m in spec.methods if (ex.id, m) not in done] for _, exs in groups]
     total = sum(len(p) for p in pending)
     answered = documents = 0
+    carried = ItemAnswers(lift.tokenizer)  # the adapters' items, to count those that carry each fact
     bar = _progress(total, spec.progress, "eval")
     try:
         for index, ((document, _), todo) in enumerate(zip(groups, pending)):
@@ -173,6 +175,8 @@ def answer_all(spec: EvalSpec, config: LiftConfig, previous: dict | None) -> tup
                 facts = lifted if uses_adapter(mode) else None
                 record = make_record(ex, tasks[ex.task], mode, prediction, time.perf_counter() - start, index, facts,
                                      bench.column(ex), bench.record_meta)
+                if facts is not None:
+                    annotate(record, carried)
                 append_jsonl(path, record)
                 answered += 1
                 bar.update(1)
