@@ -35,15 +35,15 @@ def main(argv: list[str]) -> int:
         path = lift.distill.cache_path(document)  # every item the teacher made (--distill-kinds not applied)
         answers = ItemAnswers(lift.tokenizer)
         facts = [ex for ex in exs if ex.metadata.get("kind") == "fact"]
-        carried = Counter()
+        uncarried = 0
         print(f"document {index + 1}: {len(items)} items {dict(Counter(it.kind for it in items))}; "
               f"teacher {report.get('teacher_seconds', 0):.0f} s")
         for ex in facts:
             kinds = answers.carrying(path, ex.metadata["fact_token"], list(ex.answers))
             n = sum(kinds.values())
-            carried[min(n, 6)] += 1
+            uncarried += n == 0
             print(f"  depth {ex.metadata['depth']:.3f}  {ex.answers[0]:<18} {n} {kinds}")
-        print(f"  facts carried by no item: {carried[0]} of {len(facts)}")
+        print(f"  facts carried by no item: {uncarried} of {len(facts)}")
     return 0
 
 
