@@ -41,6 +41,10 @@
 #    items v5, whose grounding check keeps a cloze's short-number answer ("10", "159": before, every one was thrown
 #    away, and with it half the lean recipe's facts: experiments/results/item-coverage-qwen1.5b); the same with
 #    --distill-blanks 3
+# 18. (names-clozes-lift, only when asked for by name; issue 27) items about the fact-bearing sentences only: two
+#    name questions a chunk (--distill-prompts 2 leaves no slot for key phrases), every fact-bearing sentence as a
+#    cloze, the summaries and what-happens-next requests not trained (--distill-kinds), no written questions, and
+#    the student in the `lift` view only (no head+tail prefix: cheaper samples), both documents
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -159,5 +163,10 @@ for seed in 0 1; do  # items v5: doc 1 (data seed 0), then doc 2 (seed 1)
   if [[ $only == lean-blanks3-v5 ]]; then
     "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --objective distill --distill-cloze \
       --distill-prompts 0 --distill-questions 0 --distill-blanks 3 --out "$OUT/${name}lean-blanks3-v5"
+  fi
+  if [[ $only == names-clozes-lift ]]; then
+    "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --objective distill --distill-cloze \
+      --distill-prompts 2 --distill-questions 0 --distill-kinds about,tell,what,details,cloze,retention \
+      --distill-views lift --out "$OUT/${name}names-clozes-lift"
   fi
 done
