@@ -44,7 +44,8 @@
 # 18. (names-clozes-lift, only when asked for by name; issue 27) items about the fact-bearing sentences only: two
 #    name questions a chunk (--distill-prompts 2 leaves no slot for key phrases), every fact-bearing sentence as a
 #    cloze, the summaries and what-happens-next requests not trained (--distill-kinds), no written questions, and
-#    the student in the `lift` view only (no head+tail prefix: cheaper samples), both documents
+#    the student in the `lift` view only (no head+tail prefix: cheaper samples), both documents; names-clozes:
+#    the same items in both views (doc 1 reuses names-clozes-lift's cached teacher items)
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -168,5 +169,10 @@ for seed in 0 1; do  # items v5: doc 1 (data seed 0), then doc 2 (seed 1)
     "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --objective distill --distill-cloze \
       --distill-prompts 2 --distill-questions 0 --distill-kinds about,tell,what,details,cloze,retention \
       --distill-views lift --out "$OUT/${name}names-clozes-lift"
+  fi
+  if [[ $only == names-clozes ]]; then
+    "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --objective distill --distill-cloze \
+      --distill-prompts 2 --distill-questions 0 --distill-kinds about,tell,what,details,cloze,retention \
+      --out "$OUT/${name}names-clozes"
   fi
 done
