@@ -49,7 +49,8 @@
 # 19. (batch8, only when asked for by name; issue 27) the default recipe with the student's samples 8 to a forward
 #    pass and an optimizer step (--batch-size 8: samples sharing a prefix, left-padded; 8x fewer optimizer steps, the
 #    GPU lever) at the learning rate scaled by about sqrt(8) (5.6e-4 against 2e-4), both documents: does recall
-#    hold with 8x fewer steps? (this CPU cannot say what it saves on a GPU)
+#    hold with 8x fewer steps? (this CPU cannot say what it saves on a GPU); batch8-1epoch: the same, one epoch
+#    (batch8's teacher items, cached)
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -182,5 +183,9 @@ for seed in 0 1; do  # items v5: doc 1 (data seed 0), then doc 2 (seed 1)
   if [[ $only == batch8 ]]; then
     "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --objective distill --batch-size 8 \
       --learning-rate 5.6e-4 --out "$OUT/${name}batch8"
+  fi
+  if [[ $only == batch8-1epoch ]]; then
+    "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --objective distill --batch-size 8 \
+      --learning-rate 5.6e-4 --epochs 1 --out "$OUT/${name}batch8-1epoch"
   fi
 done
