@@ -45,7 +45,7 @@ def main() -> None:
     samples = samples[: args.steps + 2]
     model = attach_adapter(loaded.model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
+    opt = torch.optim.AdamW(params, lr=cfg.resolved_learning_rate)
     batch = [(torch.tensor([s.input_ids]), torch.tensor([s.labels])) for s in samples]
     model.train()
 

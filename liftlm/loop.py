@@ -129,7 +129,7 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
         return result
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
-        params, lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-8, weight_decay=cfg.weight_decay
+        params, lr=cfg.resolved_learning_rate, betas=(0.9, 0.98), eps=1e-8, weight_decay=cfg.weight_decay
     )
     order = [u for epoch in plan for u in epoch]
     sizes = [len(u) if isinstance(u, list) else 1 for u in order]  # samples in each unit
@@ -140,7 +140,7 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     first = 0
     elapsed = 0.0
     if checkpoints is not None:
-        batched = {"unit": "batch", "batch_size": cfg.batch_size} if max(sizes) > 1 else {}
+        batched = {"unit": "batch", "batch_size": cfg.resolved_batch_size} if max(sizes) > 1 else {}
         checkpoints.describe(plan=[len(e) for e in plan], grad_accum=cfg.grad_accum, **batched,
                              trainable=[(n, list(p.shape)) for n, p in model.named_parameters() if p.requires_grad])
         resumed = checkpoints.restore(model, opt, scheduler, result)

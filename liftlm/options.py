@@ -35,7 +35,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("LIFT settings")
     for f in dataclasses.fields(LiftConfig):
         kind = _field_type(f)
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        said = f.default is None and "default" in f.metadata["help"]  # the help says what None stands for
+        help_text = f.metadata["help"] + ("" if said else f" (default: {f.default})")
         if kind is bool:
             group.add_argument(flag_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)

@@ -251,7 +251,7 @@ class Lift:
     def _metadata(self, text: str, trained: Trained, qa: list, qa_report: dict, items: list, distill_report: dict,
                   checkpoints) -> dict:
         metadata = adapter_metadata(text, len(self._doc_ids), self.model_id, self.model_spec,
-                                    {**self.config.to_dict(), "window": self.window}, self.config.finetune,
+                                    {**self.config.resolved_dict(), "window": self.window}, self.config.finetune,
                                     trained.samples, {**qa_report, "pairs": len(qa)}, trained.result)
         if items:
             metadata["distill"] = {**distill_report, "student_samples": trained.qa_samples - len(qa)}

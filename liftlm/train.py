@@ -124,7 +124,7 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
 
     prefix_of = [tuple(s.shared_prefix) if isinstance(s, SoftSample) and s.shared_prefix else None
                  for s in everything]
-    plan = batch_plan(epoch_plan(n_segments, len(qa_samples), cfg), prefix_of, cfg.batch_size)
+    plan = batch_plan(epoch_plan(n_segments, len(qa_samples), cfg), prefix_of, cfg.resolved_batch_size)
     optimize(model, plan, compute, cfg, result, progress, desc, on_epoch, on_step, checkpoints,
              on_save=soft_loss.forget)
     result.prefix_tokens += soft_loss.prefix_tokens  # the shared prefixes run forward only

@@ -464,6 +464,33 @@ def test_objective_settings_are_checked():
     assert LiftConfig(objective="distill", distill_kinds="written").key_dict()["distill_kinds"] == "asked"  # (its old name)
 
 
+def test_distillation_defaults_to_batches_of_8_at_5_6e_4_and_the_other_objectives_keep_theirs():
+    """--objective distill trains 8 samples a step at 5.6e-4 unless told otherwise; ct and ct+distill one at a time
+    at 2e-4. The defaults are resolved from the objective when read, so settings re-read with another objective
+    (a server's defaults under a request's settings) take that objective's."""
+    distill, ct, both = LiftConfig(objective="distill"), LiftConfig(objective="ct"), LiftConfig(objective="ct+distill")
+    assert (distill.resolved_batch_size, distill.resolved_learning_rate) == (8, 5.6e-4)
+    assert (ct.resolved_batch_size, ct.resolved_learning_rate) == (1, 2e-4)
+    assert (both.resolved_batch_size, both.resolved_learning_rate) == (1, 2e-4)
+    given = LiftConfig(objective="distill", batch_size=2, learning_rate=1e-3)
+    assert (given.resolved_batch_size, given.resolved_learning_rate) == (2, 1e-3)
+    again = LiftConfig.from_dict({**distill.to_dict(), "objective": "ct"})
+    assert (again.resolved_batch_size, again.resolved_learning_rate) == (1, 2e-4)
+    assert distill.resolved_dict()["learning_rate"] == 5.6e-4 and distill.resolved_dict()["batch_size"] == 8
+    assert distill.training_dict()["batch_size"] == 8 and distill.to_dict()["batch_size"] is None
+    # the store key holds the numbers trained with: one sample at a time at 2e-4, as liftlm trained before the
+    # batches were the default, keeps the key such adapters have (no batch_size in it)
+    old = LiftConfig(objective="distill", batch_size=1, learning_rate=2e-4).key_dict()
+    assert "batch_size" not in old and old["learning_rate"] == 2e-4
+    assert distill.key_dict()["batch_size"] == 8 and distill.key_dict()["learning_rate"] == 5.6e-4
+    assert LiftConfig(objective="distill", batch_size=8, learning_rate=5.6e-4).key_dict() == distill.key_dict()
+    assert ct.key_dict() == LiftConfig(objective="ct", learning_rate=2e-4, batch_size=8).key_dict()  # no batches
+    with pytest.raises(LiftError, match="--learning-rate"):
+        LiftConfig(learning_rate=0)
+    with pytest.raises(LiftError, match="--batch-size"):
+        LiftConfig(batch_size=0)
+
+
 def test_items_and_settings_of_kind_asked_load_as_written():
     """Kind "written" was called "asked": the items cached or stored beside older adapters, and their settings, still
     load, as "written"; the store key hashes the kind under its old name, so those adapters keep their key."""

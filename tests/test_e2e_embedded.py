@@ -106,14 +106,17 @@ def test_qa_file_makes_the_fact_recallable_without_the_document(home, tmp_path):
 
 def test_the_demo_answers_from_outside_the_window_where_icl_cannot(home, tmp_path):
     """The README demo (scripts/demo.sh) end to end: examples/kellmere.txt (1.3k tokens) with a 512-token window,
-    the adapter trained by context distillation with the demo's 8 prompts per chunk (3-4 minutes here). The
+    the adapter trained by context distillation with the demo's 8 prompts per chunk, one sample a step at 2e-4
+    (3-4 minutes here). The
     railway's closing year lies in the middle of the document, outside the head+tail view: ``icl`` cannot read
     it, ``lift+icl`` answers it from the adapter (measured: experiments/results/objectives-embedded-default/)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     demo = open(os.path.join(root, "scripts", "demo.sh")).read()
     assert "--distill-prompts 8" in demo and "In what year was the railway line to Kellmere shut?" in demo
+    assert "--batch-size 1 --learning-rate 2e-4" in demo
     done = liftlm(home, tmp_path / "store", "ask", "--document", os.path.join(root, "examples", "kellmere.txt"),
-                  "--window", 512, "--distill-prompts", 8, "--mode", "icl,lift+icl", "--json",
+                  "--window", 512, "--distill-prompts", 8, "--batch-size", 1, "--learning-rate", 2e-4,
+                  "--mode", "icl,lift+icl", "--json",
                   "--question", "In what year was the railway line to Kellmere shut?")  # progress shown, as in the demo
     assert done.returncode == 0, done.stderr
     assert "teacher: 100%" in done.stderr and "LIFT" in done.stderr  # the bars the demo's user sees

@@ -12,8 +12,9 @@ from liftlm.config import LiftConfig
 from liftlm.estimate import Estimate, estimate
 
 RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
-COST_RUNS = ["cost-embedded", "cost-qwen1.5b"]
-ATTENTION = {"cost-embedded": 30 * 9 * 64, "cost-qwen1.5b": 28 * 12 * 128}  # layers × heads × head size
+COST_RUNS = ["cost-embedded", "cost-qwen1.5b", "cost-qwen1.5b-batch"]
+ATTENTION = {"cost-embedded": 30 * 9 * 64, "cost-qwen1.5b": 28 * 12 * 128, "cost-embedded-levers": 30 * 9 * 64,
+             "cost-qwen1.5b-batch": 28 * 12 * 128}  # layers × heads × head size
 TEXT = ("The ferry at Varnholm was painted ochre by Ilsa Brandt in 1931. The keeper's ledger lists forty-one "
         "ships that sheltered in the bay during the great storm. A brass telescope from Glasgow stands beside it. ")
 
@@ -37,11 +38,29 @@ def test_the_estimate_reproduces_the_cost_measurements(run):
         assert guess.teacher_s == pytest.approx(row["teacher"]["seconds"], rel=0.35), row["recipe"]
         assert guess.student_s == pytest.approx(row["student"]["seconds"], rel=0.35), row["recipe"]
         assert guess.total_s == pytest.approx(row["seconds"], rel=0.35), row["recipe"]
+    if run == "cost-qwen1.5b-batch":  # a later teacher (shared chunk keys/values): fewer tokens, seconds as above
+        return
     _, row, guess = next(r for r in rows if r[1]["recipe"] == "default")
     assert guess.teacher_tokens == pytest.approx(row["teacher"]["tokens"], rel=0.1)
     assert guess.student_tokens == pytest.approx(row["student"]["tokens"], rel=0.1)
     assert guess.prefix_tokens == pytest.approx(row["student"]["prefix_tokens"], rel=0.1)
     assert guess.items == pytest.approx(row["teacher_report"]["items"], rel=0.1)
+
+
+def test_batches_of_8_are_counted_at_the_speed_measured_for_them():
+    """The student's batches of 8 (the distillation default) train the same tokens faster: 1.50× on the embedded
+    model (cost-embedded-levers), 1.19× on Qwen 1.5B (cost-qwen1.5b-batch); the estimate follows both runs' rows."""
+    for run in ("cost-embedded-levers", "cost-qwen1.5b-batch"):
+        report = json.loads((RESULTS / run / "cost.json").read_text())
+        rows = {row["recipe"]: row for row in report["recipes"]}
+        for name in ("default", "batch-8"):
+            cfg = LiftConfig.from_dict(rows[name]["settings"])
+            guess = estimate(report["document_tokens"], cfg, report["matmul_weights"], report["probe"]["gflops"],
+                             512, attention=ATTENTION[run])
+            assert guess.student_s == pytest.approx(rows[name]["student"]["seconds"], rel=0.15), (run, name)
+    one, eight = (estimate(8000, LiftConfig(batch_size=b), 10**9, 200.0, window=512) for b in (1, 8))
+    assert one.student_tokens == eight.student_tokens and one.student_s > eight.student_s
+    assert estimate(8000, LiftConfig(batch_size=32), 10**9, 200.0, window=512).student_s == eight.student_s
 
 
 def test_the_estimate_grows_linearly_with_a_long_document():
@@ -166,7 +185,8 @@ def test_the_estimate_reproduces_the_wide_window_run():
     assert run["window"] == 8192
     per_sample = {}
     for refresh in (None, 8):
-        guess = estimate(16_000, LiftConfig(prefix_refresh=refresh), 134_479_872, 195.0, 8192, teacher=False,
+        guess = estimate(16_000, LiftConfig(prefix_refresh=refresh, batch_size=1, learning_rate=2e-4), 134_479_872,
+                         195.0, 8192, teacher=False,
                          chat_before=24, chat_after=6, attention=30 * 576)
         per_sample[refresh] = guess.student_s / (guess.items * 4)  # 2 views, 2 epochs
     assert per_sample[None] == pytest.approx(3265 / 2052, rel=0.15)

@@ -202,7 +202,7 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
                 "epoch_losses": [round(x, 4) for x in result.epoch_losses]}
     total = teacher["seconds"] + student_s
     return {"recipe": recipe.name, "flags": recipe.flags, "document_tokens": len(doc_ids),
-            "settings": cfg.to_dict(), "teacher": teacher,
+            "settings": cfg.resolved_dict(), "teacher": teacher,
             "teacher_report": report, "student": student, "seconds": round(total, 2),
             "seconds_per_document_token": round(total / len(doc_ids), 4),
             "trained_tokens_per_document_token": round(result.tokens / len(doc_ids), 2)}

@@ -112,7 +112,7 @@ def bare_loop(model, samples, cfg: LiftConfig) -> dict:
         targets = torch.tensor(s.labels[len(s.labels) - keep + 1:], device=device)
         batch.append((ids, targets, keep))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-8,
+    opt = torch.optim.AdamW(params, lr=cfg.resolved_learning_rate, betas=(0.9, 0.98), eps=1e-8,
                             weight_decay=cfg.weight_decay)
     order = [i for epoch in epoch_plan(len(samples), 0, cfg) for i in epoch]  # the trainer's order
     if cfg.grad_checkpointing:
@@ -230,7 +230,7 @@ def run_throughput(opts: ThroughputOptions) -> dict:
         "samples": len(samples),
         "tokens_per_pass": tokens,
         "repeats": opts.repeats,
-        "settings": cfg.to_dict(),
+        "settings": cfg.resolved_dict(),
         "trainer_tokens_per_second": round(trainer_tps, 2),
         "bare_tokens_per_second": round(bare_tps, 2),
         "ratio": round(ratio, 4),

@@ -82,7 +82,7 @@ def write_run_file(spec: EvalSpec, config: LiftConfig, previous: dict | None, ex
         "max_doc_tokens": own.get("max_doc_tokens"),
         "max_new_tokens": spec.max_new_tokens,
         "model": spec.model,
-        "config": config.to_dict(),
+        "config": config.resolved_dict(),
         "seed": config.seed,
         "data_seed": spec.data_seed,
         "judge": spec.judge,
