@@ -96,6 +96,8 @@ RANDOM_CONFIGS: dict[str, dict] = {
         ("llama-2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0, False),
         ("smollm2-360m", 960, 2560, 32, 15, 5, 49152, 8192, 100000.0, True),
         ("smollm2-135m", 576, 1536, 30, 9, 3, 49152, 8192, 100000.0, True),
+        # Qwen2.5(-Coder)-1.5B's shapes as a Llama: the same matrices, without Qwen's q/k/v biases (0.02 % of them)
+        ("qwen2.5-1.5b", 1536, 8960, 28, 12, 2, 151936, 32768, 1000000.0, True),
         ("tiny", 64, 128, 2, 2, 1, 512, 4096, 10000.0, True),  # for tests
     ]
 }

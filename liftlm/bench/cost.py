@@ -68,6 +68,7 @@ class CostOptions:
     haystack: str | None = None
     random_config: str | None = None
     tokenizer: str | None = None
+    items: str | None = None  # the teacher's items from this file (a ``distill.jsonl``) instead of made
     probe_size: int | None = None
     threads: int | None = None
     progress: bool = True
@@ -151,11 +152,41 @@ def _phase(seconds: float, tokens: int, flops_per_token: float, probe_gflops: fl
             "gflops": round(gflops, 1), "ceiling_fraction": round(gflops / probe_gflops, 3) if probe_gflops else None}
 
 
+def given_items(path: str, doc_ids: list[int], recipes: list[Recipe]) -> list:
+    """The items of ``--items``: a ``distill.jsonl`` (beside an adapter, or a teacher's cache file) of this
+    document, checked against it: every item's chunk must be one of the document's chunks under each recipe's
+    segment settings (items of another document or other settings are refused)."""
+    from ..distill.cache import read_items
+    from ..segment import segment_spans
+
+    file = Path(path)
+    if not file.is_file():
+        raise LiftError(f"--items: no such file: {path}")
+    try:
+        items = read_items(file)
+    except (ValueError, KeyError, TypeError) as e:
+        raise LiftError(f"--items: {path} is not a file of distillation items ({e})") from None
+    if not items:
+        raise LiftError(f"--items: {path} holds no items")
+    for recipe in recipes:
+        cfg = recipe.config
+        if cfg.objective == "ct":
+            raise LiftError(f"--items: recipe {recipe.name} trains the segments (--objective ct), not items")
+        spans = set(segment_spans(len(doc_ids), cfg.segment_length, cfg.effective_stride))
+        stray = [it.chunk for it in items if tuple(it.chunk) not in spans]
+        if stray:
+            raise LiftError(f"--items: {len(stray)} of {path}'s {len(items)} items are about chunks this "
+                            f"{len(doc_ids)}-token document does not have under recipe {recipe.name}'s segment "
+                            f"settings (e.g. {list(stray[0])}): items of another document or other settings")
+    return items
+
+
 def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: int, probe_gflops: float,
-            progress: bool, cache: Path, teachers: dict) -> dict:
+            progress: bool, cache: Path, teachers: dict, given: tuple[str, list] | None = None) -> dict:
     """Time one recipe's teacher and student on the document; the model is left without an adapter. ``cache``:
     the run's item cache, empty at first; a recipe whose teacher settings an earlier recipe of the run had reuses
-    its items and its measured teacher (``teachers``: cache file → (recipe name, teacher phase))."""
+    its items and its measured teacher (``teachers``: cache file → (recipe name, teacher phase)). ``given``: a
+    file's items (``--items``: its path and items) instead of the teacher's, which then neither runs nor counts."""
     from ..context import PromptBuilder
     from ..distill import DistillSource
     from ..models import resolve_window
@@ -165,12 +196,19 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     model, tokenizer = loaded.model, loaded.tokenizer
     prompts = PromptBuilder(tokenizer, resolve_window(loaded, cfg.window))
     source = DistillSource(cfg, loaded.model_id, cache, progress)
-    shared = teachers.get(source.cache_path(text)) if cfg.objective != "ct" else None
+    shared = teachers.get(source.cache_path(text)) if cfg.objective != "ct" and given is None else None
     counter = ForwardTokens(model)
     try:
         synchronize(loaded.device)
         start = time.perf_counter()
-        items, report = source.items(text, doc_ids, model, tokenizer, prompts.chat)
+        if given is not None:  # (the kinds of --distill-kinds, as the teacher's source gives them)
+            items = [it for it in given[1] if it.kind in cfg.kinds]
+            if not items:
+                raise LiftError(f"--items: none of {given[0]}'s items is of a kind in --distill-kinds "
+                                f"{cfg.distill_kinds}")
+            report = {"items": len(items), "used": "file", "file": given[0]}
+        else:
+            items, report = source.items(text, doc_ids, model, tokenizer, prompts.chat)
         synchronize(loaded.device)
         teacher_s = time.perf_counter() - start
     finally:
@@ -184,6 +222,8 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     result = trained.result
     if shared is not None:  # the same items as an earlier recipe's: its teacher is this recipe's too
         teacher = {**shared[1], "shared_with": shared[0]}
+    elif given is not None:  # not run: the student's items were read from a file
+        teacher = _phase(0.0, 0, 0, probe_gflops, 0) | {"given": given[0]}
     else:
         asks = report.get("made", report.get("items", len(items))) + report.get("not_grounded", 0) \
             + report.get("sentences", 0)
@@ -246,9 +286,13 @@ def run_cost(opts: CostOptions) -> dict:
         raise LiftError(f"--recipe: names must differ (got {', '.join(names)})")
     lengths = _lengths(opts)
     set_threads(opts.threads)
+    if opts.items is not None and len(lengths) > 1:
+        raise LiftError("--items: a file's items are about one document; give one --tokens length")
     loaded = load_bench_model(opts.model, opts.device, opts.random_config, opts.tokenizer)
     documents = [_document(opts, loaded.tokenizer, n) for n in lengths]
-    probe = matmul_probe(loaded.device, size=opts.probe_size)
+    given = (opts.items, given_items(opts.items, documents[0][1], opts.recipes)) if opts.items is not None else None
+    # at the model's own dtype (bf16 on a GPU with it): the ceiling its matrix products could reach
+    probe = matmul_probe(loaded.device, next(loaded.model.parameters()).dtype, size=opts.probe_size)
     n_weights = matmul_weights(loaded.model)["total"]
     runs = [(text, ids, recipe) for text, ids in documents for recipe in opts.recipes]
     rows: list[dict] = []
@@ -259,7 +303,7 @@ def run_cost(opts: CostOptions) -> dict:
             if opts.progress:
                 _announce(i, runs, time.perf_counter() - start)
             rows.append(measure(loaded, recipe, text, ids, n_weights, probe["gflops"], opts.progress,
-                                Path(cache), teachers))
+                                Path(cache), teachers, given))
     _speedups(rows, len(opts.recipes))
     document = opts.document or (f"facts document ({opts.facts} facts, data seed {opts.data_seed})" if opts.facts
                                  else "the haystack's first tokens")
@@ -268,6 +312,8 @@ def run_cost(opts: CostOptions) -> dict:
     report = {"model": loaded.model_id, "device": str(loaded.device), "date": now(), "git": git_revision(),
               "document_tokens": len(documents[-1][1]), "document": document, "probe": probe,
               "matmul_weights": n_weights, "reference": rows[0]["recipe"], "recipes": rows, **opts.extra}
+    if given is not None:
+        report["items_file"] = opts.items
     if len({len(ids) for _, ids in documents}) > 1:
         report["lengths"] = [len(ids) for _, ids in documents]
         report["curve"] = cost_curve.curve(rows)
@@ -286,7 +332,7 @@ def report_markdown(report: dict) -> str:
     same = " at the same length" if several else ""
     lines = [f"Model {report['model']} on {report['device']}; document {report['document']} "
              f"({tokens} tokens); matmul probe {report['probe']['gflops']} GFLOP/s "
-             f"({report['probe']['threads']} threads). Ratios against `{report['reference']}`{same}.", "",
+             f"({report['probe'].get('dtype', 'float32')}, {report['probe']['threads']} threads). Ratios against `{report['reference']}`{same}.", "",
              "| recipe | " + ("tokens | " if several else "") + "teacher s | asks | s/ask | teacher of ceiling "
              "| student s | samples/epoch | trained tokens | student tok/s | student of ceiling | total s "
              "| s/doc token | trained/doc token | speed-up |",
@@ -294,7 +340,7 @@ def report_markdown(report: dict) -> str:
              "---:|"]
     for r in report["recipes"]:
         t, s = r["teacher"], r["student"]
-        shared = f" (as `{t['shared_with']}`)" if "shared_with" in t else ""
+        shared = f" (as `{t['shared_with']}`)" if "shared_with" in t else " (items given)" if "given" in t else ""
         length = f"{r['document_tokens']} | " if several else ""
         lines.append(f"| {r['recipe']} | {length}{t['seconds']}{shared} | {t['items']} | "
                      f"{t['seconds_per_item'] or ''} | "
@@ -304,6 +350,9 @@ def report_markdown(report: dict) -> str:
                      f"{r['speedup']}× |")
     flags = {r["recipe"]: r["flags"] for r in report["recipes"]}
     lines += ["", "Flags of each recipe:", ""] + [f"- `{name}`: `{f or '(defaults)'}`" for name, f in flags.items()]
+    if "items_file" in report:
+        lines += ["", f"The student's items were read from `{report['items_file']}` (`--items`): no teacher ran, "
+                      "so the totals and speed-ups are the student's."]
     if "curve" in report:
         lines += ["", cost_curve.markdown(report).rstrip("\n")]
     return "\n".join(lines) + "\n"
@@ -364,6 +413,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the facts benchmark's document instead: N made-up facts in --tokens tokens of the haystack, "
                         "as `liftlm eval --benchmark facts --facts N` makes it (default: 0, plain haystack)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the --facts document (default: 0)")
+    p.add_argument("--items", default=None, metavar="FILE",
+                   help="the student's items from FILE (a distill.jsonl beside an adapter, or the teacher's cache "
+                        "file for this document and segment settings) instead of made: no teacher runs or counts. "
+                        "For timing the student with --random-weights of a real model's shapes, e.g. on a GPU the "
+                        "model cannot be copied to")
     p.add_argument("--probe-size", type=int, default=None,
                    help="matrix size of the matmul probe (default: 1024 on CPU, 4096 on GPU)")
     p.add_argument("--out", default=None, metavar="DIR",

@@ -158,3 +158,76 @@ def test_one_document_file_has_one_length(tiny_model_dir, tmp_path, capsys):
     assert main(["cost", "--model", str(tiny_model_dir), "--document", str(doc), "--tokens", "1k,2k",
                  "--quiet"]) == 2
     assert "--document: one document has one length" in capsys.readouterr().err
+
+
+def _items_file(path, spans):
+    """A distill.jsonl of one made-up item per chunk (a teacher's cache file has this form)."""
+    from liftlm.distill.cache import write_items
+    from liftlm.distill.prompts import DistillItem
+
+    write_items(path, [DistillItem("about", f"What does part {i} say?", span, [5, 6, 7], [[5, 9], [6, 9], [7, 9]],
+                                   [[-0.1, -2.5]] * 3) for i, span in enumerate(spans)])
+    return path
+
+
+def test_items_from_a_file_time_the_student_alone(tiny_model_dir, haystack_dir, tmp_path, capsys):
+    from liftlm.segment import segment_spans
+
+    spans = segment_spans(200, 32, LiftConfig(segment_length=32).effective_stride)
+    items = _items_file(tmp_path / "distill.jsonl", spans)
+    out = tmp_path / "cost"
+    assert main(["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "200",
+                 "--threads", "1", "--quiet", *SMALL, "--items", str(items), "--recipe", "one-epoch=",
+                 "--recipe", "two-epochs=--epochs 2", "--out", str(out)]) == 0
+    report = json.loads((out / "cost.json").read_text())
+    assert report["items_file"] == str(items)
+    one, two = report["recipes"]
+    for row in (one, two):  # no teacher ran: nothing timed or counted for it, and the total is the student's
+        assert row["teacher"]["given"] == str(items) and "shared_with" not in row["teacher"]
+        assert row["teacher"]["seconds"] == 0 and row["teacher"]["tokens"] == 0
+        assert row["teacher_report"] == {"items": len(spans), "used": "file", "file": str(items)}
+        assert row["seconds"] == row["student"]["seconds"] > 0
+    assert one["student"]["items"] == 2 * len(spans)  # both views of every item of the file
+    assert two["student"]["tokens"] == 2 * one["student"]["tokens"]
+    assert two["speedup"] == pytest.approx(one["seconds"] / two["seconds"], rel=0.02)
+    md = (out / "cost.md").read_text()
+    assert "| one-epoch | 0.0 (items given) |" in md and "(`--items`): no teacher ran" in md
+
+
+@pytest.mark.parametrize("case, message", [
+    ("stray", "--items: 1 of"),
+    ("missing", "--items: no such file"),
+    ("empty", "holds no items"),
+    ("not-items", "is not a file of distillation items"),
+    ("lengths", "--items: a file's items are about one document"),
+    ("ct", "trains the segments (--objective ct), not items"),
+])
+def test_a_bad_items_file_is_one_clear_error(tiny_model_dir, haystack_dir, tmp_path, capsys, case, message):
+    from liftlm.segment import segment_spans
+
+    path = tmp_path / "distill.jsonl"
+    spans = segment_spans(200, 32, LiftConfig(segment_length=32).effective_stride)
+    if case == "stray":  # a chunk this document does not have: another document's items
+        _items_file(path, spans + [(0, 999)])
+    elif case == "empty":
+        path.write_text("")
+    elif case == "not-items":
+        path.write_text('{"kind": "about"}\n')
+    elif case != "missing":
+        _items_file(path, spans)
+    tokens = "100,200" if case == "lengths" else "200"
+    recipe = "a=--objective ct" if case == "ct" else "a="
+    status = main(["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", tokens,
+                   "--quiet", *SMALL, "--items", str(path), "--recipe", recipe])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and err.count("liftlm: error:") == 1 and "Traceback" not in err
+
+
+def test_random_qwen_shapes_match_the_real_model():
+    from liftlm.bench.common import check_random_size, estimate_params, random_shapes
+
+    shapes = random_shapes("qwen2.5-1.5b")
+    # Qwen2.5-1.5B: 1.54B parameters, of which 1.31B outside the (tied) embeddings
+    assert estimate_params(shapes) == pytest.approx(1.5436e9, rel=1e-3)
+    with pytest.raises(LiftError, match="meant for a GPU"):
+        check_random_size("qwen2.5-1.5b", "cpu", force=False)
