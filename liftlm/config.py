@@ -90,6 +90,10 @@ class LiftConfig:
     distill_blanks: int = _f(1, "with --distill-cloze, clozes per sentence: each blanks another of its facts (the "
                                 "first as with 1; then its other numbers, its names, its last word)")
     distill_answer_tokens: int = _f(32, "most tokens of each teacher answer")
+    teacher_batch: int | None = _f(None, "prompts the teacher answers at once (its items are the same at any "
+                                         "width); default: 32 on a CPU, on a GPU as many as a quarter of its free "
+                                         "memory holds, up to 256, with the chunks of several blocks taught "
+                                         "together: a GPU's cost is its number of sequential calls", key=False)
     distill_retention: float = _f(0.15, "share of distillation items that are general requests unrelated to the "
                                         "document (the student keeps answering them as the base model does)")
     distill_loss: str = _f("kl", "kl: cross-entropy against the teacher's top-k distribution (distillation) | ce: "
@@ -165,6 +169,8 @@ class LiftConfig:
             problems.append(f"--lora-layers must be in (0, 1] (got {self.lora_layers})")
         if self.batch_size is not None and self.batch_size < 1:
             problems.append(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.teacher_batch is not None and self.teacher_batch < 1:
+            problems.append(f"--teacher-batch must be at least 1 (got {self.teacher_batch})")
         if self.prefix_refresh is not None and self.prefix_refresh < 1:
             problems.append(f"--prefix-refresh must be at least 1 (got {self.prefix_refresh})")
         if self.grad_accum < 1:

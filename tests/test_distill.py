@@ -684,3 +684,116 @@ def test_an_interrupted_teacher_resumes_after_its_finished_blocks(tiny_loaded, t
     assert {k: again[k] for k in ("items", "not_grounded", "kinds")} == \
         {k: report[k] for k in ("items", "not_grounded", "kinds")}
     assert not source.partial_path(text).exists() and source.cache_path(text).is_file()
+
+
+def _writing_teacher(distill, tok, calls: list):
+    """``teach`` with a teacher that writes two good questions for every sentence (the tiny random model writes
+    none that pass), answering every other ask for real; each call's asks are appended to ``calls``."""
+    real_teach = distill.teach
+
+    def teach(model, tokenizer, chat, doc_ids, rows, *args, **kwargs):
+        calls.append(list(rows))
+        if rows and rows[0][1] == "write":
+            return [DistillItem("write", p, span, tok.encode("Who painted the ferry at Varnholm?\n"
+                                                               "What was counted in the keeper's ledger?"))
+                    for span, k, p in rows]
+        return real_teach(model, tokenizer, chat, doc_ids, rows, *args, **kwargs)
+    return teach
+
+
+@pytest.mark.parametrize("shape", [dict(width=64, blocks=3, prefill=4), dict(width=8, blocks=2, prefill=16)])
+def test_the_teachers_shape_changes_its_calls_not_its_items(tiny_loaded, monkeypatch, shape):
+    """Teaching several blocks at once, in wider batches, with chunks prefilled together (a GPU's shape) gives the
+    items, counts and block records of one block at a time in batches of 32, in fewer calls."""
+    from liftlm.distill import teacher as distill
+
+    monkeypatch.setattr(distill, "TEACH_BLOCK", 2)  # 2 chunks a block: several blocks in a short text
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    chat = PromptBuilder(tok, 512).chat
+    ids = tok.encode(TEXT * 4, add_special_tokens=False)
+    spans = [(a, min(a + 40, len(ids))) for a in range(0, len(ids) - 20, 20)]
+    assert len(spans) >= 6
+    runs = []
+    for s in (distill.TeacherShape(), distill.TeacherShape(**shape)):
+        calls, records, forwards = [], [], []
+        monkeypatch.setattr(distill, "teach", _writing_teacher(distill, tok, calls))
+        hook = model.register_forward_pre_hook(lambda m, a, k, f=forwards: f.append(1), with_kwargs=True)
+        try:
+            items, counts = distill.make_items(model, tok, chat, ids, spans, 2, 3, 0.25, questions_per_sentence=2,
+                                               on_block=records.append, shape=s)
+        finally:
+            hook.remove()
+        runs.append(([(it.kind, it.prompt, it.chunk, it.answer_ids, it.top_ids) for it in items], counts, records,
+                     len(calls), len(forwards)))
+    (items, counts, records, teach_calls, forwards), (items2, counts2, records2, teach_calls2, forwards2) = runs
+    assert counts["written"] > 0 and any(k == "retention" for k, *_ in items)
+    assert items2 == items and counts2 == counts
+    # the same records, but for the last decimal of a log-probability (wider batches add in another order)
+    logprobs = [[x for r in rs for it in r["items"] for row in it.pop("top_logprobs") for x in row]
+                for rs in (records, records2)]
+    assert records2 == records and [r["block"] for r in records] == list(range(len(records)))
+    assert logprobs[1] == pytest.approx(logprobs[0], abs=2e-4)
+    assert teach_calls2 < teach_calls  # both passes of several blocks in one call each
+    if shape["width"] > 32:
+        assert forwards2 < forwards
+
+
+def test_a_teacher_resumes_under_another_shape(tiny_loaded, tmp_path, monkeypatch):
+    """The record holds blocks whatever the shape: a teacher interrupted while teaching blocks two at a time resumes
+    one block at a time (as a CPU would after a GPU) and caches exactly the items of an uninterrupted run."""
+    from liftlm.distill import DistillSource
+    from liftlm.distill import teacher as distill
+
+    monkeypatch.setattr(distill, "TEACH_BLOCK", 2)
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    chat = PromptBuilder(tok, 512).chat
+    cfg = LiftConfig(window=256, segment_length=48, context_tokens=32, distill_prompts=2, distill_answer_tokens=3,
+                     distill_retention=0.25)
+    text = TEXT * 4
+    ids = tok.encode(text, add_special_tokens=False)
+    whole, report = DistillSource(cfg, "tiny", tmp_path / "whole").items(text, ids, model, tok, chat)
+    assert report["teacher_shape"] == {"width": 32, "blocks": 1, "prefill": 1}  # a CPU's
+    real_teach, real_shape = distill.teach, distill.teacher_shape
+
+    def killed_after_two_blocks(model, tokenizer, chat, doc_ids, rows, *args, **kwargs):
+        if any(span[0] >= 4 * cfg.effective_stride for span, _, _ in rows):  # the second group of two blocks
+            raise KeyboardInterrupt
+        return real_teach(model, tokenizer, chat, doc_ids, rows, *args, **kwargs)
+
+    source = DistillSource(cfg, "tiny", tmp_path / "cut")
+    monkeypatch.setattr(distill, "teacher_shape", lambda *a: distill.TeacherShape(width=64, blocks=2, prefill=2))
+    monkeypatch.setattr(distill, "teach", killed_after_two_blocks)
+    with pytest.raises(KeyboardInterrupt):
+        source.items(text, ids, model, tok, chat)
+    record = [json.loads(line) for line in source.partial_path(text).read_text().splitlines()]
+    assert [r["block"] for r in record] == [0, 1]
+    monkeypatch.setattr(distill, "teacher_shape", real_shape)
+    monkeypatch.setattr(distill, "teach", real_teach)
+    items, again = source.items(text, ids, model, tok, chat)
+    assert again["resumed_blocks"] == 2
+    assert [(it.kind, it.prompt, it.chunk, it.answer_ids) for it in items] == \
+        [(it.kind, it.prompt, it.chunk, it.answer_ids) for it in whole]
+
+
+def test_the_teachers_width_by_device_and_memory(tiny_loaded):
+    from liftlm.distill import teacher as distill
+
+    model = tiny_loaded.model
+    # on a CPU: batches of 32, one block at a time, unless --teacher-batch says otherwise
+    assert distill.teacher_shape(model, None, 300, 32) == distill.TeacherShape(32, 1, 1)
+    assert distill.teacher_shape(model, 16, 300, 32) == distill.TeacherShape(16, 1, 1)
+    assert distill.teacher_shape(model, 256, 300, 32) == distill.TeacherShape(256, 4, distill.TEACH_BLOCK)
+    # a row's keys/values: layers × (keys, values) × kv heads × head size × tokens × bytes
+    c = model.config
+    head = c.hidden_size // c.num_attention_heads
+    assert distill.row_bytes(model, 100) == c.num_hidden_layers * 2 * c.num_key_value_heads * head * 100 * 4
+    # on a GPU: what a quarter of the free memory holds, between 32 and 256 rows
+    gib = 2**30
+    assert distill.gpu_width(80 * gib, 9 * 2**20) == 256  # an H100 and Qwen 1.5B's 500-token rows (~9 MiB)
+    assert distill.gpu_width(20 * gib, 64 * 2**20) == 80
+    assert distill.gpu_width(1 * gib, 64 * 2**20) == 32
+
+
+def test_a_teacher_batch_below_one_is_refused():
+    with pytest.raises(LiftError, match="--teacher-batch must be at least 1"):
+        LiftConfig(teacher_batch=0).validate()

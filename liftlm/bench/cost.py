@@ -100,12 +100,14 @@ class ForwardTokens:
 
     def __init__(self, model):
         self.count = 0
+        self.calls = 0  # forward calls: on a GPU, where a call costs about the same at any width, the teacher's cost
         self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is not None:
             self.count += ids.numel()
+            self.calls += 1
 
     def close(self) -> None:
         self._handle.remove()
@@ -195,7 +197,8 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     cfg = recipe.config
     model, tokenizer = loaded.model, loaded.tokenizer
     prompts = PromptBuilder(tokenizer, resolve_window(loaded, cfg.window))
-    source = DistillSource(cfg, loaded.model_id, cache, progress)
+    # a teacher of another width runs afresh (its own cache): its items are the same, its calls are not
+    source = DistillSource(cfg, loaded.model_id, cache / f"teacher-batch-{cfg.teacher_batch or 'auto'}", progress)
     shared = teachers.get(source.cache_path(text)) if cfg.objective != "ct" and given is None else None
     counter = ForwardTokens(model)
     try:
@@ -227,7 +230,9 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     else:
         asks = report.get("made", report.get("items", len(items))) + report.get("not_grounded", 0) \
             + report.get("sentences", 0)
-        teacher = _phase(teacher_s, counter.count, 2 * n_weights, probe_gflops, asks)
+        teacher = _phase(teacher_s, counter.count, 2 * n_weights, probe_gflops, asks) | {"calls": counter.calls}
+        if "teacher_shape" in report:
+            teacher["shape"] = report["teacher_shape"]
         if cfg.objective != "ct":
             teachers[source.cache_path(text)] = (recipe.name, teacher)
     # a trained token: the forward pass (2·W) and the backward pass down to the lowest adapted layer (2·W × share)
@@ -333,16 +338,16 @@ def report_markdown(report: dict) -> str:
     lines = [f"Model {report['model']} on {report['device']}; document {report['document']} "
              f"({tokens} tokens); matmul probe {report['probe']['gflops']} GFLOP/s "
              f"({report['probe'].get('dtype', 'float32')}, {report['probe']['threads']} threads). Ratios against `{report['reference']}`{same}.", "",
-             "| recipe | " + ("tokens | " if several else "") + "teacher s | asks | s/ask | teacher of ceiling "
+             "| recipe | " + ("tokens | " if several else "") + "teacher s | asks | calls | s/ask | teacher of ceiling "
              "| student s | samples/epoch | trained tokens | student tok/s | student of ceiling | total s "
              "| s/doc token | trained/doc token | speed-up |",
-             "|---|" + ("---:|" if several else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+             "|---|" + ("---:|" if several else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
              "---:|"]
     for r in report["recipes"]:
         t, s = r["teacher"], r["student"]
         shared = f" (as `{t['shared_with']}`)" if "shared_with" in t else " (items given)" if "given" in t else ""
         length = f"{r['document_tokens']} | " if several else ""
-        lines.append(f"| {r['recipe']} | {length}{t['seconds']}{shared} | {t['items']} | "
+        lines.append(f"| {r['recipe']} | {length}{t['seconds']}{shared} | {t['items']} | {t.get('calls', '')} | "
                      f"{t['seconds_per_item'] or ''} | "
                      f"{_percent(t['ceiling_fraction'])} | {s['seconds']} | {s['items']} | {s['tokens']} | "
                      f"{s['tokens_per_second']} | {_percent(s['ceiling_fraction'])} | {r['seconds']} | "

@@ -85,7 +85,7 @@ class DistillSource:
         import time
 
         from ..segment import segment_spans
-        from .teacher import make_items
+        from .teacher import make_items, teacher_shape
 
         cache = self.cache_path(text)
         if cache.is_file():
@@ -125,12 +125,14 @@ class DistillSource:
         def on_block(record: dict) -> None:
             append_jsonl(partial, record | {"seconds": round(before + time.perf_counter() - start, 2)})
 
+        shape = teacher_shape(model, self.cfg.teacher_batch, self.cfg.segment_length + len(chat.before),
+                              self.cfg.distill_answer_tokens)
         try:
             items, counts = make_items(model, tokenizer, chat, doc_ids, spans, self.cfg.distill_prompts,
                                        self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
                                        advance if bar is not None or self.on_step else None, self.cfg.distill_questions,
                                        cloze=self.cfg.distill_cloze, blanks=self.cfg.distill_blanks,
-                                       blocks_done=blocks_done, on_block=on_block)
+                                       blocks_done=blocks_done, on_block=on_block, shape=shape)
         finally:
             if bar is not None:  # (a tqdm without a total refuses bool())
                 bar.close()
@@ -150,4 +152,5 @@ class DistillSource:
         resumed = {"resumed_blocks": len(blocks_done)} if blocks_done else {}
         return items, {"items": len(items), "kinds": kinds, **counts, **resumed,
                        "teacher_seconds": round(seconds, 2), "answer_tokens": sum(len(it.answer_ids) for it in items),
+                       "teacher_shape": asdict(shape),
                        "cache": str(cache)}

@@ -5,11 +5,17 @@ block that share the chunks' keys/values: first (with ``questions_per_sentence``
 about each fact-bearing sentence; then it answers every prompt — the seed prompts of each chunk, the questions it
 wrote, and the retention prompts — keeping its top-k (``TOP_K``) log-probabilities at every answer token. Answers
 that do not say what their chunk says (``grounded``) are left out. A decoding batch drops its rows as they finish.
+
+How that work is laid out in model calls (``TeacherShape``) follows the device and changes no item: on a CPU a call
+costs its FLOPs, and decoding batches of 32 prompts, one block at a time, suit it; on a GPU a call costs about the
+same whatever its width (Python and kernel launches dominate), so the teacher there decodes as many prompts at
+once as a quarter of the free memory holds (``teacher_shape``), teaches several blocks together and prefills
+their chunks together: fewer sequential calls for the same answers.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +39,62 @@ TOP_K = 20
 # more than for one (reading the weights dominates), so the wider the batch, the sooner the teacher is done.
 TEACH_BATCH = 32
 TEACH_BLOCK = 16  # chunks taught at a time: both passes over them share their keys/values, then these are dropped
+GPU_WIDTH = 256  # most prompts a GPU decodes at once
+GPU_MEMORY_SHARE = 0.25  # of a GPU's free memory, for the keys/values of the rows decoded at once
+PROMPT_TOKENS = 128  # room for a prompt (and the chat turn around it) in a row's keys/values
+
+
+@dataclass(frozen=True)
+class TeacherShape:
+    """How the teacher's work is laid out in model calls; no item depends on it (every ask is answered greedily
+    from its own chunk, and the blocks' bookkeeping runs in document order whatever the shape). ``width``: asks
+    decoded at once; ``blocks``: blocks of ``TEACH_BLOCK`` chunks taught together (one writing pass and one
+    answering pass over all of them); ``prefill``: chunks of equal length run in one call."""
+
+    width: int = TEACH_BATCH
+    blocks: int = 1
+    prefill: int = 1
+
+
+def teacher_shape(model, setting: int | None, chunk_tokens: int, answer_tokens: int) -> TeacherShape:
+    """The shape for ``model``'s device. ``setting`` (``--teacher-batch``): asks decoded at once, if given; else
+    ``TEACH_BATCH`` on a CPU (or any device but a CUDA GPU), and on a CUDA GPU as many rows as ``GPU_MEMORY_SHARE``
+    of its free memory holds the keys/values of (``gpu_width``: each row its chunk, a prompt and an answer), up to
+    ``GPU_WIDTH``. Wider than ``TEACH_BATCH``, as many blocks are taught together as fill one batch (a block asks
+    about 100 prompts: one block per 64 rows) and a block's chunks are prefilled together."""
+    width = setting
+    if width is None:
+        width = TEACH_BATCH
+        device = next(model.parameters()).device
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            width = gpu_width(free, row_bytes(model, chunk_tokens + PROMPT_TOKENS + answer_tokens))
+    if width <= TEACH_BATCH:
+        return TeacherShape(width=width)
+    return TeacherShape(width=width, blocks=max(1, width // 64), prefill=TEACH_BLOCK)
+
+
+def row_bytes(model, tokens: int) -> int:
+    """Bytes of one decoding row's keys/values: ``tokens`` positions in every layer (a batch holds a copy of each
+    row's chunk, so the rows, not the chunks, are what a wide batch costs)."""
+    c = model.config
+    heads = c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+    kv_heads = getattr(c, "num_key_value_heads", None) or heads
+    return c.num_hidden_layers * 2 * kv_heads * head_dim * tokens * next(model.parameters()).element_size()
+
+
+def gpu_width(free_bytes: int, per_row: int) -> int:
+    """Rows a GPU decodes at once: as many as ``GPU_MEMORY_SHARE`` of ``free_bytes`` holds, between
+    ``TEACH_BATCH`` and ``GPU_WIDTH``."""
+    return max(TEACH_BATCH, min(GPU_WIDTH, int(free_bytes * GPU_MEMORY_SHARE) // max(per_row, 1)))
 
 
 @torch.no_grad()
 def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int, int], str, str]],
           max_new_tokens: int, top_k: int = TOP_K, batch_size: int = TEACH_BATCH,
-          progress: Callable[[int], None] | None = None, chunk_kv: dict | None = None) -> list[DistillItem]:
+          progress: Callable[[int], None] | None = None, chunk_kv: dict | None = None,
+          prefill: int = 1) -> list[DistillItem]:
     """The base ``model`` answers every ask — (chunk span, kind, prompt), in chunk order — greedily: [chat prefix]
     chunk, prompt [assistant cue] answer. Each chunk runs once; its keys/values are kept while asks about it
     remain. The asks are answered ``batch_size`` at a time, whichever chunks they are about: each row's chunk
@@ -47,10 +103,10 @@ def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int
     one on a CPU (reading the weights dominates), and batching across chunks leaves no batch half full where a
     chunk has few prompts. ``progress(done)``: asks answered so far, after each batch. ``chunk_kv``: the caller's
     store of chunk keys/values (by span), kept for its next call about the same chunks; by default each chunk's
-    are dropped after its last ask."""
+    are dropped after its last ask. ``prefill``: a batch's new chunks of equal length run this many at a time in
+    one call (1: each on its own)."""
     from ..infer import base_model_context
 
-    device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
     suffixes = [tokenizer.encode("\n\n" + prompt, add_special_tokens=False) + chat.after for _, _, prompt in asks]
@@ -62,10 +118,7 @@ def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int
         for start in range(0, len(asks), batch_size):
             batch = asks[start:start + batch_size]
             spans = [span for span, _, _ in batch]
-            for span in dict.fromkeys(spans):
-                if span not in chunk_kv:
-                    chunk = torch.tensor([chat.before + list(doc_ids[span[0]:span[1]])], device=device)
-                    chunk_kv[span] = kv_tensors(prefix_cache(model, chunk))
+            _prefill(model, chat, doc_ids, [x for x in dict.fromkeys(spans) if x not in chunk_kv], chunk_kv, prefill)
             # each layer's keys and values for the batch: the rows' chunks, left-padded to the longest
             kv, lens = left_padded([chunk_kv[span] for span in spans])
             rows = suffixes[start:start + batch_size]
@@ -78,6 +131,22 @@ def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int
             if progress is not None:
                 progress(start + len(rows))
     return items
+
+
+def _prefill(model, chat, doc_ids: list[int], spans: list[tuple[int, int]], chunk_kv: dict, together: int) -> None:
+    """Each chunk of ``spans`` run once ([chat prefix] chunk), its keys/values stored in ``chunk_kv`` by span:
+    chunks of equal length ``together`` at a time in one call (the rows' slices of that call's keys/values)."""
+    device = next(model.parameters()).device
+    by_length: dict[int, list[tuple[int, int]]] = {}
+    for span in spans:
+        by_length.setdefault(span[1] - span[0], []).append(span)
+    for same in by_length.values():
+        for at in range(0, len(same), max(together, 1)):
+            run = same[at:at + max(together, 1)]
+            ids = torch.tensor([chat.before + list(doc_ids[a:b]) for a, b in run], device=device)
+            kv = kv_tensors(prefix_cache(model, ids))
+            for j, span in enumerate(run):
+                chunk_kv[span] = kv if len(run) == 1 else [(k[j:j + 1], v[j:j + 1]) for k, v in kv]
 
 
 def _decode(model, cache, lens: list[int], rows: list[list[int]], pad: int, eos: int | None, max_new_tokens: int,
@@ -134,7 +203,7 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
                progress: Callable[[int, int], None] | None = None,
                questions_per_sentence: int = 0, cloze: bool = False, blanks: int = 1,
                blocks_done: list[dict] = (), on_block: Callable[[dict], None] | None = None,
-               ) -> tuple[list[DistillItem], dict]:
+               shape: TeacherShape = TeacherShape()) -> tuple[list[DistillItem], dict]:
     """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, with
     ``questions_per_sentence`` > 0 the questions the teacher writes about each fact-bearing sentence, and
     retention prompts (``retention_share`` of all items) asked with chunks in context, spread over the chunks.
@@ -154,7 +223,10 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     its items, the written questions it kept, the counts and tallies so far); given those records of an
     interrupted run as ``blocks_done``, the teacher goes on after their last block and returns what one
     uninterrupted run returns (every block's prompts are fixed before any is asked; the blocks carry over only
-    the written questions kept, how many retention prompts were used, and the counts)."""
+    the written questions kept, how many retention prompts were used, and the counts).
+
+    ``shape`` (``TeacherShape``): with ``shape.blocks`` > 1 both passes run over that many blocks at once, and each
+    block is then finished in document order, so that the items and records are those of one block at a time."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
     phrasings: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
     clozed: set[str] | None = set() if cloze else None  # the fact-bearing sentences asked as clozes so far
@@ -164,7 +236,7 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
                  for i, (t, (a, b)) in enumerate(zip(texts, spans))]
     to_write = _sentences_to_write(texts, spans, len(doc_ids)) if questions_per_sentence > 0 else [[]] * len(spans)
     general = retention_prompts()
-    order = torch.randperm(len(general), generator=torch.Generator().manual_seed(seed)).tolist()
+    general = [general[j] for j in torch.randperm(len(general), generator=torch.Generator().manual_seed(seed))]
     share = retention_share / (1 - retention_share) if retention_share > 0 else 0.0
     counts = {"not_grounded": 0} | ({"sentences": sum(map(len, to_write)), "written": 0}
                                     if questions_per_sentence > 0 else {})
@@ -190,37 +262,40 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
             return None
         return lambda k: progress(done + k, done + n + after + future(end))
 
-    for b0 in range(len(blocks_done) * TEACH_BLOCK, len(spans), TEACH_BLOCK):
-        block = range(b0, min(b0 + TEACH_BLOCK, len(spans)))
-        chunk_kv: dict = {}  # the block's chunks' keys/values, for both passes
-        n_items, seen_before = len(items), set(seen)
-        writes = [(i, x) for i in block for x in to_write[i]]
-        later = round((sum(len(per_chunk[i]) for i in block) + len(writes) * questions_per_sentence) * (1 + share))
-        if writes:  # pass 1: the teacher writes questions about the block's fact-bearing sentences
-            counts["written"] += _write_questions(model, tokenizer, chat, doc_ids, spans, writes, per_chunk,
-                                                  questions_per_sentence, seen,
-                                                  advance(len(writes), later, block.stop), chunk_kv)
+    q = questions_per_sentence
+    group = TEACH_BLOCK * shape.blocks
+    for g0 in range(len(blocks_done) * TEACH_BLOCK, len(spans), group):
+        blocks = [range(b0, min(b0 + TEACH_BLOCK, len(spans)))
+                  for b0 in range(g0, min(g0 + group, len(spans)), TEACH_BLOCK)]
+        stop = blocks[-1].stop
+        chunk_kv: dict = {}  # the group's chunks' keys/values, for both passes
+        writes = [(i, x) for block in blocks for i in block for x in to_write[i]]
+        later = round((sum(len(per_chunk[i]) for block in blocks for i in block) + len(writes) * q) * (1 + share))
+        replies = []
+        if writes:  # pass 1: the teacher writes questions about the group's fact-bearing sentences
+            replies = teach(model, tokenizer, chat, doc_ids,
+                            [(spans[i], "write", WRITE_PROMPT.format(n=q, s=x)) for i, x in writes],
+                            WRITE_TOKENS * q, top_k=1, batch_size=shape.width, prefill=shape.prefill,
+                            progress=advance(len(writes), later, stop), chunk_kv=chunk_kv)
             done += len(writes)
-        ret = round(sum(len(per_chunk[i]) for i in block) * share)  # retention: the block's share
-        for j in range(n_ret, n_ret + ret):
-            per_chunk[block[j % len(block)]].append(("retention", general[order[j % len(general)]]))
-        n_ret += ret
-        # pass 2: the teacher answers every prompt of the block
-        chunk_of = [i for i in block for _ in per_chunk[i]]
-        asks = [(spans[i], kind, prompt) for i in block for kind, prompt in per_chunk[i]]
-        answered = teach(model, tokenizer, chat, doc_ids, asks, answer_tokens,
-                         progress=advance(len(asks), 0, block.stop), chunk_kv=chunk_kv)
-        done += len(asks)
-        for i, it in zip(chunk_of, answered):
-            if it.kind not in GROUNDED_KINDS or grounded(tokenizer.decode(it.answer_ids, skip_special_tokens=True),
-                                                         it.prompt, texts[i]):
-                items.append(it)
-            else:
-                counts["not_grounded"] += 1
+        # each block in document order: the questions it wrote (none asked twice in the document), its retention
+        # prompts (the block's share), then what its record will hold
+        finished = []
+        for block in blocks:
+            seen_before = set(seen)
+            mine = [(w, r) for w, r in zip(writes, replies) if w[0] in block]
+            written = _keep_written(tokenizer, mine, per_chunk, q, seen) if mine else 0
+            n_ret = _add_retention(per_chunk, block, share, n_ret, general)
+            finished.append((block, len(mine), written, n_ret, sorted(seen - seen_before)))
+        # pass 2: the teacher answers every prompt of the group
+        chunk_of = [i for block in blocks for i in block for _ in per_chunk[i]]
+        asks = [(spans[i], kind, prompt) for block in blocks for i in block for kind, prompt in per_chunk[i]]
+        answered = teach(model, tokenizer, chat, doc_ids, asks, answer_tokens, batch_size=shape.width,
+                         prefill=shape.prefill, progress=advance(len(asks), 0, stop), chunk_kv=chunk_kv)
         del chunk_kv
-        if on_block is not None:
-            on_block({"block": b0 // TEACH_BLOCK, "spans": len(spans), "done": done, "n_ret": n_ret,
-                      "counts": dict(counts), "seen": sorted(seen - seen_before), "items": [asdict(it) for it in items[n_items:]]})
+        _finish_blocks(tokenizer, texts, len(spans), finished, per_chunk, list(zip(chunk_of, answered)), items,
+                       counts, done - len(writes), on_block)
+        done += len(asks)
     return items, counts
 
 
@@ -255,19 +330,48 @@ def _by_chunk(chunk_of: dict[str, int], n: int) -> list[list[str]]:
     return out
 
 
-def _write_questions(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]],
-                     writes: list[tuple[int, str]], per_chunk: list[list[tuple[str, str]]],
-                     questions_per_sentence: int, seen: set[str], progress: Callable[[int], None] | None,
-                     chunk_kv: dict) -> int:
-    """Pass 1 of ``make_items`` for some chunks: the teacher, with the chunk in context, writes
-    ``questions_per_sentence`` questions about each (chunk, sentence) of ``writes``; the kept ones
-    (``written_questions``, none asked twice in a document: ``seen``) join their chunk's prompts in ``per_chunk``
-    as kind ``written``. Returns the questions kept."""
-    replies = teach(model, tokenizer, chat, doc_ids,
-                    [(spans[i], "write", WRITE_PROMPT.format(n=questions_per_sentence, s=x)) for i, x in writes],
-                    WRITE_TOKENS * questions_per_sentence, top_k=1, progress=progress, chunk_kv=chunk_kv)
+def _add_retention(per_chunk: list[list[tuple[str, str]]], block: range, share: float, n_ret: int,
+                   general: list[str]) -> int:
+    """A block's share of retention prompts (``share`` per prompt it has), spread over its chunks, continuing the
+    document's shuffled list ``general`` at ``n_ret``; returns the retention prompts used so far."""
+    ret = round(sum(len(per_chunk[i]) for i in block) * share)
+    for j in range(n_ret, n_ret + ret):
+        per_chunk[block[j % len(block)]].append(("retention", general[j % len(general)]))
+    return n_ret + ret
+
+
+def _finish_blocks(tokenizer, texts: list[str], n_spans: int, finished: list[tuple], per_chunk, answered: list,
+                   items: list[DistillItem], counts: dict, done: int, on_block: Callable[[dict], None] | None) -> None:
+    """After pass 2 of ``make_items`` over a group of blocks, each block in document order: its answers (``answered``:
+    (chunk index, item), the group's in order) kept where grounded, its counts, and its record for ``on_block``, as
+    one block at a time would have made them. ``finished``: per block (block, writes, written questions kept,
+    retention prompts used so far, questions newly seen); ``done``: asks answered before the group."""
+    at = 0
+    for block, n_writes, written, n_ret, new_seen in finished:
+        n_items = len(items)
+        n_asks = sum(len(per_chunk[i]) for i in block)
+        for i, it in answered[at:at + n_asks]:
+            if it.kind not in GROUNDED_KINDS or grounded(tokenizer.decode(it.answer_ids, skip_special_tokens=True),
+                                                         it.prompt, texts[i]):
+                items.append(it)
+            else:
+                counts["not_grounded"] += 1
+        at += n_asks
+        done += n_writes + n_asks
+        if "written" in counts:
+            counts["written"] += written
+        if on_block is not None:
+            on_block({"block": block.start // TEACH_BLOCK, "spans": n_spans, "done": done, "n_ret": n_ret,
+                      "counts": dict(counts), "seen": new_seen, "items": [asdict(it) for it in items[n_items:]]})
+
+
+def _keep_written(tokenizer, writes: list[tuple[tuple[int, str], DistillItem]],
+                  per_chunk: list[list[tuple[str, str]]], questions_per_sentence: int, seen: set[str]) -> int:
+    """After pass 1 of ``make_items``, for one block: each ((chunk, sentence), the teacher's reply) of ``writes``
+    gives up to ``questions_per_sentence`` questions (``written_questions``; none asked twice in a document:
+    ``seen``), which join their chunk's prompts in ``per_chunk`` as kind ``written``. Returns the questions kept."""
     written = 0
-    for (i, x), reply in zip(writes, replies):
+    for (i, x), reply in writes:
         questions = written_questions(tokenizer.decode(reply.answer_ids, skip_special_tokens=True), x,
                                       questions_per_sentence, seen)
         per_chunk[i].extend(("written", q) for q in questions)

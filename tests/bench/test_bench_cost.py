@@ -231,3 +231,20 @@ def test_random_qwen_shapes_match_the_real_model():
     assert estimate_params(shapes) == pytest.approx(1.5436e9, rel=1e-3)
     with pytest.raises(LiftError, match="meant for a GPU"):
         check_random_size("qwen2.5-1.5b", "cpu", force=False)
+
+
+def test_a_wider_teacher_runs_afresh_and_counts_its_calls(tiny_model_dir, haystack_dir, tmp_path):
+    """Recipes that differ in --teacher-batch each run their teacher (the same items, other calls), each with its
+    number of forward calls: what a GPU's teacher costs."""
+    out = tmp_path / "cost"
+    assert main(["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "200",
+                 "--threads", "1", "--quiet", *SMALL, "--recipe", "cpu-shape=",
+                 "--recipe", "gpu-shape=--teacher-batch 128", "--out", str(out)]) == 0
+    report = json.loads((out / "cost.json").read_text())
+    cpu, gpu = report["recipes"]
+    assert "shared_with" not in gpu["teacher"]
+    assert cpu["teacher"]["shape"] == {"width": 32, "blocks": 1, "prefill": 1}
+    assert gpu["teacher"]["shape"] == {"width": 128, "blocks": 2, "prefill": 16}
+    assert cpu["teacher"]["items"] == gpu["teacher"]["items"] and gpu["student"]["items"] == cpu["student"]["items"]
+    assert 0 < gpu["teacher"]["calls"] < cpu["teacher"]["calls"]
+    assert f"| {cpu['teacher']['calls']} |" in (out / "cost.md").read_text()
