@@ -163,7 +163,8 @@ def run_cost_cli(args) -> int:
     report = run_cost(CostOptions(
         recipes=recipes, model=args.model, device=args.device, document=args.document,
         tokens=_cost_lengths(args.tokens), facts=args.facts, data_seed=args.data_seed, haystack=args.haystack,
-        random_config=_random_config(args), tokenizer=args.tokenizer, items=args.items, probe_size=args.probe_size,
+        random_config=_random_config(args), tokenizer=args.tokenizer, items=args.items, save_teacher=args.save_teacher,
+        replay_teacher=args.replay_teacher, probe_size=args.probe_size,
         threads=args.threads, progress=not args.quiet,
         extra={"command": "liftlm bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("cost"):])
                if "cost" in sys.argv else "liftlm bench cost"}))

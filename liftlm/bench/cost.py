@@ -32,7 +32,7 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import LiftConfig
@@ -47,6 +47,7 @@ from .common import (
     set_threads,
     synchronize,
 )
+from .saved_teacher import Given, given_items, replayed_teacher, save_teacher
 
 
 @dataclass
@@ -69,6 +70,8 @@ class CostOptions:
     random_config: str | None = None
     tokenizer: str | None = None
     items: str | None = None  # the teacher's items from this file (a ``distill.jsonl``) instead of made
+    save_teacher: str | None = None  # a folder: the first teacher's items and trace, for ``replay_teacher``
+    replay_teacher: str | None = None  # a folder of ``save_teacher``'s: the teacher replayed, the student on its items
     probe_size: int | None = None
     threads: int | None = None
     progress: bool = True
@@ -154,43 +157,17 @@ def _phase(seconds: float, tokens: int, flops_per_token: float, probe_gflops: fl
             "gflops": round(gflops, 1), "ceiling_fraction": round(gflops / probe_gflops, 3) if probe_gflops else None}
 
 
-def given_items(path: str, doc_ids: list[int], recipes: list[Recipe]) -> list:
-    """The items of ``--items``: a ``distill.jsonl`` (beside an adapter, or a teacher's cache file) of this
-    document, checked against it: every item's chunk must be one of the document's chunks under each recipe's
-    segment settings (items of another document or other settings are refused)."""
-    from ..distill.cache import read_items
-    from ..segment import segment_spans
-
-    file = Path(path)
-    if not file.is_file():
-        raise LiftError(f"--items: no such file: {path}")
-    try:
-        items = read_items(file)
-    except (ValueError, KeyError, TypeError) as e:
-        raise LiftError(f"--items: {path} is not a file of distillation items ({e})") from None
-    if not items:
-        raise LiftError(f"--items: {path} holds no items")
-    for recipe in recipes:
-        cfg = recipe.config
-        if cfg.objective == "ct":
-            raise LiftError(f"--items: recipe {recipe.name} trains the segments (--objective ct), not items")
-        spans = set(segment_spans(len(doc_ids), cfg.segment_length, cfg.effective_stride))
-        stray = [it.chunk for it in items if tuple(it.chunk) not in spans]
-        if stray:
-            raise LiftError(f"--items: {len(stray)} of {path}'s {len(items)} items are about chunks this "
-                            f"{len(doc_ids)}-token document does not have under recipe {recipe.name}'s segment "
-                            f"settings (e.g. {list(stray[0])}): items of another document or other settings")
-    return items
-
-
 def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: int, probe_gflops: float,
-            progress: bool, cache: Path, teachers: dict, given: tuple[str, list] | None = None) -> dict:
+            progress: bool, cache: Path, teachers: dict, given: Given | None = None, save: Path | None = None) -> dict:
     """Time one recipe's teacher and student on the document; the model is left without an adapter. ``cache``:
     the run's item cache, empty at first; a recipe whose teacher settings an earlier recipe of the run had reuses
     its items and its measured teacher (``teachers``: cache file → (recipe name, teacher phase)). ``given``: a
-    file's items (``--items``: its path and items) instead of the teacher's, which then neither runs nor counts."""
+    file's items (``--items``) instead of the teacher's, which then does not count, or with a trace
+    (``--replay-teacher``) is replayed in the recipe's shape and timed. ``save``: where this recipe's teacher
+    leaves its items and trace (``--save-teacher``)."""
     from ..context import PromptBuilder
     from ..distill import DistillSource
+    from ..distill.teacher import replay, teacher_shape
     from ..models import resolve_window
     from ..train import detach_adapter, train_on_documents
 
@@ -200,16 +177,25 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     # a teacher of another width runs afresh (its own cache): its items are the same, its calls are not
     source = DistillSource(cfg, loaded.model_id, cache / f"teacher-batch-{cfg.teacher_batch or 'auto'}", progress)
     shared = teachers.get(source.cache_path(text)) if cfg.objective != "ct" and given is None else None
+    if save is not None and shared is None:
+        source.trace = []
     counter = ForwardTokens(model)
     try:
         synchronize(loaded.device)
         start = time.perf_counter()
         if given is not None:  # (the kinds of --distill-kinds, as the teacher's source gives them)
-            items = [it for it in given[1] if it.kind in cfg.kinds]
+            items = [it for it in given.items if it.kind in cfg.kinds]
             if not items:
-                raise LiftError(f"--items: none of {given[0]}'s items is of a kind in --distill-kinds "
+                raise LiftError(f"--items: none of {given.path}'s items is of a kind in --distill-kinds "
                                 f"{cfg.distill_kinds}")
-            report = {"items": len(items), "used": "file", "file": given[0]}
+            report = {"items": len(items), "used": "file", "file": given.path}
+            if given.trace is not None:
+                t = given.trace
+                shape = teacher_shape(model, cfg.teacher_batch, t["segment_length"] + len(prompts.chat.before),
+                                      t["answer_tokens"])
+                report |= {"teacher_shape": asdict(shape),
+                           "replayed": replay(model, tokenizer, prompts.chat, doc_ids, t["blocks"],
+                                              t["write_tokens"], t["answer_tokens"], shape)}
         else:
             items, report = source.items(text, doc_ids, model, tokenizer, prompts.chat)
         synchronize(loaded.device)
@@ -225,8 +211,11 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     result = trained.result
     if shared is not None:  # the same items as an earlier recipe's: its teacher is this recipe's too
         teacher = {**shared[1], "shared_with": shared[0]}
+    elif given is not None and given.trace is not None:  # replayed: its calls, in this recipe's shape, timed
+        teacher = _phase(teacher_s, counter.count, 2 * n_weights, probe_gflops, report["replayed"]) | {
+            "calls": counter.calls, "shape": report["teacher_shape"], "replayed": given.path}
     elif given is not None:  # not run: the student's items were read from a file
-        teacher = _phase(0.0, 0, 0, probe_gflops, 0) | {"given": given[0]}
+        teacher = _phase(0.0, 0, 0, probe_gflops, 0) | {"given": given.path}
     else:
         asks = report.get("made", report.get("items", len(items))) + report.get("not_grounded", 0) \
             + report.get("sentences", 0)
@@ -235,6 +224,8 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
             teacher["shape"] = report["teacher_shape"]
         if cfg.objective != "ct":
             teachers[source.cache_path(text)] = (recipe.name, teacher)
+        if source.trace is not None:
+            save_teacher(save, source, text, doc_ids, source.trace, cfg)
     # a trained token: the forward pass (2·W) and the backward pass down to the lowest adapted layer (2·W × share)
     per_token = (2 + 2 * cfg.backward_share) * n_weights
     student = _phase(student_s, result.tokens, per_token, probe_gflops, trained.samples + trained.qa_samples)
@@ -291,11 +282,18 @@ def run_cost(opts: CostOptions) -> dict:
         raise LiftError(f"--recipe: names must differ (got {', '.join(names)})")
     lengths = _lengths(opts)
     set_threads(opts.threads)
-    if opts.items is not None and len(lengths) > 1:
-        raise LiftError("--items: a file's items are about one document; give one --tokens length")
+    flags = [f for f, v in (("--items", opts.items), ("--save-teacher", opts.save_teacher),
+                            ("--replay-teacher", opts.replay_teacher)) if v is not None]
+    if len(flags) > 1:
+        raise LiftError(f"{' and '.join(flags)}: give one of them")
+    if flags and len(lengths) > 1:
+        raise LiftError(f"{flags[0]}: a teacher's items are about one document; give one --tokens length")
     loaded = load_bench_model(opts.model, opts.device, opts.random_config, opts.tokenizer)
     documents = [_document(opts, loaded.tokenizer, n) for n in lengths]
-    given = (opts.items, given_items(opts.items, documents[0][1], opts.recipes)) if opts.items is not None else None
+    given = Given(opts.items, given_items(opts.items, documents[0][1], opts.recipes)) if opts.items else None
+    if opts.replay_teacher is not None:
+        given = replayed_teacher(opts.replay_teacher, documents[0][1], opts.recipes)
+    save = Path(opts.save_teacher) if opts.save_teacher is not None else None
     # at the model's own dtype (bf16 on a GPU with it): the ceiling its matrix products could reach
     probe = matmul_probe(loaded.device, next(loaded.model.parameters()).dtype, size=opts.probe_size)
     n_weights = matmul_weights(loaded.model)["total"]
@@ -308,7 +306,7 @@ def run_cost(opts: CostOptions) -> dict:
             if opts.progress:
                 _announce(i, runs, time.perf_counter() - start)
             rows.append(measure(loaded, recipe, text, ids, n_weights, probe["gflops"], opts.progress,
-                                Path(cache), teachers, given))
+                                Path(cache), teachers, given, save if i == 0 else None))
     _speedups(rows, len(opts.recipes))
     document = opts.document or (f"facts document ({opts.facts} facts, data seed {opts.data_seed})" if opts.facts
                                  else "the haystack's first tokens")
@@ -318,7 +316,7 @@ def run_cost(opts: CostOptions) -> dict:
               "document_tokens": len(documents[-1][1]), "document": document, "probe": probe,
               "matmul_weights": n_weights, "reference": rows[0]["recipe"], "recipes": rows, **opts.extra}
     if given is not None:
-        report["items_file"] = opts.items
+        report["replayed_teacher" if given.trace is not None else "items_file"] = given.path
     if len({len(ids) for _, ids in documents}) > 1:
         report["lengths"] = [len(ids) for _, ids in documents]
         report["curve"] = cost_curve.curve(rows)
@@ -345,7 +343,8 @@ def report_markdown(report: dict) -> str:
              "---:|"]
     for r in report["recipes"]:
         t, s = r["teacher"], r["student"]
-        shared = f" (as `{t['shared_with']}`)" if "shared_with" in t else " (items given)" if "given" in t else ""
+        shared = (f" (as `{t['shared_with']}`)" if "shared_with" in t else " (items given)" if "given" in t
+                  else " (replayed)" if "replayed" in t else "")
         length = f"{r['document_tokens']} | " if several else ""
         lines.append(f"| {r['recipe']} | {length}{t['seconds']}{shared} | {t['items']} | {t.get('calls', '')} | "
                      f"{t['seconds_per_item'] or ''} | "
@@ -355,6 +354,10 @@ def report_markdown(report: dict) -> str:
                      f"{r['speedup']}× |")
     flags = {r["recipe"]: r["flags"] for r in report["recipes"]}
     lines += ["", "Flags of each recipe:", ""] + [f"- `{name}`: `{f or '(defaults)'}`" for name, f in flags.items()]
+    if "replayed_teacher" in report:
+        lines += ["", f"The teacher was replayed from `{report['replayed_teacher']}` (`--replay-teacher`): every "
+                      "prompt it answered, each answer cut at its recorded length, in each recipe's shape; the student "
+                      "trained on its items."]
     if "items_file" in report:
         lines += ["", f"The student's items were read from `{report['items_file']}` (`--items`): no teacher ran, "
                       "so the totals and speed-ups are the student's."]
@@ -423,6 +426,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "file for this document and segment settings) instead of made: no teacher runs or counts. "
                         "For timing the student with --random-weights of a real model's shapes, e.g. on a GPU the "
                         "model cannot be copied to")
+    p.add_argument("--save-teacher", default=None, metavar="DIR",
+                   help="write the first recipe's teacher's items (items.jsonl) and trace (trace.json: every prompt "
+                        "it answered, with its answer's length) to DIR, for --replay-teacher")
+    p.add_argument("--replay-teacher", default=None, metavar="DIR",
+                   help="replay the teacher of DIR (--save-teacher's) instead of running it: every prompt again, each "
+                        "answer cut at its recorded length, in each recipe's --teacher-batch shape, timed; the student "
+                        "trains on DIR's items. With --random-weights of the real model's shapes this times the "
+                        "teacher exactly on a machine the weights cannot reach")
     p.add_argument("--probe-size", type=int, default=None,
                    help="matrix size of the matmul probe (default: 1024 on CPU, 4096 on GPU)")
     p.add_argument("--out", default=None, metavar="DIR",

@@ -48,6 +48,7 @@ class DistillSource:
         self.cache_dir = Path(cache_dir)
         self.progress = progress
         self.on_step = on_step  # given a StepProgress with stage "teacher" after each batch of the teacher
+        self.trace: list | None = None  # a list: the teacher's trace (``make_items``) when it makes the items
 
     def cache_path(self, text: str) -> Path:
         settings = {k: getattr(self.cfg, k) for k in self.SETTINGS} | {"distill_version": DISTILL_VERSION}
@@ -132,7 +133,7 @@ class DistillSource:
                                        self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
                                        advance if bar is not None or self.on_step else None, self.cfg.distill_questions,
                                        cloze=self.cfg.distill_cloze, blanks=self.cfg.distill_blanks,
-                                       blocks_done=blocks_done, on_block=on_block, shape=shape)
+                                       blocks_done=blocks_done, on_block=on_block, shape=shape, trace=self.trace)
         finally:
             if bar is not None:  # (a tqdm without a total refuses bool())
                 bar.close()

@@ -94,7 +94,7 @@ def gpu_width(free_bytes: int, per_row: int) -> int:
 def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int, int], str, str]],
           max_new_tokens: int, top_k: int = TOP_K, batch_size: int = TEACH_BATCH,
           progress: Callable[[int], None] | None = None, chunk_kv: dict | None = None,
-          prefill: int = 1) -> list[DistillItem]:
+          prefill: int = 1, lengths: list[int] | None = None) -> list[DistillItem]:
     """The base ``model`` answers every ask — (chunk span, kind, prompt), in chunk order — greedily: [chat prefix]
     chunk, prompt [assistant cue] answer. Each chunk runs once; its keys/values are kept while asks about it
     remain. The asks are answered ``batch_size`` at a time, whichever chunks they are about: each row's chunk
@@ -104,7 +104,8 @@ def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int
     chunk has few prompts. ``progress(done)``: asks answered so far, after each batch. ``chunk_kv``: the caller's
     store of chunk keys/values (by span), kept for its next call about the same chunks; by default each chunk's
     are dropped after its last ask. ``prefill``: a batch's new chunks of equal length run this many at a time in
-    one call (1: each on its own)."""
+    one call (1: each on its own). ``lengths`` (a replay, ``replay``): each ask's answer is cut at its given
+    length instead of at the end token, so that the calls are those of a recorded teacher whatever the weights."""
     from ..infer import base_model_context
 
     eos = tokenizer.eos_token_id
@@ -122,7 +123,8 @@ def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int
             # each layer's keys and values for the batch: the rows' chunks, left-padded to the longest
             kv, lens = left_padded([chunk_kv[span] for span in spans])
             rows = suffixes[start:start + batch_size]
-            answers = _decode(model, as_cache(kv), lens, rows, pad, eos, max_new_tokens, top_k)
+            answers = _decode(model, as_cache(kv), lens, rows, pad, eos, max_new_tokens, top_k,
+                              None if lengths is None else lengths[start:start + batch_size])
             for (span, kind, prompt), (answer, tops, lps) in zip(batch, answers):
                 items.append(DistillItem(kind, prompt, span, answer, tops, lps))
             for span in set(spans):
@@ -150,11 +152,12 @@ def _prefill(model, chat, doc_ids: list[int], spans: list[tuple[int, int]], chun
 
 
 def _decode(model, cache, lens: list[int], rows: list[list[int]], pad: int, eos: int | None, max_new_tokens: int,
-            top_k: int) -> list[tuple[list[int], list[list[int]], list[list[float]]]]:
+            top_k: int, lengths: list[int] | None = None) -> list[tuple[list[int], list[list[int]], list[list[float]]]]:
     """Greedy answers of a batch: row r reads its chunk (the last ``lens[r]`` positions of ``cache``, left-padded
     to the longest) and then its prompt ``rows[r]`` (left-padded too). Per row: the answer ids, and the top-k ids
     and log-probabilities (rounded to 4 decimals) at each answer token; a row stops at ``eos``, and rows that have
-    stopped leave the batch (``_drop_done``) so that the others decode without them."""
+    stopped leave the batch (``_drop_done``) so that the others decode without them. With ``lengths``, row r stops
+    after ``lengths[r]`` tokens instead (a replay)."""
     device = next(model.parameters()).device
     n_prefix = max(lens)
     b, width = len(rows), max(len(r) for r in rows)
@@ -177,7 +180,7 @@ def _decode(model, cache, lens: list[int], rows: list[list[int]], pad: int, eos:
             answers[r].append(top_ids[j][0])
             tops[r].append(top_ids[j])
             lps[r].append([round(x, 4) for x in top_lps[j]])
-            if top_ids[j][0] != eos:
+            if (top_ids[j][0] != eos) if lengths is None else len(answers[r]) < lengths[r]:
                 going.append(j)
         if not going:
             break
@@ -203,7 +206,7 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
                progress: Callable[[int, int], None] | None = None,
                questions_per_sentence: int = 0, cloze: bool = False, blanks: int = 1,
                blocks_done: list[dict] = (), on_block: Callable[[dict], None] | None = None,
-               shape: TeacherShape = TeacherShape()) -> tuple[list[DistillItem], dict]:
+               shape: TeacherShape = TeacherShape(), trace: list | None = None) -> tuple[list[DistillItem], dict]:
     """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, with
     ``questions_per_sentence`` > 0 the questions the teacher writes about each fact-bearing sentence, and
     retention prompts (``retention_share`` of all items) asked with chunks in context, spread over the chunks.
@@ -226,7 +229,8 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     the written questions kept, how many retention prompts were used, and the counts).
 
     ``shape`` (``TeacherShape``): with ``shape.blocks`` > 1 both passes run over that many blocks at once, and each
-    block is then finished in document order, so that the items and records are those of one block at a time."""
+    block is then finished in document order, so that the items and records are those of one block at a time.
+    ``trace``: a list that gets, per block, every prompt asked with its answer's length (``replay``)."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
     phrasings: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
     clozed: set[str] | None = set() if cloze else None  # the fact-bearing sentences asked as clozes so far
@@ -286,7 +290,7 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
             mine = [(w, r) for w, r in zip(writes, replies) if w[0] in block]
             written = _keep_written(tokenizer, mine, per_chunk, q, seen) if mine else 0
             n_ret = _add_retention(per_chunk, block, share, n_ret, general)
-            finished.append((block, len(mine), written, n_ret, sorted(seen - seen_before)))
+            finished.append((block, mine, written, n_ret, sorted(seen - seen_before)))
         # pass 2: the teacher answers every prompt of the group
         chunk_of = [i for block in blocks for i in block for _ in per_chunk[i]]
         asks = [(spans[i], kind, prompt) for block in blocks for i in block for kind, prompt in per_chunk[i]]
@@ -294,9 +298,31 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
                          prefill=shape.prefill, progress=advance(len(asks), 0, stop), chunk_kv=chunk_kv)
         del chunk_kv
         _finish_blocks(tokenizer, texts, len(spans), finished, per_chunk, list(zip(chunk_of, answered)), items,
-                       counts, done - len(writes), on_block)
+                       counts, done - len(writes), on_block, trace)
         done += len(asks)
     return items, counts
+
+
+def replay(model, tokenizer, chat, doc_ids: list[int], blocks: list[dict], write_tokens: int, answer_tokens: int,
+           shape: TeacherShape = TeacherShape()) -> int:
+    """The teacher's model calls again, from a ``trace`` of ``make_items`` (per block: its writing prompts and its
+    prompts, each with its answer's length), laid out in ``shape``: both passes over ``shape.blocks`` blocks at a
+    time, each answer cut at its recorded length. The calls, their widths and lengths are those of the recorded
+    teacher in that shape whatever the weights, so that random weights of a model's shapes time its teacher (on a
+    machine its weights cannot reach); nothing is kept. Returns the prompts answered."""
+    asked = 0
+    for g in range(0, len(blocks), shape.blocks):
+        group = blocks[g:g + shape.blocks]
+        chunk_kv: dict = {}
+        for key, tokens, top_k in (("writes", write_tokens, 1), ("asks", answer_tokens, TOP_K)):
+            rows = [row for block in group for row in block[key]]
+            if rows:
+                teach(model, tokenizer, chat, doc_ids, [((r[0], r[1]), *r[2:-1]) if key == "asks" else
+                                                         ((r[0], r[1]), "write", r[2]) for r in rows],
+                      tokens, top_k=top_k, batch_size=shape.width, prefill=shape.prefill, chunk_kv=chunk_kv,
+                      lengths=[r[-1] for r in rows])
+                asked += len(rows)
+    return asked
 
 
 def _chunk_facts(texts: list[str], spans: list[tuple[int, int]], n_doc: int) -> list[list[str]]:
@@ -341,15 +367,22 @@ def _add_retention(per_chunk: list[list[tuple[str, str]]], block: range, share: 
 
 
 def _finish_blocks(tokenizer, texts: list[str], n_spans: int, finished: list[tuple], per_chunk, answered: list,
-                   items: list[DistillItem], counts: dict, done: int, on_block: Callable[[dict], None] | None) -> None:
+                   items: list[DistillItem], counts: dict, done: int, on_block: Callable[[dict], None] | None,
+                   trace: list | None = None) -> None:
     """After pass 2 of ``make_items`` over a group of blocks, each block in document order: its answers (``answered``:
     (chunk index, item), the group's in order) kept where grounded, its counts, and its record for ``on_block``, as
-    one block at a time would have made them. ``finished``: per block (block, writes, written questions kept,
-    retention prompts used so far, questions newly seen); ``done``: asks answered before the group."""
+    one block at a time would have made them. ``finished``: per block (block, its writes with their replies, written
+    questions kept, retention prompts used so far, questions newly seen); ``done``: asks answered before the group;
+    ``trace``: gets the block's prompts and their answers' lengths."""
     at = 0
-    for block, n_writes, written, n_ret, new_seen in finished:
+    for block, writes, written, n_ret, new_seen in finished:
         n_items = len(items)
         n_asks = sum(len(per_chunk[i]) for i in block)
+        if trace is not None:
+            trace.append({"block": block.start // TEACH_BLOCK,
+                          "writes": [[*r.chunk, r.prompt, len(r.answer_ids)] for _, r in writes],
+                          "asks": [[*it.chunk, it.kind, it.prompt, len(it.answer_ids)]
+                                   for _, it in answered[at:at + n_asks]]})
         for i, it in answered[at:at + n_asks]:
             if it.kind not in GROUNDED_KINDS or grounded(tokenizer.decode(it.answer_ids, skip_special_tokens=True),
                                                          it.prompt, texts[i]):
@@ -357,7 +390,7 @@ def _finish_blocks(tokenizer, texts: list[str], n_spans: int, finished: list[tup
             else:
                 counts["not_grounded"] += 1
         at += n_asks
-        done += n_writes + n_asks
+        done += len(writes) + n_asks
         if "written" in counts:
             counts["written"] += written
         if on_block is not None:

@@ -195,11 +195,11 @@ def test_items_from_a_file_time_the_student_alone(tiny_model_dir, haystack_dir, 
 
 
 @pytest.mark.parametrize("case, message", [
-    ("stray", "--items: 1 of"),
+    ("stray", "items: 1 are about chunks"),
     ("missing", "--items: no such file"),
     ("empty", "holds no items"),
     ("not-items", "is not a file of distillation items"),
-    ("lengths", "--items: a file's items are about one document"),
+    ("lengths", "--items: a teacher's items are about one document"),
     ("ct", "trains the segments (--objective ct), not items"),
 ])
 def test_a_bad_items_file_is_one_clear_error(tiny_model_dir, haystack_dir, tmp_path, capsys, case, message):
@@ -248,3 +248,49 @@ def test_a_wider_teacher_runs_afresh_and_counts_its_calls(tiny_model_dir, haysta
     assert cpu["teacher"]["items"] == gpu["teacher"]["items"] and gpu["student"]["items"] == cpu["student"]["items"]
     assert 0 < gpu["teacher"]["calls"] < cpu["teacher"]["calls"]
     assert f"| {cpu['teacher']['calls']} |" in (out / "cost.md").read_text()
+
+
+def test_a_saved_teacher_is_replayed_call_for_call(tiny_model_dir, haystack_dir, tmp_path):
+    """--save-teacher leaves the teacher's items and trace; --replay-teacher runs exactly its calls again (the same
+    forward calls and tokens in the same shape: what random weights of a model's shapes time on a GPU its weights
+    cannot reach), in each recipe's shape, and trains the student on the saved items."""
+    saved, out = tmp_path / "teacher", tmp_path / "cost"
+    common = ["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "200",
+              "--threads", "1", "--quiet", *SMALL]
+    assert main([*common, "--save-teacher", str(saved), "--out", str(tmp_path / "made")]) == 0
+    made = json.loads((tmp_path / "made" / "cost.json").read_text())["recipes"][0]
+    trace = json.loads((saved / "trace.json").read_text())
+    assert trace["document_tokens"] == 200 and trace["answer_tokens"] == 6 and trace["blocks"]
+    asks = [r for block in trace["blocks"] for key in ("writes", "asks") for r in block[key]]
+    assert len(asks) == made["teacher"]["items"]  # every prompt it answered, kept or not
+    assert all(1 <= r[-1] <= 6 for r in asks)
+    assert main([*common, "--replay-teacher", str(saved), "--recipe", "cpu-shape=",
+                 "--recipe", "wide=--teacher-batch 128", "--out", str(out)]) == 0
+    report = json.loads((out / "cost.json").read_text())
+    assert report["replayed_teacher"] == str(saved)
+    cpu, wide = report["recipes"]
+    assert cpu["teacher"]["calls"] == made["teacher"]["calls"] and cpu["teacher"]["tokens"] == made["teacher"]["tokens"]
+    assert cpu["teacher"]["items"] == len(asks) and cpu["teacher"]["replayed"] == str(saved)
+    assert wide["teacher"]["shape"]["width"] == 128 and wide["teacher"]["calls"] < cpu["teacher"]["calls"]
+    assert cpu["student"]["tokens"] == made["student"]["tokens"]  # the saved items, trained as before
+    assert "(replayed)" in (out / "cost.md").read_text()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no-trace", "no trace.json in"),
+    ("other-length", "the trace is of a 200-token document"),
+    ("both", "--items and --replay-teacher: give one of them"),
+])
+def test_a_bad_replay_is_one_clear_error(tiny_model_dir, haystack_dir, tmp_path, capsys, case, message):
+    saved = tmp_path / "teacher"
+    common = ["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--threads", "1", "--quiet",
+              *SMALL]
+    assert main([*common, "--tokens", "200", "--save-teacher", str(saved)]) == 0
+    capsys.readouterr()
+    if case == "no-trace":
+        (saved / "trace.json").unlink()
+    extra = ["--items", str(saved / "items.jsonl")] if case == "both" else []
+    tokens = "150" if case == "other-length" else "200"
+    assert main([*common, "--tokens", tokens, "--replay-teacher", str(saved), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("liftlm: error:") == 1 and "Traceback" not in err
