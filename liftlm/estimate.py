@@ -63,6 +63,12 @@ CALIBRATION = (
     (1_543_569_408, 0.617, 0.563, 112 / 144, 42 / 70, 0.607 / 0.509),  # Qwen2.5-Coder-1.5B (cost-qwen1.5b, -batch)
 )
 BATCH_MEASURED = 8  # the batch the speed-up was measured at; smaller batches get a linear share of it, larger none more
+# On a GPU a call costs about the same at any of liftlm's widths (Python and kernel launches, not arithmetic), so
+# each phase takes at least its sequential calls at this latency per layer of the model, measured on one H100
+# (cost-h100): the teacher's 244 calls in 26.7 s with 30 layers; the student's steps 0.25-0.39 s with 28-30 layers,
+# one sample or 8 or 32 a step. On a CPU the FLOPs always take longer, and the floor is not applied.
+GPU_CALL_S_PER_LAYER = 0.0036
+GPU_STEP_S_PER_LAYER = 0.0115
 
 
 def matmul_weights(model) -> dict:
@@ -111,7 +117,9 @@ class Estimate:
     asks: int = 0  # prompts the teacher answers (pass 2)
     sentences: int = 0  # fact-bearing sentences: it writes questions about them (pass 1), asks them as clozes
     teacher_tokens: int = 0
+    teacher_calls: int = 0  # the teacher's sequential forward calls, in the shape it runs in (``TeacherShape``)
     items: int = 0  # items the student trains on (each in every view)
+    student_steps: int = 0  # the student's optimizer steps (one forward and backward call each)
     student_tokens: int = 0  # run forward and backward
     prefix_tokens: int = 0  # run forward only
     attention_flops: float = 0.0  # the student's samples' attention to the head+tail view (module docstring)
@@ -145,11 +153,17 @@ def _calibrated(weights: int) -> list[float]:
 
 
 def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window: int, teacher: bool = True,
-             chat_before: int = CHAT_BEFORE, chat_after: int = CHAT_AFTER, attention: int = 0) -> Estimate:
+             chat_before: int = CHAT_BEFORE, chat_after: int = CHAT_AFTER, attention: int = 0,
+             device: str = "cpu", layers: int = 0, shape=None) -> Estimate:
     """The seconds of ``internalize`` on a document of ``n_tokens`` under ``cfg``, for a model of ``weights``
     matmul weights and ``attention`` width (``attention_width``; 0 leaves attention out) on a machine of
     ``gflops`` (the probe's). ``teacher=False``: the teacher's items are cached. Auxiliary QA synthesis
-    (``--qa-pairs``) is not counted."""
+    (``--qa-pairs``) is not counted. On a GPU (``device`` not "cpu"), each phase takes at least its sequential
+    calls at the latency measured per layer (``layers``: the model's) on one H100; ``shape``: the teacher's
+    ``TeacherShape`` (default: a CPU's)."""
+    from .distill.teacher import TeacherShape
+
+    shape = shape or TeacherShape()
     teacher_eff, student_eff, kept_share, written_rate, batch_gain = _calibrated(weights)
     if cfg.objective != "ct" and cfg.resolved_batch_size > 1:  # the distillation student's samples in batches
         student_eff *= 1 + (batch_gain - 1) * min(cfg.resolved_batch_size - 1, BATCH_MEASURED - 1) / (BATCH_MEASURED - 1)
@@ -164,8 +178,13 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
         ct_epochs, item_epochs = cfg.epochs + (cfg.qa_epochs if two else 0), cfg.qa_epochs if two else cfg.epochs
     if cfg.objective != "ct":
         _distill(out, cfg, spans, window, kept_share, written_rate, chat_before, chat_after, item_epochs, attention)
+        if out.teacher == "runs":
+            out.teacher_calls = _teacher_calls(out, cfg, shape)
+        batch = cfg.resolved_batch_size if cfg.objective == "distill" else 1
+        out.student_steps = item_epochs * sum(math.ceil(out.items / batch) for _ in cfg.views)
     if ct_epochs:
         _ct(out, cfg, window, ct_epochs)
+        out.student_steps += ct_epochs * out.chunks
     rate = gflops * 1e9
     if out.teacher == "runs":
         out.teacher_s = 2 * weights * out.teacher_tokens / (rate * teacher_eff)
@@ -174,7 +193,28 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
         + 2 * weights * (out.prefix_tokens - out.view_tokens) / (rate * student_eff) \
         + (2 * weights * out.view_tokens + out.view_flops) / (rate * PREFIX_SHARE) \
         + out.attention_flops / (rate * ATTENTION_SHARE)
+    if device != "cpu" and layers:  # a GPU: the sequential calls' latency is the floor
+        out.teacher_s = max(out.teacher_s, out.teacher_calls * layers * GPU_CALL_S_PER_LAYER)
+        out.student_s = max(out.student_s, out.student_steps * layers * GPU_STEP_S_PER_LAYER)
     return out
+
+
+def _teacher_calls(out: Estimate, cfg: LiftConfig, shape) -> int:
+    """The teacher's sequential forward calls: its chunks' prefills, ``shape.prefill`` a call, and per group of
+    ``shape.blocks`` blocks a writing pass (batches of ``shape.width`` rows, each decoding up to the written
+    questions' tokens) and an answering pass (each batch up to the answer's tokens), the prompts spread over the
+    groups as their chunks are."""
+    from .distill.teacher import TEACH_BLOCK
+
+    group = TEACH_BLOCK * shape.blocks
+    calls = math.ceil(out.chunks / max(shape.prefill, 1))
+    writes = out.sentences if cfg.distill_questions > 0 else 0
+    for g0 in range(0, out.chunks, group):
+        share = (min(g0 + group, out.chunks) - g0) / out.chunks
+        if writes:
+            calls += math.ceil(writes * share / shape.width) * WRITE_TOKENS * cfg.distill_questions
+        calls += math.ceil(out.asks * share / shape.width) * cfg.distill_answer_tokens
+    return calls
 
 
 def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: float, written_rate: float,

@@ -190,6 +190,7 @@ class Lift:
                 build_samples(self._doc_ids, self.config, self.prompts)
             except ValueError:
                 return
+        from .distill.teacher import teacher_shape
         from .estimate import attention_width, estimate, machine_gflops, matmul_weights
 
         base = self._fresh_base()
@@ -198,8 +199,11 @@ class Lift:
         gflops = machine_gflops(str(self.loaded.device), str(next(base.parameters()).dtype).removeprefix("torch."))
         teacher = self.config.objective != "ct" and not self.distill.cache_path(text).is_file()
         chat = self.prompts.chat
+        shape = teacher_shape(base, self.config.teacher_batch, self.config.segment_length + len(chat.before),
+                              self.config.distill_answer_tokens)
         guess = estimate(len(self._doc_ids), self.config, self._weights, gflops, self.window, teacher,
-                         len(chat.before), len(chat.after), attention_width(base))
+                         len(chat.before), len(chat.after), attention_width(base), self.loaded.device.type,
+                         getattr(base.config, "num_hidden_layers", 0), shape)
         if len(self._doc_ids) > self.window or guess.total_s > 60:
             _say(guess.describe())
 

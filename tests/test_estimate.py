@@ -191,3 +191,33 @@ def test_the_estimate_reproduces_the_wide_window_run():
         per_sample[refresh] = guess.student_s / (guess.items * 4)  # 2 views, 2 epochs
     assert per_sample[None] == pytest.approx(3265 / 2052, rel=0.15)
     assert per_sample[8] == pytest.approx(3.3, rel=0.15)
+
+
+def test_on_a_gpu_each_phase_takes_at_least_its_calls():
+    """On a GPU a call costs about the same at any width: the estimate counts the teacher's calls in its shape and the
+    student's steps, at the latency per layer measured on one H100 (cost-h100), and reproduces that run's rows."""
+    from liftlm.distill.teacher import TeacherShape
+
+    wide = TeacherShape(256, 4, 16)  # the teacher's shape on a GPU with room for 256 rows
+    for run, layers, attention in (("cost-h100/embedded", 30, 30 * 9 * 64),
+                                   ("cost-h100/qwen-shapes-student", 28, 28 * 12 * 128)):
+        report = json.loads((RESULTS / run / "cost.json").read_text())
+        for row in report["recipes"]:
+            cfg = LiftConfig.from_dict(row["settings"])
+            guess = estimate(report["document_tokens"], cfg, report["matmul_weights"], 700_000.0, 512,
+                             attention=attention, device="cuda", layers=layers)
+            assert guess.student_steps == pytest.approx(row["student"]["steps"], rel=0.1), (run, row["recipe"])
+            assert guess.student_s == pytest.approx(row["student"]["seconds"], rel=0.35), (run, row["recipe"])
+            if row["teacher"]["seconds"] > 0:  # (the Qwen shapes' items were given: no teacher ran)
+                assert guess.teacher_s == pytest.approx(row["teacher"]["seconds"], rel=0.35), (run, row["recipe"])
+    # the calls of either shape, as counted on the embedded model's teacher (teacher-shape-embedded)
+    report = json.loads((RESULTS / "teacher-shape-embedded" / "cost.json").read_text())
+    for row, shape in zip(report["recipes"], (TeacherShape(), wide)):
+        guess = estimate(2000, LiftConfig(), report["matmul_weights"], 700_000.0, 512, device="cuda", layers=30,
+                         shape=shape)
+        assert guess.teacher_calls == pytest.approx(row["teacher"]["calls"], rel=0.1), row["recipe"]
+    # on a CPU the FLOPs take longer than any call's latency: no floor
+    cpu = estimate(8000, LiftConfig(), 10**9, 200.0, window=512)
+    assert estimate(8000, LiftConfig(), 10**9, 200.0, window=512, device="cpu", layers=30) == cpu
+    gpu = estimate(8000, LiftConfig(), 10**9, 700_000.0, window=512, device="cuda", layers=30)
+    assert gpu.teacher_s == gpu.teacher_calls * 30 * 0.0036 and gpu.student_s == gpu.student_steps * 30 * 0.0115
