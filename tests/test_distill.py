@@ -639,9 +639,8 @@ def test_the_teacher_bar_counts_prompts_when_progress_is_shown(tiny_model_dir, t
     assert "teacher: 100%" in bars and f"{asked}/{asked}" in bars
 
 
-def test_an_interrupted_teacher_resumes_after_its_finished_blocks(tiny_loaded, tmp_path, monkeypatch):
-    """The teacher appends each finished block of chunks to a record beside its cache; killed mid-document, the next
-    run asks only the chunks after the record's last block and caches exactly the items of an uninterrupted run."""
+def _resumable_teacher(tiny_loaded, tmp_path, monkeypatch):
+    """The tiny model's teacher on a text of several blocks (2 chunks a block), and its uninterrupted items."""
     from liftlm.distill import DistillSource
     from liftlm.distill import teacher as distill
 
@@ -653,6 +652,16 @@ def test_an_interrupted_teacher_resumes_after_its_finished_blocks(tiny_loaded, t
     text = TEXT * 4
     ids = tok.encode(text, add_special_tokens=False)
     whole, report = DistillSource(cfg, "tiny", tmp_path / "whole").items(text, ids, model, tok, chat)
+    return model, tok, chat, cfg, text, ids, whole, report
+
+
+def test_an_interrupted_teacher_resumes_after_its_finished_blocks(tiny_loaded, tmp_path, monkeypatch):
+    """The teacher appends each finished block of chunks to a record beside its cache; killed mid-document, the next
+    run asks only the chunks after the record's last block and caches exactly the items of an uninterrupted run."""
+    from liftlm.distill import DistillSource
+    from liftlm.distill import teacher as distill
+
+    model, tok, chat, cfg, text, ids, whole, report = _resumable_teacher(tiny_loaded, tmp_path, monkeypatch)
     assert "resumed_blocks" not in report
 
     source = DistillSource(cfg, "tiny", tmp_path / "cut")
@@ -744,14 +753,7 @@ def test_a_teacher_resumes_under_another_shape(tiny_loaded, tmp_path, monkeypatc
     from liftlm.distill import DistillSource
     from liftlm.distill import teacher as distill
 
-    monkeypatch.setattr(distill, "TEACH_BLOCK", 2)
-    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
-    chat = PromptBuilder(tok, 512).chat
-    cfg = LiftConfig(window=256, segment_length=48, context_tokens=32, distill_prompts=2, distill_answer_tokens=3,
-                     distill_retention=0.25)
-    text = TEXT * 4
-    ids = tok.encode(text, add_special_tokens=False)
-    whole, report = DistillSource(cfg, "tiny", tmp_path / "whole").items(text, ids, model, tok, chat)
+    model, tok, chat, cfg, text, ids, whole, report = _resumable_teacher(tiny_loaded, tmp_path, monkeypatch)
     assert report["teacher_shape"] == {"width": 32, "blocks": 1, "prefill": 1}  # a CPU's
     real_teach, real_shape = distill.teach, distill.teacher_shape
 

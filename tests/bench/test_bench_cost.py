@@ -42,13 +42,16 @@ def test_cost_of_two_recipes(tiny_model_dir, haystack_dir, tmp_path, capsys):
     assert (out / "cost.png").stat().st_size > 0
 
 
+def _cost_rows(model_dir, haystack_dir, out, *recipes: str) -> list[dict]:
+    """The rows of a cost run of ``recipes`` on the tiny model's 200-token document (written to ``out``)."""
+    assert main(["cost", "--model", str(model_dir), "--haystack", str(haystack_dir), "--tokens", "200", "--threads",
+                 "1", "--quiet", *SMALL, *(x for r in recipes for x in ("--recipe", r)), "--out", str(out)]) == 0
+    return json.loads((out / "cost.json").read_text())["recipes"]
+
+
 def test_a_recipe_that_changes_only_the_student_reuses_the_teacher(tiny_model_dir, haystack_dir, tmp_path):
     out = tmp_path / "cost"
-    assert main(["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "200",
-                 "--threads", "1", "--quiet", *SMALL, "--recipe", "two-views=",
-                 "--recipe", "one-view=--distill-views lift+icl", "--out", str(out)]) == 0
-    report = json.loads((out / "cost.json").read_text())
-    two, one = report["recipes"]
+    two, one = _cost_rows(tiny_model_dir, haystack_dir, out, "two-views=", "one-view=--distill-views lift+icl")
     assert "shared_with" not in two["teacher"] and one["teacher"]["shared_with"] == "two-views"
     assert one["teacher"]["seconds"] == two["teacher"]["seconds"] and one["teacher"]["tokens"] > 0
     assert one["student"]["items"] * 2 == two["student"]["items"]  # one view: half the samples
@@ -237,11 +240,7 @@ def test_a_wider_teacher_runs_afresh_and_counts_its_calls(tiny_model_dir, haysta
     """Recipes that differ in --teacher-batch each run their teacher (the same items, other calls), each with its
     number of forward calls: what a GPU's teacher costs."""
     out = tmp_path / "cost"
-    assert main(["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "200",
-                 "--threads", "1", "--quiet", *SMALL, "--recipe", "cpu-shape=",
-                 "--recipe", "gpu-shape=--teacher-batch 128", "--out", str(out)]) == 0
-    report = json.loads((out / "cost.json").read_text())
-    cpu, gpu = report["recipes"]
+    cpu, gpu = _cost_rows(tiny_model_dir, haystack_dir, out, "cpu-shape=", "gpu-shape=--teacher-batch 128")
     assert "shared_with" not in gpu["teacher"]
     assert cpu["teacher"]["shape"] == {"width": 32, "blocks": 1, "prefill": 1}
     assert gpu["teacher"]["shape"] == {"width": 128, "blocks": 2, "prefill": 16}
