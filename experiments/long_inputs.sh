@@ -23,12 +23,13 @@
 #   loogle-qwen-8k  LooGLE long-dependency QA, documents cut to 8k tokens (the questions whose evidence lies in
 #                   the cut: 22 of the sample's 43, over all 5 documents, with Qwen's tokenizer), Qwen 1.5B,
 #                   window 2048: icl, rag, lift+icl, lift+rag (~3 h a document, ~15 h in all: a GPU's job)
+#   loogle-qwen-8k-doc1  the same on the first document only (4 questions survive its cut; ~3 h here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
 QWEN=${QWEN:-${LIFTLM_HOME:-$HOME/.cache/liftlm}/gguf/qwen2.5-coder-1.5b-instruct.gguf}
 OUT=experiments/results
-stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k"}
+stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1"}
 case $stage in
   curve-embedded)
     "$LIFTLM" bench cost --tokens 2k,4k,8k,16k,32k --window 512 --out "$OUT/cost-curve-embedded" ;;
@@ -52,6 +53,10 @@ case $stage in
   loogle-qwen-8k)
     "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
       --max-doc-tokens 8000 --window 2048 --methods icl,rag,lift+icl,lift+rag --out "$OUT/eval/loogle-longdep-qwen1.5b-8k" ;;
+  loogle-qwen-8k-doc1)
+    "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
+      --max-doc-tokens 8000 --documents 1 --window 2048 --methods icl,rag,lift+icl,lift+rag \
+      --out "$OUT/eval/loogle-longdep-qwen1.5b-8k" ;;
   *)
     echo "long_inputs.sh: unknown stage $stage" >&2; exit 2 ;;
 esac
