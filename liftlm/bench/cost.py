@@ -288,6 +288,9 @@ def run_cost(opts: CostOptions) -> dict:
         raise LiftError(f"{' and '.join(flags)}: give one of them")
     if flags and len(lengths) > 1:
         raise LiftError(f"{flags[0]}: a teacher's items are about one document; give one --tokens length")
+    if opts.save_teacher is not None and opts.recipes[0].config.objective == "ct":
+        raise LiftError(f"--save-teacher: the first recipe ({opts.recipes[0].name}) has no teacher (--objective ct); "
+                        "put a distillation recipe first")
     loaded = load_bench_model(opts.model, opts.device, opts.random_config, opts.tokenizer)
     documents = [_document(opts, loaded.tokenizer, n) for n in lengths]
     given = Given(opts.items, given_items(opts.items, documents[0][1], opts.recipes)) if opts.items else None

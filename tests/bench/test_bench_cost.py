@@ -279,11 +279,17 @@ def test_a_saved_teacher_is_replayed_call_for_call(tiny_model_dir, haystack_dir,
     ("no-trace", "no trace.json in"),
     ("other-length", "the trace is of a 200-token document"),
     ("both", "--items and --replay-teacher: give one of them"),
+    ("ct-first", "--save-teacher: the first recipe (a) has no teacher"),
 ])
 def test_a_bad_replay_is_one_clear_error(tiny_model_dir, haystack_dir, tmp_path, capsys, case, message):
     saved = tmp_path / "teacher"
     common = ["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--threads", "1", "--quiet",
               *SMALL]
+    if case == "ct-first":
+        assert main([*common, "--tokens", "200", "--save-teacher", str(saved), "--recipe", "a=--objective ct"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("liftlm: error:") == 1 and not saved.exists()
+        return
     assert main([*common, "--tokens", "200", "--save-teacher", str(saved)]) == 0
     capsys.readouterr()
     if case == "no-trace":
