@@ -165,7 +165,7 @@ def run_cost_cli(args) -> int:
         tokens=_cost_lengths(args.tokens), facts=args.facts, data_seed=args.data_seed, haystack=args.haystack,
         random_config=_random_config(args), tokenizer=args.tokenizer, items=args.items, save_teacher=args.save_teacher,
         replay_teacher=args.replay_teacher, probe_size=args.probe_size,
-        threads=args.threads, progress=not args.quiet,
+        threads=args.threads, progress=not args.quiet, out=args.out,
         extra={"command": "liftlm bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("cost"):])
                if "cost" in sys.argv else "liftlm bench cost"}))
     print(report_markdown(report))

@@ -23,12 +23,19 @@ The headline numbers are seconds per document token, end to end, and trained tok
 several lengths every recipe runs on every length (one row each, with its ``document_tokens``; ratios against the
 first recipe at the same length), and the report adds the curve: seconds per token against length, and a line
 through the totals extrapolated to a 100k-token document.
+
+A long run resumes: with ``--out`` every finished row (a length and a recipe) is appended to
+``OUT/.cost-work/rows.jsonl``, beside the run's item cache, and a run with the same settings keeps those rows and
+measures only the others (a row cut short is measured again from its start, teacher included). Each row records
+when it was measured and the matmul probe of its process. The work folder goes once the report is written.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -75,6 +82,7 @@ class CostOptions:
     probe_size: int | None = None
     threads: int | None = None
     progress: bool = True
+    out: str | None = None  # the report's folder: finished rows are kept in its work folder, and a rerun resumes
     extra: dict = field(default_factory=dict)  # recorded in the report as given (e.g. the command line)
 
 
@@ -175,7 +183,7 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     model, tokenizer = loaded.model, loaded.tokenizer
     prompts = PromptBuilder(tokenizer, resolve_window(loaded, cfg.window))
     # a teacher of another width runs afresh (its own cache): its items are the same, its calls are not
-    source = DistillSource(cfg, loaded.model_id, cache / f"teacher-batch-{cfg.teacher_batch or 'auto'}", progress)
+    source = DistillSource(cfg, loaded.model_id, teacher_cache(cache, cfg), progress)
     shared = teachers.get(source.cache_path(text)) if cfg.objective != "ct" and given is None else None
     if save is not None and shared is None:
         source.trace = []
@@ -249,14 +257,21 @@ def _clock(seconds: float) -> str:
     return f"{s}s" if s < 60 else f"{s // 60}m {s % 60:02d}s" if s < 3600 else f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
-def _announce(i: int, runs: list[tuple[str, list[int], Recipe]], elapsed: float) -> None:
-    """One line on stderr as run ``i`` (a length and a recipe) starts: how many have run, the time so far, and the
-    time left at the seconds per document token so far (the cost grows about linearly with the tokens)."""
+def _announce(i: int, runs: list[tuple[str, list[int], Recipe]], measured: int, elapsed: float,
+              kept: str = "") -> None:
+    """One line on stderr as run ``i`` (a length and a recipe) starts, or is kept from an interrupted run
+    (``kept``: when it was measured): how many have run, the time so far, and the time left at the seconds per
+    document token so far (``measured``: the document tokens this process has measured; the cost grows about
+    linearly with the tokens)."""
     _, ids, recipe = runs[i]
-    done = sum(len(r[1]) for r in runs[:i])
-    left = f", about {_clock(elapsed / done * sum(len(r[1]) for r in runs[i:]))} left" if done and elapsed else ""
-    print(f"liftlm: [{i + 1}/{len(runs)}] {format_length(len(ids))} tokens, recipe {recipe.name} "
-          f"({recipe.flags or 'defaults'}): {i} done, {_clock(elapsed)} elapsed{left}", file=sys.stderr, flush=True)
+    what = f"liftlm: [{i + 1}/{len(runs)}] {format_length(len(ids))} tokens, recipe {recipe.name} " \
+           f"({recipe.flags or 'defaults'})"
+    if kept:
+        print(f"{what}: measured before ({kept}), kept", file=sys.stderr, flush=True)
+        return
+    left = f", about {_clock(elapsed / measured * sum(len(r[1]) for r in runs[i:]))} left" \
+        if measured and elapsed else ""
+    print(f"{what}: {i} done, {_clock(elapsed)} elapsed{left}", file=sys.stderr, flush=True)
 
 
 def _speedups(rows: list[dict], per_length: int) -> None:
@@ -271,8 +286,62 @@ def _speedups(rows: list[dict], per_length: int) -> None:
                                       if row["student"]["seconds"] > 0 else None)
 
 
+WORK_DIR = ".cost-work"
+
+
+def teacher_cache(cache: Path, cfg: LiftConfig) -> Path:
+    """A teacher's item cache in the run's: one per width (its items are the same, its calls are not)."""
+    return cache / f"teacher-batch-{cfg.teacher_batch or 'auto'}"
+
+
+def row_key(loaded, recipe: Recipe, text: str, given: Given | None) -> str:
+    """What makes a row the same measurement: the model, device, document, recipe and its settings, and any
+    given teacher."""
+    what = {"model": loaded.model_id, "device": str(loaded.device), "document": hashlib.sha256(text.encode()).hexdigest(),
+            "recipe": recipe.name, "settings": recipe.config.resolved_dict(),
+            "given": None if given is None else [given.path, given.trace is not None]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class Work:
+    """A cost run's work folder: its item cache (``items/``) and its finished rows (``rows.jsonl``, each with its
+    key), which a rerun of the same settings keeps. A teacher cut short left a record to resume from; it is
+    dropped, so that the row is timed again from its start."""
+
+    def __init__(self, root: Path, progress: bool):
+        from ..fileio import read_jsonl
+
+        self.root, self.items, self.rows = root, root / "items", root / "rows.jsonl"
+        self.done = {r["key"]: {k: v for k, v in r.items() if k != "key"} | {"kept": True}
+                     for r in read_jsonl(self.rows, flag="the cost run's record of finished rows")}
+        for partial in self.items.rglob("*.partial.jsonl"):
+            partial.unlink()
+        if self.done and progress:
+            print(f"liftlm: resuming the cost run in {root}: {len(self.done)} rows measured before are kept",
+                  file=sys.stderr, flush=True)
+
+    def keep(self, key: str, row: dict) -> None:
+        from ..fileio import append_jsonl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        append_jsonl(self.rows, {"key": key, **row})
+
+    def restore_teacher(self, loaded, recipe: Recipe, text: str, row: dict, teachers: dict) -> None:
+        """A kept row's teacher, for a later recipe with the same items (its cache must still hold them)."""
+        from ..distill import DistillSource
+
+        cfg = recipe.config
+        if cfg.objective == "ct" or "shared_with" in row["teacher"] or "given" in row["teacher"] \
+                or "replayed" in row["teacher"]:
+            return
+        path = DistillSource(cfg, loaded.model_id, teacher_cache(self.items, cfg)).cache_path(text)
+        if path.is_file():
+            teachers[path] = (recipe.name, row["teacher"])
+
+
 def run_cost(opts: CostOptions) -> dict:
     """Every recipe on every length's document, in one process and one item cache; the report cost.json holds."""
+    from ..eval.rundir import git_revision, now
     from .throughput import matmul_weights
 
     if not opts.recipes:
@@ -303,21 +372,36 @@ def run_cost(opts: CostOptions) -> dict:
     runs = [(text, ids, recipe) for text, ids in documents for recipe in opts.recipes]
     rows: list[dict] = []
     teachers: dict = {}
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as cache:  # the run's own item cache: every teacher runs at least once
+    with tempfile.TemporaryDirectory() as scratch:  # the run's own item cache: every teacher runs at least once
+        work = Work(Path(opts.out) / WORK_DIR if opts.out else Path(scratch), opts.progress)
+        measured, start = 0, time.perf_counter()
         for i, (text, ids, recipe) in enumerate(runs):
-            if opts.progress:
-                _announce(i, runs, time.perf_counter() - start)
-            rows.append(measure(loaded, recipe, text, ids, n_weights, probe["gflops"], opts.progress,
-                                Path(cache), teachers, given, save if i == 0 else None))
+            key = row_key(loaded, recipe, text, given)
+            row = work.done.get(key)
+            if row is not None:  # measured by an interrupted run of the same settings
+                if opts.progress:
+                    _announce(i, runs, measured, 0.0, kept=row.get("measured_at", "?"))
+                work.restore_teacher(loaded, recipe, text, row, teachers)
+            else:
+                if opts.progress:
+                    _announce(i, runs, measured, time.perf_counter() - start)
+                row = measure(loaded, recipe, text, ids, n_weights, probe["gflops"], opts.progress, work.items,
+                              teachers, given, save if i == 0 else None)
+                row |= {"measured_at": now(), "probe_gflops": probe["gflops"]}
+                work.keep(key, row)
+                measured += len(ids)
+            rows.append(row)
     _speedups(rows, len(opts.recipes))
+    resumed = sum(1 for r in rows if r.get("kept"))
+    for r in rows:
+        r.pop("kept", None)
     document = opts.document or (f"facts document ({opts.facts} facts, data seed {opts.data_seed})" if opts.facts
                                  else "the haystack's first tokens")
-    from ..eval.rundir import git_revision, now
-
     report = {"model": loaded.model_id, "device": str(loaded.device), "date": now(), "git": git_revision(),
               "document_tokens": len(documents[-1][1]), "document": document, "probe": probe,
               "matmul_weights": n_weights, "reference": rows[0]["recipe"], "recipes": rows, **opts.extra}
+    if resumed:
+        report["rows_kept_from_an_interrupted_run"] = resumed
     if given is not None:
         report["replayed_teacher" if given.trace is not None else "items_file"] = given.path
     if len({len(ids) for _, ids in documents}) > 1:
@@ -361,6 +445,11 @@ def report_markdown(report: dict) -> str:
         lines += ["", f"The teacher was replayed from `{report['replayed_teacher']}` (`--replay-teacher`): every "
                       "prompt it answered, each answer cut at its recorded length, in each recipe's shape; the student "
                       "trained on its items."]
+    if "rows_kept_from_an_interrupted_run" in report:
+        when = ", ".join(f"`{r['recipe']}` at {r['document_tokens']} tokens {r.get('measured_at', '?')} (probe "
+                         f"{r.get('probe_gflops', '?')} GFLOP/s)" for r in report["recipes"])
+        lines += ["", f"The run was interrupted and resumed: {report['rows_kept_from_an_interrupted_run']} of its rows "
+                      f"were kept from before. When each row was measured, with its process's matmul probe: {when}."]
     if "items_file" in report:
         lines += ["", f"The student's items were read from `{report['items_file']}` (`--items`): no teacher ran, "
                       "so the totals and speed-ups are the student's."]
@@ -406,6 +495,7 @@ def write_report(report: dict, out: Path) -> list[Path]:
     if "curve" in report:
         paths.append(out / "cost_curve.png")
         cost_curve.plot(report, paths[-1])
+    shutil.rmtree(out / WORK_DIR, ignore_errors=True)  # the rows are in the report now
     return paths
 
 
@@ -440,4 +530,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-size", type=int, default=None,
                    help="matrix size of the matmul probe (default: 1024 on CPU, 4096 on GPU)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="write cost.json, cost.md and cost.png there (and cost_curve.png for several --tokens)")
+                   help="write cost.json, cost.md and cost.png there (and cost_curve.png for several --tokens). A run "
+                        "cut short resumes: run the same command again and the rows it finished (kept in "
+                        "DIR/.cost-work until the report is written) are not measured again")

@@ -8,6 +8,7 @@ import torch
 
 from liftlm.bench.cli import main
 from liftlm.bench.cost import ForwardTokens, parse_recipe
+from liftlm.bench.cost import measure as REAL_MEASURE
 from liftlm.config import LiftConfig
 from liftlm.errors import LiftError
 
@@ -137,6 +138,85 @@ def test_a_list_of_lengths_measures_the_cost_curve(tiny_model_dir, haystack_dir,
     assert "## Cost curve" in md and "| one-view | 100 |" in md and "| one-view | 200 |" in md
     assert f"{c['extrapolated_s']:,} s" in md and ("target is met" in md or "target is missed" in md)
     assert (out / "cost.png").stat().st_size > 0 and (out / "cost_curve.png").stat().st_size > 0
+
+
+class Stopped(Exception):
+    """The run stopped from outside (as by Ctrl-C or a machine going away)."""
+
+
+def _interrupt_measure(monkeypatch, after: int) -> list:
+    """Let ``after`` rows of a cost run be measured, then stop it; returns the calls made."""
+    from liftlm.bench import cost
+
+    calls = []
+
+    def measure(*args, **kwargs):
+        if len(calls) == after:
+            raise Stopped
+        calls.append(args[1].name)
+        return REAL_MEASURE(*args, **kwargs)
+
+    monkeypatch.setattr(cost, "measure", measure)
+    return calls
+
+
+def test_an_interrupted_cost_run_resumes_from_its_finished_rows(tiny_model_dir, haystack_dir, tmp_path, capsys,
+                                                                 monkeypatch):
+    out = tmp_path / "curve"
+    command = ["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "100,200",
+               "--threads", "1", *SMALL, "--recipe", "two-views=", "--recipe", "one-view=--distill-views lift+icl",
+               "--out", str(out)]
+    calls = _interrupt_measure(monkeypatch, after=2)
+    with pytest.raises(Stopped):
+        main(command)
+    assert calls == ["two-views", "one-view"] and not (out / "cost.json").exists()
+    kept = [json.loads(line) for line in (out / ".cost-work" / "rows.jsonl").read_text().splitlines()]
+    assert [(r["recipe"], r["document_tokens"]) for r in kept] == [("two-views", 100), ("one-view", 100)]
+    # the second length's teacher was cut short: its record to resume from is dropped, so it is timed whole
+    (out / ".cost-work" / "items" / "teacher-batch-auto" / "cut.partial.jsonl").write_text("{}\n")
+
+    calls = _interrupt_measure(monkeypatch, after=1)  # the 200-token teacher's row, then stopped again
+    with pytest.raises(Stopped):
+        main(command)
+    assert calls == ["two-views"] and not list((out / ".cost-work").rglob("*.partial.jsonl"))
+
+    capsys.readouterr()
+    calls = _interrupt_measure(monkeypatch, after=99)
+    assert main(command) == 0
+    err = capsys.readouterr().err
+    assert "3 rows measured before are kept" in err and err.count("measured before (") == 3
+    assert calls == ["one-view"]  # only the last row is measured now, on the kept teacher's items
+    report = json.loads((out / "cost.json").read_text())
+    assert report["rows_kept_from_an_interrupted_run"] == 3 and report["lengths"] == [100, 200]
+    rows = report["recipes"]
+    for before, row in zip(kept, rows[:2]):  # kept as measured, with when and at what probe
+        assert row["seconds"] == before["seconds"] and row["measured_at"] == before["measured_at"]
+        assert row["probe_gflops"] > 0 and "key" not in row and "kept" not in row
+    assert rows[1]["teacher"]["shared_with"] == rows[3]["teacher"]["shared_with"] == "two-views"
+    assert rows[3]["teacher"]["seconds"] == rows[2]["teacher"]["seconds"] > 0
+    assert "interrupted and resumed: 3 of its rows were kept" in (out / "cost.md").read_text()
+    assert not (out / ".cost-work").exists()  # the rows are in the report now
+
+    calls = _interrupt_measure(monkeypatch, after=99)  # a finished run, run again, measures afresh
+    assert main(command) == 0 and len(calls) == 4
+    assert "rows_kept_from_an_interrupted_run" not in json.loads((out / "cost.json").read_text())
+
+
+def test_a_kept_row_whose_items_are_gone_lets_the_next_recipe_run_its_teacher(tiny_model_dir, haystack_dir,
+                                                                               tmp_path, monkeypatch):
+    out = tmp_path / "cost"
+    command = ["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "100",
+               "--threads", "1", "--quiet", *SMALL, "--recipe", "two-views=",
+               "--recipe", "one-view=--distill-views lift+icl", "--out", str(out)]
+    _interrupt_measure(monkeypatch, after=1)
+    with pytest.raises(Stopped):
+        main(command)
+    for f in (out / ".cost-work" / "items").rglob("*.jsonl"):
+        f.unlink()
+    calls = _interrupt_measure(monkeypatch, after=99)
+    assert main(command) == 0 and calls == ["one-view"]
+    two, one = json.loads((out / "cost.json").read_text())["recipes"]
+    assert "shared_with" not in one["teacher"] and one["teacher"]["tokens"] > 0
 
 
 def test_the_line_fit_is_least_squares():
