@@ -156,7 +156,8 @@ def _cost_lengths(spec: str) -> int | list[int]:
 
 
 def run_cost_cli(args) -> int:
-    from .cost import CostOptions, parse_recipe, report_markdown, run_cost, write_report
+    from .cost import CostOptions, parse_recipe, run_cost
+    from .cost_report import report_markdown, write_report
 
     base = config_from_args(args)
     recipes = [parse_recipe(spec, base) for spec in args.recipe or ["default="]]

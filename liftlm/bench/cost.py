@@ -32,10 +32,7 @@ when it was measured and the matmul probe of its process. The work folder goes o
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import shlex
-import shutil
 import sys
 import tempfile
 import time
@@ -54,6 +51,7 @@ from .common import (
     set_threads,
     synchronize,
 )
+from .cost_work import WORK_DIR, Work, row_key, teacher_cache
 from .saved_teacher import Given, given_items, replayed_teacher, save_teacher
 
 
@@ -286,59 +284,6 @@ def _speedups(rows: list[dict], per_length: int) -> None:
                                       if row["student"]["seconds"] > 0 else None)
 
 
-WORK_DIR = ".cost-work"
-
-
-def teacher_cache(cache: Path, cfg: LiftConfig) -> Path:
-    """A teacher's item cache in the run's: one per width (its items are the same, its calls are not)."""
-    return cache / f"teacher-batch-{cfg.teacher_batch or 'auto'}"
-
-
-def row_key(loaded, recipe: Recipe, text: str, given: Given | None) -> str:
-    """What makes a row the same measurement: the model, device, document, recipe and its settings, and any
-    given teacher."""
-    what = {"model": loaded.model_id, "device": str(loaded.device), "document": hashlib.sha256(text.encode()).hexdigest(),
-            "recipe": recipe.name, "settings": recipe.config.resolved_dict(),
-            "given": None if given is None else [given.path, given.trace is not None]}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-class Work:
-    """A cost run's work folder: its item cache (``items/``) and its finished rows (``rows.jsonl``, each with its
-    key), which a rerun of the same settings keeps. A teacher cut short left a record to resume from; it is
-    dropped, so that the row is timed again from its start."""
-
-    def __init__(self, root: Path, progress: bool):
-        from ..fileio import read_jsonl
-
-        self.root, self.items, self.rows = root, root / "items", root / "rows.jsonl"
-        self.done = {r["key"]: {k: v for k, v in r.items() if k != "key"} | {"kept": True}
-                     for r in read_jsonl(self.rows, flag="the cost run's record of finished rows")}
-        for partial in self.items.rglob("*.partial.jsonl"):
-            partial.unlink()
-        if self.done and progress:
-            print(f"liftlm: resuming the cost run in {root}: {len(self.done)} rows measured before are kept",
-                  file=sys.stderr, flush=True)
-
-    def keep(self, key: str, row: dict) -> None:
-        from ..fileio import append_jsonl
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        append_jsonl(self.rows, {"key": key, **row})
-
-    def restore_teacher(self, loaded, recipe: Recipe, text: str, row: dict, teachers: dict) -> None:
-        """A kept row's teacher, for a later recipe with the same items (its cache must still hold them)."""
-        from ..distill import DistillSource
-
-        cfg = recipe.config
-        if cfg.objective == "ct" or "shared_with" in row["teacher"] or "given" in row["teacher"] \
-                or "replayed" in row["teacher"]:
-            return
-        path = DistillSource(cfg, loaded.model_id, teacher_cache(self.items, cfg)).cache_path(text)
-        if path.is_file():
-            teachers[path] = (recipe.name, row["teacher"])
-
-
 def run_cost(opts: CostOptions) -> dict:
     """Every recipe on every length's document, in one process and one item cache; the report cost.json holds."""
     from ..eval.rundir import git_revision, now
@@ -408,95 +353,6 @@ def run_cost(opts: CostOptions) -> dict:
         report["lengths"] = [len(ids) for _, ids in documents]
         report["curve"] = cost_curve.curve(rows)
     return report
-
-
-def _percent(x: float | None) -> str:
-    return "" if x is None else f"{100 * x:.0f} %"
-
-
-def report_markdown(report: dict) -> str:
-    """cost.md: a row per recipe (per length and recipe, with a tokens column, when there are several lengths),
-    the recipes' flags, then the curve section where there is one."""
-    several = "lengths" in report
-    tokens = ", ".join(str(n) for n in report["lengths"]) if several else report["document_tokens"]
-    same = " at the same length" if several else ""
-    lines = [f"Model {report['model']} on {report['device']}; document {report['document']} "
-             f"({tokens} tokens); matmul probe {report['probe']['gflops']} GFLOP/s "
-             f"({report['probe'].get('dtype', 'float32')}, {report['probe']['threads']} threads). Ratios against `{report['reference']}`{same}.", "",
-             "| recipe | " + ("tokens | " if several else "") + "teacher s | asks | calls | s/ask | teacher of ceiling "
-             "| student s | samples/epoch | trained tokens | student tok/s | student of ceiling | total s "
-             "| s/doc token | trained/doc token | speed-up |",
-             "|---|" + ("---:|" if several else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-             "---:|"]
-    for r in report["recipes"]:
-        t, s = r["teacher"], r["student"]
-        shared = (f" (as `{t['shared_with']}`)" if "shared_with" in t else " (items given)" if "given" in t
-                  else " (replayed)" if "replayed" in t else "")
-        length = f"{r['document_tokens']} | " if several else ""
-        lines.append(f"| {r['recipe']} | {length}{t['seconds']}{shared} | {t['items']} | {t.get('calls', '')} | "
-                     f"{t['seconds_per_item'] or ''} | "
-                     f"{_percent(t['ceiling_fraction'])} | {s['seconds']} | {s['items']} | {s['tokens']} | "
-                     f"{s['tokens_per_second']} | {_percent(s['ceiling_fraction'])} | {r['seconds']} | "
-                     f"{r['seconds_per_document_token']} | {r['trained_tokens_per_document_token']} | "
-                     f"{r['speedup']}× |")
-    flags = {r["recipe"]: r["flags"] for r in report["recipes"]}
-    lines += ["", "Flags of each recipe:", ""] + [f"- `{name}`: `{f or '(defaults)'}`" for name, f in flags.items()]
-    if "replayed_teacher" in report:
-        lines += ["", f"The teacher was replayed from `{report['replayed_teacher']}` (`--replay-teacher`): every "
-                      "prompt it answered, each answer cut at its recorded length, in each recipe's shape; the student "
-                      "trained on its items."]
-    if "rows_kept_from_an_interrupted_run" in report:
-        when = ", ".join(f"`{r['recipe']}` at {r['document_tokens']} tokens {r.get('measured_at', '?')} (probe "
-                         f"{r.get('probe_gflops', '?')} GFLOP/s)" for r in report["recipes"])
-        lines += ["", f"The run was interrupted and resumed: {report['rows_kept_from_an_interrupted_run']} of its rows "
-                      f"were kept from before. When each row was measured, with its process's matmul probe: {when}."]
-    if "items_file" in report:
-        lines += ["", f"The student's items were read from `{report['items_file']}` (`--items`): no teacher ran, "
-                      "so the totals and speed-ups are the student's."]
-    if "curve" in report:
-        lines += ["", cost_curve.markdown(report).rstrip("\n")]
-    return "\n".join(lines) + "\n"
-
-
-def plot(report: dict, path: Path) -> None:
-    """Stacked bars: teacher and student seconds per recipe, on the longest document of the run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    longest = report["document_tokens"]
-    rows = [r for r in report["recipes"] if r.get("document_tokens", longest) == longest]
-    names = [r["recipe"] for r in rows]
-    teacher = [r["teacher"]["seconds"] for r in rows]
-    student = [r["student"]["seconds"] for r in rows]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(rows), 3.6))
-    ax.bar(names, teacher, label="teacher")
-    ax.bar(names, student, bottom=teacher, label="student")
-    for i, r in enumerate(rows):
-        ax.text(i, r["seconds"], f"{r['speedup']}×", ha="center", va="bottom", fontsize=8)
-    if len(rows) > 4:
-        ax.tick_params(axis="x", labelrotation=20)
-    ax.set_ylabel("seconds")
-    ax.set_title(f"{report['model'].split('/')[-1]}, {longest} tokens", fontsize=9)
-    ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_report(report: dict, out: Path) -> list[Path]:
-    """cost.json, cost.md and cost.png in ``out``; cost_curve.png too when the run has several lengths."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "cost.json", out / "cost.md", out / "cost.png"]
-    paths[0].write_text(json.dumps(report, indent=2) + "\n")
-    paths[1].write_text(report_markdown(report))
-    plot(report, paths[2])
-    if "curve" in report:
-        paths.append(out / "cost_curve.png")
-        cost_curve.plot(report, paths[-1])
-    shutil.rmtree(out / WORK_DIR, ignore_errors=True)  # the rows are in the report now
-    return paths
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

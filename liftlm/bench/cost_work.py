@@ -1,0 +1,63 @@
+"""The work folder of a cost run (``liftlm bench cost --out DIR``): the rows it has finished and its teacher items,
+so that a long run cut short resumes where it stopped (``DIR/.cost-work``, removed once the report is written)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from ..config import LiftConfig
+
+WORK_DIR = ".cost-work"
+
+
+def teacher_cache(cache: Path, cfg: LiftConfig) -> Path:
+    """A teacher's item cache in the run's: one per width (its items are the same, its calls are not)."""
+    return cache / f"teacher-batch-{cfg.teacher_batch or 'auto'}"
+
+
+def row_key(loaded, recipe, text: str, given) -> str:
+    """What makes a row the same measurement: the model, device, document, recipe and its settings, and any
+    given teacher."""
+    what = {"model": loaded.model_id, "device": str(loaded.device),
+            "document": hashlib.sha256(text.encode()).hexdigest(),
+            "recipe": recipe.name, "settings": recipe.config.resolved_dict(),
+            "given": None if given is None else [given.path, given.trace is not None]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class Work:
+    """A cost run's work folder: its item cache (``items/``) and its finished rows (``rows.jsonl``, each with its
+    key), which a rerun of the same settings keeps. A teacher cut short left a record to resume from; it is
+    dropped, so that the row is timed again from its start."""
+
+    def __init__(self, root: Path, progress: bool):
+        from ..fileio import read_jsonl
+
+        self.root, self.items, self.rows = root, root / "items", root / "rows.jsonl"
+        self.done = {r["key"]: {k: v for k, v in r.items() if k != "key"} | {"kept": True}
+                     for r in read_jsonl(self.rows, flag="the cost run's record of finished rows")}
+        for partial in self.items.rglob("*.partial.jsonl"):
+            partial.unlink()
+        if self.done and progress:
+            print(f"liftlm: resuming the cost run in {root}: {len(self.done)} rows measured before are kept",
+                  file=sys.stderr, flush=True)
+
+    def keep(self, key: str, row: dict) -> None:
+        from ..fileio import append_jsonl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        append_jsonl(self.rows, {"key": key, **row})
+
+    def restore_teacher(self, loaded, recipe, text: str, row: dict, teachers: dict) -> None:
+        """A kept row's teacher, for a later recipe with the same items (its cache must still hold them)."""
+        from ..distill import DistillSource
+
+        cfg = recipe.config
+        if cfg.objective == "ct" or "shared_with" in row["teacher"] or "given" in row["teacher"] \
+                or "replayed" in row["teacher"]:
+            return
+        path = DistillSource(cfg, loaded.model_id, teacher_cache(self.items, cfg)).cache_path(text)
+        if path.is_file():
+            teachers[path] = (recipe.name, row["teacher"])
