@@ -9,7 +9,8 @@
 # Stages, with the time each takes on this project's 2-core CPU (the estimate `liftlm internalize` prints):
 #   curve-embedded  the default recipe's cost against length, embedded model, window 512: 2k to 32k tokens
 #                   (~0.1 s a token: ~1.7 h in all)
-#   curve-qwen      the same on Qwen2.5-Coder-1.5B: 2k, 4k, 8k (~1.3 s a token: ~5 h)
+#   curve-qwen      the same on Qwen2.5-Coder-1.5B: 2k, 4k, 8k (~0.6-0.9 s a token with batches of 8: ~2.5-3.5 h;
+#                   an interrupted run keeps its finished rows in the results folder's .cost-work and resumes)
 #   ruler-embedded  RULER-style multi-query retrieval, embedded model at its own 8k window, 16k tokens: icl, rag,
 #                   lift+icl (one adapter: 62 min, teacher 8 + student 54; results committed)
 #   ruler-embedded-32k  the same at 32k tokens (~2 h: the student's samples attend to the 7.7k-token view)
@@ -23,7 +24,8 @@
 #   loogle-qwen-8k  LooGLE long-dependency QA, documents cut to 8k tokens (the questions whose evidence lies in
 #                   the cut: 22 of the sample's 43, over all 5 documents, with Qwen's tokenizer), Qwen 1.5B,
 #                   window 2048: icl, rag, lift+icl, lift+rag (~3 h a document, ~15 h in all: a GPU's job)
-#   loogle-qwen-8k-doc1  the same on the first document only (4 questions survive its cut; ~3 h here)
+#   loogle-qwen-8k-doc1  the same on the first document only (4 questions survive its cut; ~3 h here; results
+#                   committed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
