@@ -26,12 +26,14 @@
 #                   window 2048: icl, rag, lift+icl, lift+rag (~3 h a document, ~15 h in all: a GPU's job)
 #   loogle-qwen-8k-doc1  the same on the first document only (4 questions survive its cut; ~3 h here; results
 #                   committed)
+#   loogle-qwen-8k-doc1-chunk  the same with the student's third view, lift+chunk (the teacher's items are
+#                   cached by the stage above: the student only, ~4 h here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
 QWEN=${QWEN:-${LIFTLM_HOME:-$HOME/.cache/liftlm}/gguf/qwen2.5-coder-1.5b-instruct.gguf}
 OUT=experiments/results
-stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1"}
+stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1, loogle-qwen-8k-doc1-chunk"}
 case $stage in
   curve-embedded)
     "$LIFTLM" bench cost --tokens 2k,4k,8k,16k,32k --window 512 --out "$OUT/cost-curve-embedded" ;;
@@ -59,6 +61,10 @@ case $stage in
     "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
       --max-doc-tokens 8000 --documents 1 --window 2048 --methods icl,rag,lift+icl,lift+rag \
       --out "$OUT/eval/loogle-longdep-qwen1.5b-8k" ;;
+  loogle-qwen-8k-doc1-chunk)
+    "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
+      --max-doc-tokens 8000 --documents 1 --window 2048 --methods icl,rag,lift+icl,lift+rag \
+      --distill-views lift+icl,lift,lift+chunk --out "$OUT/eval/loogle-longdep-qwen1.5b-8k-chunk" ;;
   *)
     echo "long_inputs.sh: unknown stage $stage" >&2; exit 2 ;;
 esac

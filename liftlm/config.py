@@ -20,7 +20,7 @@ TRAINING_MODES = ("paper", "overlap", "recurrent")
 MODES = ("icl", "lift", "lift+icl", "rag", "lift+rag")
 FINETUNE_KINDS = ("lora", "full")
 OBJECTIVES = ("ct", "distill", "ct+distill")
-DISTILL_VIEWS = ("lift+icl", "lift")
+DISTILL_VIEWS = ("lift+icl", "lift", "lift+chunk")
 DISTILL_LOSSES = ("kl", "ce")
 # the kinds of distillation items (liftlm.distill): name questions in four phrasings, written questions, fact
 # sentences with their fact blanked (--distill-cloze), summary and what-happens-next requests, retention prompts
@@ -103,7 +103,9 @@ class LiftConfig:
                                    f"subset of {', '.join(DISTILL_KINDS)} (the teacher makes every kind; the "
                                    "ablation of prompt diversity)")
     distill_views: str = _f("lift+icl,lift", "what the student sees before each prompt: lift+icl (the head+tail "
-                                             "view of the document) and/or lift (nothing)")
+                                             "view of the document), lift (nothing), lift+chunk (the chunk the "
+                                             "teacher read, as retrieval puts a passage in the window: the student "
+                                             "keeps answering from its context where the context holds the answer)")
     # --- training ---
     training_mode: str = _f("paper", "paper: overlapping segments, each trained whole (every token ~ℓ/s times "
                                      "per epoch); overlap: each token trained once per epoch, the previous ℓ−s "

@@ -181,7 +181,9 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
         if out.teacher == "runs":
             out.teacher_calls = _teacher_calls(out, cfg, shape)
         batch = cfg.resolved_batch_size if cfg.objective == "distill" else 1
-        out.student_steps = item_epochs * sum(math.ceil(out.items / batch) for _ in cfg.views)
+        per_chunk = math.ceil(out.items / max(out.chunks, 1) / batch) * out.chunks  # lift+chunk: by chunk
+        out.student_steps = item_epochs * sum(per_chunk if v == "lift+chunk" else math.ceil(out.items / batch)
+                                              for v in cfg.views)
     if ct_epochs:
         _ct(out, cfg, window, ct_epochs)
         out.student_steps += ct_epochs * out.chunks
@@ -252,6 +254,15 @@ def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: flo
         out.prefix_tokens += computed * view
         out.view_tokens += computed * view
         # the lift+icl view's trained tokens, each attending to the view
+        trained = epochs * ((out.items - cloze_items) * sample + cloze_items * (CLOZE_WIDTH + CLOZE_ANSWER))
+        out.attention_flops += 4 * attention * view * trained * (1 + cfg.backward_share)
+        out.view_flops += computed * 2 * attention * view**2
+    if "lift+chunk" in cfg.views:  # each chunk with the chat's start, once per epoch for its items (8 or fewer)
+        view = before + cfg.segment_length
+        reuse = cfg.prefix_refresh or max(PREFIX_REFRESH, view // PREFIX_TOKENS_PER_REUSE)
+        computed = epochs * chunks * math.ceil(out.items / max(chunks, 1) / reuse)
+        out.prefix_tokens += computed * view
+        out.view_tokens += computed * view
         trained = epochs * ((out.items - cloze_items) * sample + cloze_items * (CLOZE_WIDTH + CLOZE_ANSWER))
         out.attention_flops += 4 * attention * view * trained * (1 + cfg.backward_share)
         out.view_flops += computed * 2 * attention * view**2

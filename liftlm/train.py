@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -134,19 +135,21 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
 def batch_plan(plan: list[list[int]], prefix_of: list, size: int) -> list[list[list[int]]]:
     """``plan``'s epochs as mini-batches: samples that share a prefix (``prefix_of[i]``, None for a sample that
     shares none: it trains alone) are batched ``size`` at a time, in the epoch's order (a batch takes its place
-    where its last sample was; what is left of each prefix's batch ends the epoch)."""
+    where its last sample was; a prefix's last batch, smaller, where its last sample of the epoch was: the items
+    of one chunk, in view ``lift+chunk``, train where they fall, not all at the epoch's end)."""
     out = []
     for epoch in plan:
         batches, pending = [], {}
+        left = Counter(prefix_of[i] for i in epoch)
         for i in epoch:
             if prefix_of[i] is None or size == 1:
                 batches.append([i])
                 continue
             group = pending.setdefault(prefix_of[i], [])
             group.append(i)
-            if len(group) == size:
+            left[prefix_of[i]] -= 1
+            if len(group) == size or not left[prefix_of[i]]:
                 batches.append(pending.pop(prefix_of[i]))
-        batches.extend(pending.values())
         out.append(batches)
     return out
 

@@ -350,6 +350,48 @@ def test_student_views_and_the_shared_prefix_match_a_full_forward_pass(tiny_load
     assert losses.prefix_tokens == len(shared) + len(prompts.chat.before)
 
 
+def test_the_chunk_view_puts_the_teachers_chunk_before_the_question(tiny_loaded):
+    """View ``lift+chunk``: each item after the chunk its teacher read ([chat start] chunk), in the format of a
+    question asked with a passage in context; the items about one chunk share its keys/values, and the loss
+    equals that of one forward pass over chunk + question + answer."""
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 160)
+    doc = tok.encode(TEXT * 6, add_special_tokens=False)
+    first, second = _item(tok), _item(tok, "What colour is the ferry?", "Ochre.")
+    other = dataclasses.replace(_item(tok, "Where is the bay?", "North."), chunk=(5, 25))
+    samples = student_samples([first, second, other], prompts, doc, ("lift+chunk",))
+    assert [s.view for s in samples] == ["lift+chunk"] * 3
+    assert samples[0].shared_prefix == prompts.chat.before + doc[0:10]
+    assert samples[0].shared_prefix is samples[1].shared_prefix  # one chunk, one prefix
+    assert samples[2].shared_prefix == prompts.chat.before + doc[5:25]
+    assert samples[0].input_ids == prompts.question_tail(first.prompt) + prompts.chat.after + first.answer_ids
+    losses = SoftLoss(model, samples)
+    with torch.no_grad():
+        for k, s in enumerate(samples):
+            n = len(s.top_ids)
+            logits = model(input_ids=torch.tensor([s.shared_prefix + s.input_ids])).logits[0, -n - 1 : -1]
+            expected = soft_loss(logits, torch.tensor(s.top_ids), torch.tensor(s.top_logprobs))
+            torch.testing.assert_close(losses([k])[0], expected, atol=1e-4, rtol=1e-4)
+    assert losses.prefix_tokens == 2 * len(prompts.chat.before) + 10 + 20  # each chunk's computed once
+    with pytest.raises(ValueError, match="lift\\+chunk"):
+        student_samples([dataclasses.replace(first, chunk=(0, 150))], prompts, doc, ("lift+chunk",))
+
+
+def test_the_chunk_view_trains_each_chunks_items_together_where_they_fall():
+    """Batches of the chunk view hold one chunk's items, and each trains where its chunk's last item falls in the
+    epoch, not at its end; the default views are unchanged by it."""
+    from liftlm.train import batch_plan, epoch_plan
+
+    prefix_of = [("c", i // 3) for i in range(12)]  # 4 chunks of 3 items
+    cfg = LiftConfig(objective="distill", epochs=1, seed=3)
+    plan = epoch_plan(0, 12, cfg)
+    (epoch,) = batch_plan(plan, prefix_of, 8)
+    assert all(len({prefix_of[i] for i in b}) == 1 and len(b) == 3 for b in epoch)
+    ends = [max(plan[0].index(i) for i in b) for b in epoch]
+    assert ends == sorted(ends)  # in the order their last items come
+    assert LiftConfig(objective="distill", distill_views="lift+chunk,lift+icl").views == ("lift+chunk", "lift+icl")
+
+
 def test_a_batch_trains_as_its_samples_one_at_a_time(tiny_loaded):
     """``--batch-size``: samples of unequal lengths that share a prefix, left-padded into one forward pass, give
     the mean of their losses one at a time, and the same gradients."""

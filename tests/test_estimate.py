@@ -63,6 +63,18 @@ def test_batches_of_8_are_counted_at_the_speed_measured_for_them():
     assert estimate(8000, LiftConfig(batch_size=32), 10**9, 200.0, window=512).student_s == eight.student_s
 
 
+def test_the_chunk_view_costs_a_view_of_samples_and_each_chunk_once_an_epoch():
+    two = estimate(8000, LiftConfig(), 10**9, 200.0, window=512, attention=28 * 12 * 128)
+    three = estimate(8000, LiftConfig(distill_views="lift+icl,lift,lift+chunk"), 10**9, 200.0, window=512,
+                     attention=28 * 12 * 128)
+    icl = estimate(8000, LiftConfig(distill_views="lift+icl"), 10**9, 200.0, window=512)
+    assert three.student_tokens - two.student_tokens == icl.student_tokens  # trained as the head+tail view's
+    assert three.items == two.items and three.teacher_s == two.teacher_s  # the same items, no more teacher
+    assert three.student_steps - two.student_steps == 2 * three.chunks  # ~7 items a chunk: a batch each, 2 epochs
+    assert three.prefix_tokens - two.prefix_tokens >= 2 * three.chunks * 256
+    assert 1.3 < three.student_s / two.student_s < 1.8
+
+
 def test_the_estimate_grows_linearly_with_a_long_document():
     cfg = LiftConfig()
     short, long = (estimate(n, cfg, 10**9, 200.0, window=4096) for n in (40_000, 80_000))

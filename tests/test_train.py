@@ -36,7 +36,7 @@ def test_batch_plan_batches_samples_that_share_a_prefix_in_the_epochs_order():
     assert batch_plan(plan, prefix_of, 1) == [[[i] for i in e] for e in plan]
     assert batch_plan(plan, prefix_of, 2) == [[[0], [1, 3], [2, 5], [6], [4, 7]], [[6], [7, 4], [5, 2], [3, 1], [0]]]
     batched = batch_plan(plan, prefix_of, 3)
-    assert batched[0] == [[0], [1, 3, 4], [6], [2, 5], [7]]
+    assert batched[0] == [[0], [1, 3, 4], [2, 5], [6], [7]]  # a prefix's last batch where its last sample is
     for epoch, units in zip(plan, batched):  # every sample once, each batch one prefix
         assert sorted(i for u in units for i in u) == sorted(epoch)
         assert all(len({prefix_of[i] for i in u}) == 1 for u in units)

@@ -1,6 +1,8 @@
 """The student: the adapted model learns to answer each item as the teacher did, seeing what it will see when
-asked — the question alone (view ``lift``) or the question after the head+tail view of the document (view
-``lift+icl``).
+asked — the question alone (view ``lift``), the question after the head+tail view of the document (view
+``lift+icl``), or the question after the very chunk the teacher read (view ``lift+chunk``, as ``lift+rag`` puts a
+retrieved passage in the window: trained in the other views alone, the student learns to answer from its weights
+whatever its context holds, and may then override a passage that holds the answer).
 
 The loss is the cross-entropy against the teacher's top-k distribution on the answer tokens (``soft_loss``:
 forward KL up to a constant), or plain next-token cross-entropy on its greedy answer (``hard_loss``, the
@@ -40,9 +42,9 @@ class SoftSample:
 
 
 def student_samples(items: list[DistillItem], prompts, doc_ids: list[int], views: tuple[str, ...]) -> list[SoftSample]:
-    """Each item in each view (``prompts``: a ``PromptBuilder``): ``lift`` (the question alone) and ``lift+icl``
+    """Each item in each view (``prompts``: a ``PromptBuilder``): ``lift`` (the question alone), ``lift+icl``
     (after the head+tail view of the document, one view shared by all items: the room left by the longest
-    question and answer)."""
+    question and answer) and ``lift+chunk`` (after the item's chunk, shared by the items about that chunk)."""
     out: list[SoftSample] = []
     if "lift+icl" in views and items:
         longest = max(len(prompts.question_tail(it.prompt)) + len(it.answer_ids) for it in items)
@@ -51,6 +53,7 @@ def student_samples(items: list[DistillItem], prompts, doc_ids: list[int], views
             raise ValueError(f"window {prompts.window} cannot hold the distillation items with the document")
         shared = prompts.chat.before + prompts.truncate(doc_ids, room)
     start = prompts.chat.before  # the chat turn's start (system turn included): every lift sample's prefix
+    chunks: dict[tuple[int, int], list[int]] = {}  # lift+chunk: each chunk's prefix, [chat start] chunk
     for it in items:
         if "lift" in views:
             prompt = prompts.question_prompt(it.prompt, None, len(it.answer_ids))
@@ -62,6 +65,15 @@ def student_samples(items: list[DistillItem], prompts, doc_ids: list[int], views
         if "lift+icl" in views:
             suffix = prompts.question_tail(it.prompt) + prompts.chat.after + it.answer_ids
             out.append(SoftSample(suffix, it.top_ids, it.top_logprobs, shared, "lift+icl"))
+        if "lift+chunk" in views:
+            a, b = it.chunk
+            if chunks.get((a, b)) is None:  # one list per chunk: its items' samples share its keys/values
+                chunks[(a, b)] = start + list(doc_ids[a:b])
+            suffix = prompts.question_tail(it.prompt) + prompts.chat.after + it.answer_ids
+            if len(chunks[(a, b)]) + len(suffix) > prompts.window:
+                raise ValueError(f"window {prompts.window} cannot hold a distillation item with its chunk "
+                                 f"({len(chunks[(a, b)]) + len(suffix)} tokens): drop lift+chunk from --distill-views")
+            out.append(SoftSample(suffix, it.top_ids, it.top_logprobs, chunks[(a, b)], "lift+chunk"))
     return out
 
 
