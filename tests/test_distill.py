@@ -663,6 +663,11 @@ def test_distillation_end_to_end_through_lift(tiny_model_dir, tmp_path, objectiv
     kept = part.metadata["distill"]
     assert part.trained and kept["used"] == "cache" and kept["made"] == report["items"]
     assert kept["kinds"] == {"retention": report["kinds"]["retention"]} == {"retention": kept["items"]}
+    # a third view, the teacher's chunk before each item, on the same cached items: its own adapter
+    chunk = Lift(str(tiny_model_dir), dataclasses.replace(cfg, distill_views="lift+icl,lift,lift+chunk"),
+                 store=tmp_path / "store", progress=False).internalize(text)
+    assert chunk.trained and chunk.adapter != done.adapter and chunk.metadata["distill"]["used"] == "cache"
+    assert chunk.metadata["distill"]["student_samples"] == 3 * report["items"]
     with pytest.raises(LiftError, match="--distill-kinds"):  # (the random model writes no question that passes)
         Lift(str(tiny_model_dir), dataclasses.replace(cfg, distill_kinds="written"), store=tmp_path / "s3",
              progress=False).internalize(text)
