@@ -330,6 +330,8 @@ def run_cost(opts: CostOptions) -> dict:
             else:
                 if opts.progress:
                     _announce(i, runs, measured, time.perf_counter() - start)
+                if given is None:
+                    work.fresh_teacher(loaded, recipe, text, teachers)
                 row = measure(loaded, recipe, text, ids, n_weights, probe["gflops"], opts.progress, work.items,
                               teachers, given, save if i == 0 else None)
                 row |= {"measured_at": now(), "probe_gflops": probe["gflops"]}

@@ -50,6 +50,19 @@ class Work:
         self.root.mkdir(parents=True, exist_ok=True)
         append_jsonl(self.rows, {"key": key, **row})
 
+    def fresh_teacher(self, loaded, recipe, text: str, teachers: dict) -> None:
+        """Before a row is measured: items a teacher of an unfinished row left in the cache (it finished, and the
+        run stopped in its student) are dropped, so that the teacher runs and is timed again; items of a finished
+        row (``teachers``) stay, for a recipe that shares them."""
+        from ..distill import DistillSource
+
+        cfg = recipe.config
+        if cfg.objective == "ct":
+            return
+        path = DistillSource(cfg, loaded.model_id, teacher_cache(self.items, cfg)).cache_path(text)
+        if path not in teachers:
+            path.unlink(missing_ok=True)
+
     def restore_teacher(self, loaded, recipe, text: str, row: dict, teachers: dict) -> None:
         """A kept row's teacher, for a later recipe with the same items (its cache must still hold them)."""
         from ..distill import DistillSource

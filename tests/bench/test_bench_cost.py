@@ -202,6 +202,29 @@ def test_an_interrupted_cost_run_resumes_from_its_finished_rows(tiny_model_dir, 
     assert "rows_kept_from_an_interrupted_run" not in json.loads((out / "cost.json").read_text())
 
 
+def test_a_row_stopped_in_its_student_times_its_teacher_again(tiny_model_dir, haystack_dir, tmp_path, monkeypatch):
+    """The teacher finished and cached its items, then the run stopped in the student: the rerun must not find
+    those items and charge the row a teacher of no time."""
+    import liftlm.train
+
+    out = tmp_path / "cost"
+    command = ["cost", "--model", str(tiny_model_dir), "--haystack", str(haystack_dir), "--tokens", "100",
+               "--threads", "1", "--quiet", *SMALL, "--out", str(out)]
+    real = liftlm.train.train_on_documents
+
+    def stopped(*args, **kwargs):
+        raise Stopped
+
+    monkeypatch.setattr(liftlm.train, "train_on_documents", stopped)
+    with pytest.raises(Stopped):
+        main(command)
+    assert list((out / ".cost-work" / "items").rglob("*.jsonl"))  # the teacher's items were cached
+    monkeypatch.setattr(liftlm.train, "train_on_documents", real)
+    assert main(command) == 0
+    (row,) = json.loads((out / "cost.json").read_text())["recipes"]
+    assert row["teacher"]["tokens"] > 0 and row["teacher_report"].get("used") != "cache"
+
+
 def test_a_kept_row_whose_items_are_gone_lets_the_next_recipe_run_its_teacher(tiny_model_dir, haystack_dir,
                                                                                tmp_path, monkeypatch):
     out = tmp_path / "cost"
