@@ -350,6 +350,19 @@ def test_student_views_and_the_shared_prefix_match_a_full_forward_pass(tiny_load
     assert losses.prefix_tokens == len(shared) + len(prompts.chat.before)
 
 
+def _losses_match_full_passes(model, samples: list) -> SoftLoss:
+    """Each sample's loss through ``SoftLoss`` (its prefix's keys/values reused) equals that of one forward pass
+    over prefix + sample; returns the ``SoftLoss``, for its counts."""
+    losses = SoftLoss(model, samples)
+    with torch.no_grad():
+        for k, s in enumerate(samples):
+            n = len(s.top_ids)
+            logits = model(input_ids=torch.tensor([s.shared_prefix + s.input_ids])).logits[0, -n - 1 : -1]
+            expected = soft_loss(logits, torch.tensor(s.top_ids), torch.tensor(s.top_logprobs))
+            torch.testing.assert_close(losses([k])[0], expected, atol=1e-4, rtol=1e-4)
+    return losses
+
+
 def test_the_chunk_view_puts_the_teachers_chunk_before_the_question(tiny_loaded):
     """View ``lift+chunk``: each item after the chunk its teacher read ([chat start] chunk), in the format of a
     question asked with a passage in context; the items about one chunk share its keys/values, and the loss
@@ -365,13 +378,7 @@ def test_the_chunk_view_puts_the_teachers_chunk_before_the_question(tiny_loaded)
     assert samples[0].shared_prefix is samples[1].shared_prefix  # one chunk, one prefix
     assert samples[2].shared_prefix == prompts.chat.before + doc[5:25]
     assert samples[0].input_ids == prompts.question_tail(first.prompt) + prompts.chat.after + first.answer_ids
-    losses = SoftLoss(model, samples)
-    with torch.no_grad():
-        for k, s in enumerate(samples):
-            n = len(s.top_ids)
-            logits = model(input_ids=torch.tensor([s.shared_prefix + s.input_ids])).logits[0, -n - 1 : -1]
-            expected = soft_loss(logits, torch.tensor(s.top_ids), torch.tensor(s.top_logprobs))
-            torch.testing.assert_close(losses([k])[0], expected, atol=1e-4, rtol=1e-4)
+    losses = _losses_match_full_passes(model, samples)
     assert losses.prefix_tokens == 2 * len(prompts.chat.before) + 10 + 20  # each chunk's computed once
     with pytest.raises(ValueError, match="lift\\+chunk"):
         student_samples([dataclasses.replace(first, chunk=(0, 150))], prompts, doc, ("lift+chunk",))
@@ -433,13 +440,7 @@ def test_each_documents_samples_are_trained_after_their_own_prefix(tiny_loaded):
     b = student_samples([_item(tok)], prompts, doc_b, ("lift+icl",))
     assert a[0].shared_prefix != b[0].shared_prefix
     samples = [a[0], b[0], a[0]]  # within PREFIX_REFRESH of each other
-    losses = SoftLoss(model, samples)
-    with torch.no_grad():
-        for k, s in enumerate(samples):
-            n = len(s.top_ids)
-            logits = model(input_ids=torch.tensor([s.shared_prefix + s.input_ids])).logits[0, -n - 1 : -1]
-            expected = soft_loss(logits, torch.tensor(s.top_ids), torch.tensor(s.top_logprobs))
-            torch.testing.assert_close(losses([k])[0], expected, atol=1e-4, rtol=1e-4)
+    losses = _losses_match_full_passes(model, samples)
     assert losses.prefix_tokens == len(a[0].shared_prefix) + len(b[0].shared_prefix)  # each kept beside the other
 
 
