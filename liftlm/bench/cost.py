@@ -319,7 +319,7 @@ def run_cost(opts: CostOptions) -> dict:
     teachers: dict = {}
     with tempfile.TemporaryDirectory() as scratch:  # the run's own item cache: every teacher runs at least once
         work = Work(Path(opts.out) / WORK_DIR if opts.out else Path(scratch), opts.progress)
-        measured, start = 0, time.perf_counter()
+        measured, resumed, start = 0, 0, time.perf_counter()
         for i, (text, ids, recipe) in enumerate(runs):
             key = row_key(loaded, recipe, text, given)
             row = work.done.get(key)
@@ -327,6 +327,7 @@ def run_cost(opts: CostOptions) -> dict:
                 if opts.progress:
                     _announce(i, runs, measured, 0.0, kept=row.get("measured_at", "?"))
                 work.restore_teacher(loaded, recipe, text, row, teachers)
+                resumed += 1
             else:
                 if opts.progress:
                     _announce(i, runs, measured, time.perf_counter() - start)
@@ -339,9 +340,6 @@ def run_cost(opts: CostOptions) -> dict:
                 measured += len(ids)
             rows.append(row)
     _speedups(rows, len(opts.recipes))
-    resumed = sum(1 for r in rows if r.get("kept"))
-    for r in rows:
-        r.pop("kept", None)
     document = opts.document or (f"facts document ({opts.facts} facts, data seed {opts.data_seed})" if opts.facts
                                  else "the haystack's first tokens")
     report = {"model": loaded.model_id, "device": str(loaded.device), "date": now(), "git": git_revision(),

@@ -36,7 +36,7 @@ class Work:
         from ..fileio import read_jsonl
 
         self.root, self.items, self.rows = root, root / "items", root / "rows.jsonl"
-        self.done = {r["key"]: {k: v for k, v in r.items() if k != "key"} | {"kept": True}
+        self.done = {r["key"]: {k: v for k, v in r.items() if k != "key"}
                      for r in read_jsonl(self.rows, flag="the cost run's record of finished rows")}
         for partial in self.items.rglob("*.partial.jsonl"):
             partial.unlink()
@@ -50,27 +50,24 @@ class Work:
         self.root.mkdir(parents=True, exist_ok=True)
         append_jsonl(self.rows, {"key": key, **row})
 
+    def _teacher_items(self, loaded, cfg: LiftConfig, text: str) -> Path:
+        from ..distill import DistillSource
+
+        return DistillSource(cfg, loaded.model_id, teacher_cache(self.items, cfg)).cache_path(text)
+
     def fresh_teacher(self, loaded, recipe, text: str, teachers: dict) -> None:
         """Before a row is measured: items a teacher of an unfinished row left in the cache (it finished, and the
         run stopped in its student) are dropped, so that the teacher runs and is timed again; items of a finished
         row (``teachers``) stay, for a recipe that shares them."""
-        from ..distill import DistillSource
-
-        cfg = recipe.config
-        if cfg.objective == "ct":
-            return
-        path = DistillSource(cfg, loaded.model_id, teacher_cache(self.items, cfg)).cache_path(text)
-        if path not in teachers:
-            path.unlink(missing_ok=True)
+        if recipe.config.objective != "ct":
+            path = self._teacher_items(loaded, recipe.config, text)
+            if path not in teachers:
+                path.unlink(missing_ok=True)
 
     def restore_teacher(self, loaded, recipe, text: str, row: dict, teachers: dict) -> None:
         """A kept row's teacher, for a later recipe with the same items (its cache must still hold them)."""
-        from ..distill import DistillSource
-
-        cfg = recipe.config
-        if cfg.objective == "ct" or "shared_with" in row["teacher"] or "given" in row["teacher"] \
-                or "replayed" in row["teacher"]:
+        if recipe.config.objective == "ct" or {"shared_with", "given", "replayed"} & row["teacher"].keys():
             return
-        path = DistillSource(cfg, loaded.model_id, teacher_cache(self.items, cfg)).cache_path(text)
+        path = self._teacher_items(loaded, recipe.config, text)
         if path.is_file():
             teachers[path] = (recipe.name, row["teacher"])
