@@ -247,25 +247,26 @@ def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: flo
         lift = before if view == "lift" else 0
         out.student_tokens += round(epochs * ((out.items - cloze_items) * (sample + lift)
                                               + cloze_items * (CLOZE_WIDTH + CLOZE_ANSWER + lift)))
+    # a view's trained tokens (lift+icl's, lift+chunk's), each attending to what precedes it
+    trained = epochs * ((out.items - cloze_items) * sample + cloze_items * (CLOZE_WIDTH + CLOZE_ANSWER))
     if "lift+icl" in cfg.views:  # the head+tail view: as long as the window leaves room for, once per ~view/64 samples
         view = before + max(0, min(out.tokens, window - before - after - LONGEST_QUESTION - answer))
         reuse = cfg.prefix_refresh or max(PREFIX_REFRESH, view // PREFIX_TOKENS_PER_REUSE)
-        computed = math.ceil(epochs * out.items / reuse)
-        out.prefix_tokens += computed * view
-        out.view_tokens += computed * view
-        # the lift+icl view's trained tokens, each attending to the view
-        trained = epochs * ((out.items - cloze_items) * sample + cloze_items * (CLOZE_WIDTH + CLOZE_ANSWER))
-        out.attention_flops += 4 * attention * view * trained * (1 + cfg.backward_share)
-        out.view_flops += computed * 2 * attention * view**2
+        _shared_view(out, view, math.ceil(epochs * out.items / reuse), trained, attention, cfg.backward_share)
     if "lift+chunk" in cfg.views:  # each chunk with the chat's start, once per epoch for its items (8 or fewer)
         view = before + cfg.segment_length
         reuse = cfg.prefix_refresh or max(PREFIX_REFRESH, view // PREFIX_TOKENS_PER_REUSE)
         computed = epochs * chunks * math.ceil(out.items / max(chunks, 1) / reuse)
-        out.prefix_tokens += computed * view
-        out.view_tokens += computed * view
-        trained = epochs * ((out.items - cloze_items) * sample + cloze_items * (CLOZE_WIDTH + CLOZE_ANSWER))
-        out.attention_flops += 4 * attention * view * trained * (1 + cfg.backward_share)
-        out.view_flops += computed * 2 * attention * view**2
+        _shared_view(out, view, computed, trained, attention, cfg.backward_share)
+
+
+def _shared_view(out: Estimate, view: int, computed: int, trained: float, attention: int, backward_share: float) -> None:
+    """A prefix of ``view`` tokens computed ``computed`` times (forward only), and the ``trained`` tokens that
+    attend to it."""
+    out.prefix_tokens += computed * view
+    out.view_tokens += computed * view
+    out.attention_flops += 4 * attention * view * trained * (1 + backward_share)
+    out.view_flops += computed * 2 * attention * view**2
 
 
 def _ct(out: Estimate, cfg: LiftConfig, window: int, epochs: int) -> None:

@@ -62,18 +62,16 @@ def student_samples(items: list[DistillItem], prompts, doc_ids: list[int], views
                                       "lift"))
             else:  # a model without a chat template: nothing to share
                 out.append(SoftSample(prompt + it.answer_ids, it.top_ids, it.top_logprobs, None, "lift"))
+        suffix = prompts.question_tail(it.prompt) + prompts.chat.after + it.answer_ids  # after a document
         if "lift+icl" in views:
-            suffix = prompts.question_tail(it.prompt) + prompts.chat.after + it.answer_ids
             out.append(SoftSample(suffix, it.top_ids, it.top_logprobs, shared, "lift+icl"))
         if "lift+chunk" in views:
-            a, b = it.chunk
-            if chunks.get((a, b)) is None:  # one list per chunk: its items' samples share its keys/values
-                chunks[(a, b)] = start + list(doc_ids[a:b])
-            suffix = prompts.question_tail(it.prompt) + prompts.chat.after + it.answer_ids
-            if len(chunks[(a, b)]) + len(suffix) > prompts.window:
+            a, b = it.chunk  # one prefix per chunk: its items' samples share its keys/values
+            prefix = chunks.setdefault((a, b), start + list(doc_ids[a:b]))
+            if len(prefix) + len(suffix) > prompts.window:
                 raise ValueError(f"window {prompts.window} cannot hold a distillation item with its chunk "
-                                 f"({len(chunks[(a, b)]) + len(suffix)} tokens): drop lift+chunk from --distill-views")
-            out.append(SoftSample(suffix, it.top_ids, it.top_logprobs, chunks[(a, b)], "lift+chunk"))
+                                 f"({len(prefix) + len(suffix)} tokens): drop lift+chunk from --distill-views")
+            out.append(SoftSample(suffix, it.top_ids, it.top_logprobs, prefix, "lift+chunk"))
     return out
 
 
