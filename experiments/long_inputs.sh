@@ -9,8 +9,9 @@
 # Stages, with the time each takes on this project's 2-core CPU (the estimate `liftlm internalize` prints):
 #   curve-embedded  the default recipe's cost against length, embedded model, window 512: 2k to 32k tokens
 #                   (~0.1 s a token: ~1.7 h in all)
-#   curve-qwen      the same on Qwen2.5-Coder-1.5B: 2k, 4k, 8k (~0.6-0.9 s a token with batches of 8: ~2.5-3.5 h;
-#                   an interrupted run keeps its finished rows in the results folder's .cost-work and resumes)
+#   curve-qwen      the same on Qwen2.5-Coder-1.5B: 2k, 4k, 8k (0.49-0.63 s a token with batches of 8: ~2.4 h;
+#                   results committed; an interrupted run keeps its finished rows in the results folder's .cost-work
+#                   and resumes)
 #   ruler-embedded  RULER-style multi-query retrieval, embedded model at its own 8k window, 16k tokens: icl, rag,
 #                   lift+icl (one adapter: 62 min, teacher 8 + student 54; results committed)
 #   ruler-embedded-32k  the same at 32k tokens (~2 h: the student's samples attend to the 7.7k-token view)

@@ -38,6 +38,12 @@ def format_length(n: int) -> str:
     return f"{n // K}k" if n % K == 0 else str(n)
 
 
+def model_label(model_id: str) -> str:
+    """A model id as a plot title shows it: the last part of its path, without the ``(N bytes)`` that
+    ``load_model`` adds to a local file's id (``/m/qwen.gguf (1117320768 bytes)`` → ``qwen.gguf``)."""
+    return re.sub(r"\s*\(\d+ bytes\)$", "", model_id).rstrip("/").split("/")[-1]
+
+
 # ---------------------------------------------------------------- the haystack
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import format_length
+from .common import format_length, model_label
 
 TARGET_RATIO = 1.15  # longest / shortest seconds per document token
 EXTRAPOLATE_TOKENS = 100_000
@@ -146,10 +146,12 @@ def plot(report: dict, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xticks(ticks, [format_length(t) for t in ticks])
     ax.minorticks_off()
-    ax.set_ylim(bottom=0)
+    tops = [p["total_s_per_token"] for c in cv["recipes"] for p in c["points"]]
+    tops += [c["extrapolated_s_per_token"] for c in cv["recipes"]]
+    ax.set_ylim(0, max(tops) * (1.12 + 0.06 * len(cv["recipes"])))  # room for the stacked 100k labels
     ax.set_xlabel("document tokens")
     ax.set_ylabel("seconds per document token")
-    ax.set_title(f"{report['model'].split('/')[-1]}: LIFT cost against the document's length", fontsize=9)
+    ax.set_title(f"{model_label(report['model'])}\nLIFT cost against the document's length", fontsize=9)
     ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.9)
     ax.grid(alpha=0.3)
     fig.tight_layout()

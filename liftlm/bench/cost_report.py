@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from . import cost_curve
+from .common import model_label
 from .cost_work import WORK_DIR
 
 
@@ -78,7 +79,7 @@ def plot(report: dict, path: Path) -> None:
     if len(rows) > 4:
         ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel("seconds")
-    ax.set_title(f"{report['model'].split('/')[-1]}, {longest} tokens", fontsize=9)
+    ax.set_title(f"{model_label(report['model'])}, {longest} tokens", fontsize=9)
     ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

