@@ -28,6 +28,7 @@ from pathlib import Path
 from .errors import LiftError
 from .fileio import atomic_directory
 from .keys import KEY_VERSION, document_sha256, store_key  # noqa: F401 (re-exported)
+from .memory import training_peak
 from .models import liftlm_home
 from .version import __version__
 
@@ -139,8 +140,10 @@ def adapter_metadata(document: str, n_tokens: int, model_id: str, model_spec: st
             "steps": result.steps,
             "loss_curve": [round(x, 5) for x in result.loss_curve],
             "epoch_losses": [round(x, 5) for x in result.epoch_losses],
+            **training_peak(result),
         },
     }
+
 
 
 def write_adapter(directory: Path, model, metadata: dict, document: str) -> None:

@@ -113,6 +113,7 @@ def run_internalize(args) -> int:
         how += ["replaced the stored adapter"] if done.replaced else []
         print(f"liftlm: trained on {done.metadata['document_tokens']} tokens ({done.metadata['samples']} samples) "
               f"in {training.get('seconds', 0):.1f} s, {training.get('tokens_per_second', 0):.0f} tokens/s"
+              + (f", peak memory {training['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in training else "")
               + (f" ({'; '.join(how)})" if how else ""), file=sys.stderr)
     else:
         print("liftlm: reused the stored adapter (no training)", file=sys.stderr)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .config import LiftConfig
 from .context import IGNORE_INDEX
+from .memory import peak, reset_peak
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoints
@@ -54,6 +55,8 @@ class TrainResult:
     tokens: int = 0  # tokens run forward and backward
     prefix_tokens: int = 0  # tokens run forward only, without gradients (cached prefixes: keys/values reused)
     steps: int = 0
+    peak_memory_gib: float | None = None  # the training's peak memory (``liftlm.memory``; None: not measured)
+    peak_memory_since: str = "phase"  # "process": a CPU whose peak cannot be reset (the process's whole life)
 
     @property
     def tokens_per_second(self) -> float:
@@ -154,6 +157,7 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     start = time.perf_counter() - elapsed
     hook_seconds = 0.0
     eta = _EpochEta(sizes, epoch_ends, first)
+    since = reset_peak(device := params[0].device if params else "cpu")  # the training's peak memory from here
     save = functools.partial(_save, checkpoints, model, opt, scheduler, result, step_losses, on_save)
     try:
         for k in range(first, len(order), cfg.grad_accum):
@@ -198,6 +202,9 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
         if cfg.grad_checkpointing:
             _checkpointing(model, False)
     result.seconds = time.perf_counter() - start - hook_seconds
+    most = peak(device, since)
+    if most is not None:
+        result.peak_memory_gib, result.peak_memory_since = most.gib, most.since
     return result
 
 

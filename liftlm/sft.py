@@ -25,6 +25,7 @@ from .context import PromptBuilder
 from .documents import DocumentCut
 from .errors import LiftError
 from .fileio import atomic_directory
+from .memory import training_peak
 from .models import load_model, resolve_window
 from .synth import QAPair, synthesize
 from .train import train_on_documents
@@ -117,6 +118,6 @@ def run_sft(corpus: str | Path, out: str | Path, model: str | None = None, confi
             "documents": len(docs), "document_tokens": n_tokens, "segments": trained.samples,
             "qa_pairs": trained.qa_samples, "qa_pairs_outside_cut": outside, "settings": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "training": {"seconds": round(result.seconds, 3), "tokens": result.tokens,
-                         "loss_curve": [round(x, 5) for x in result.loss_curve]},
+                         "loss_curve": [round(x, 5) for x in result.loss_curve], **training_peak(result)},
         }, indent=2) + "\n")
     return out

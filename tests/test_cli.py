@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +40,9 @@ def test_internalize_then_ask_with_the_adapter(capsys, tmp_path, doc, tiny_model
     assert code == 0, err
     adapter = out.strip()
     assert os.path.isdir(adapter) and os.path.dirname(adapter) == str(store)
-    assert "trained on" in err
+    assert "trained on" in err and "GiB" in err  # ... with the training's measured peak memory
+    meta = json.loads((Path(adapter) / "liftlm.json").read_text())
+    assert meta["training"]["peak_memory_gib"] > 0
     # ask with the adapter alone: model and settings come from its metadata, no training
     code, out, err = run(capsys, "ask", "--adapter", adapter, "--question", "Who kept a ledger?", "--json",
                          "--max-new-tokens", 5, "--model", tiny_model_dir)

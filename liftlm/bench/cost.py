@@ -226,6 +226,7 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
         asks = report.get("made", report.get("items", len(items))) + report.get("not_grounded", 0) \
             + report.get("sentences", 0)
         teacher = _phase(teacher_s, counter.count, 2 * n_weights, probe_gflops, asks) | {"calls": counter.calls}
+        teacher |= {k.removeprefix("teacher_"): v for k, v in report.items() if k.startswith("teacher_peak_memory")}
         if "teacher_shape" in report:
             teacher["shape"] = report["teacher_shape"]
         if cfg.objective != "ct":
@@ -240,6 +241,8 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     flops = result.tokens * per_token + result.prefix_tokens * 2 * n_weights
     student["gflops"] = round(flops / student_s / 1e9, 1) if student_s > 0 else 0.0
     student["ceiling_fraction"] = round(student["gflops"] / probe_gflops, 3) if probe_gflops else None
+    if result.peak_memory_gib is not None:
+        student["peak_memory_gib"] = result.peak_memory_gib
     student |= {"steps": result.steps, "epochs": len(result.epoch_losses),
                 "epoch_losses": [round(x, 4) for x in result.epoch_losses]}
     total = teacher["seconds"] + student_s

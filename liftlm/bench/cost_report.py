@@ -15,6 +15,14 @@ def _percent(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.0f} %"
 
 
+def _peak(phase: dict) -> str:
+    """A phase's measured peak memory (``liftlm.memory``): "–" where it was not measured (a shared, given or
+    earlier report's teacher), with "≤" where it is the process's whole peak (no reset on this system)."""
+    if "peak_memory_gib" not in phase:
+        return "–"
+    return ("≤ " if phase.get("peak_memory_since") == "process" else "") + f"{phase['peak_memory_gib']:.1f}"
+
+
 def report_markdown(report: dict) -> str:
     """cost.md: a row per recipe (per length and recipe, with a tokens column, when there are several lengths),
     the recipes' flags, then the curve section where there is one."""
@@ -26,9 +34,9 @@ def report_markdown(report: dict) -> str:
              f"({report['probe'].get('dtype', 'float32')}, {report['probe']['threads']} threads). Ratios against `{report['reference']}`{same}.", "",
              "| recipe | " + ("tokens | " if several else "") + "teacher s | asks | calls | s/ask | teacher of ceiling "
              "| student s | samples/epoch | trained tokens | student tok/s | student of ceiling | total s "
-             "| s/doc token | trained/doc token | speed-up |",
+             "| s/doc token | trained/doc token | speed-up | peak GiB (teacher / student) |",
              "|---|" + ("---:|" if several else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-             "---:|"]
+             "---:|---:|"]
     for r in report["recipes"]:
         t, s = r["teacher"], r["student"]
         shared = (f" (as `{t['shared_with']}`)" if "shared_with" in t else " (items given)" if "given" in t
@@ -39,7 +47,7 @@ def report_markdown(report: dict) -> str:
                      f"{_percent(t['ceiling_fraction'])} | {s['seconds']} | {s['items']} | {s['tokens']} | "
                      f"{s['tokens_per_second']} | {_percent(s['ceiling_fraction'])} | {r['seconds']} | "
                      f"{r['seconds_per_document_token']} | {r['trained_tokens_per_document_token']} | "
-                     f"{r['speedup']}× |")
+                     f"{r['speedup']}× | {_peak(t)} / {_peak(s)} |")
     flags = {r["recipe"]: r["flags"] for r in report["recipes"]}
     lines += ["", "Flags of each recipe:", ""] + [f"- `{name}`: `{f or '(defaults)'}`" for name, f in flags.items()]
     if "replayed_teacher" in report:

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import LiftError
 from ..fileio import append_jsonl, read_jsonl
 from ..keys import DISTILL_VERSION, document_sha256, store_key
+from ..memory import peak, reset_peak
 from .prompts import KINDS, DistillItem
 
 
@@ -122,6 +123,8 @@ class DistillSource:
                 self.on_step(StepProgress(0, self.cfg.epochs, done, total, float("nan"), stage="teacher"))
 
         start = time.perf_counter()
+        device = next(model.parameters()).device
+        since = reset_peak(device)  # the teacher's peak memory, measured from here
 
         def on_block(record: dict) -> None:
             append_jsonl(partial, record | {"seconds": round(before + time.perf_counter() - start, 2)})
@@ -138,6 +141,7 @@ class DistillSource:
             if bar is not None:  # (a tqdm without a total refuses bool())
                 bar.close()
         seconds = before + time.perf_counter() - start  # (with the interrupted run's, when it resumed one)
+        most = peak(device, since)
         if not items:  # (refused below: nothing to resume either)
             partial.unlink(missing_ok=True)
         if not items and not counts["not_grounded"]:  # (--distill-prompts 0 on a document with no fact sentence)
@@ -154,4 +158,5 @@ class DistillSource:
         return items, {"items": len(items), "kinds": kinds, **counts, **resumed,
                        "teacher_seconds": round(seconds, 2), "answer_tokens": sum(len(it.answer_ids) for it in items),
                        "teacher_shape": asdict(shape),
+                       **({"teacher_" + k: v for k, v in most.to_dict().items()} if most is not None else {}),
                        "cache": str(cache)}

@@ -38,7 +38,10 @@ def test_cost_of_two_recipes(tiny_model_dir, haystack_dir, tmp_path, capsys):
         assert row["seconds"] == pytest.approx(row["teacher"]["seconds"] + row["student"]["seconds"], abs=0.02)
         assert row["trained_tokens_per_document_token"] == pytest.approx(row["student"]["tokens"] / 200, abs=0.01)
         assert 0 < row["student"]["ceiling_fraction"]
+        assert row["student"]["peak_memory_gib"] > 0  # measured (liftlm.memory): the model is resident
+    assert distill["teacher"]["peak_memory_gib"] > 0 and "peak_memory_gib" not in ct["teacher"]  # no teacher ran
     md = (out / "cost.md").read_text()
+    assert "peak GiB (teacher / student)" in md and " / – |" not in md.split("| distill |")[1].split("\n")[0]
     assert "| ct |" in md and "`--objective ct`" in md
     assert (out / "cost.png").stat().st_size > 0
 

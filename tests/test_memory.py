@@ -1,0 +1,41 @@
+"""liftlm.memory: a phase's peak memory, measured (the process's resident peak on a CPU)."""
+import sys
+
+import pytest
+import torch
+
+from liftlm.memory import GIB, Peak, PeakMemory, peak, reset_peak
+
+MIB = 1024 ** 2
+
+
+def _touch(mib: int) -> torch.Tensor:
+    """A tensor of ``mib`` MiB whose pages are all written (resident)."""
+    return torch.ones(mib * MIB // 4, dtype=torch.float32)
+
+
+def test_a_phase_peak_holds_what_it_allocated():
+    with PeakMemory("cpu") as m:
+        before = peak("cpu").bytes if m._since == "phase" else 0
+        big = _touch(192)
+        del big
+    assert m.peak is not None and m.peak.bytes > 0
+    if m.peak.since == "phase":  # (Linux: reset at the start) the 192 MiB were resident at once
+        assert m.peak.bytes >= before + 150 * MIB
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the resident peak is reset through /proc (Linux)")
+def test_the_peak_is_reset_at_the_start_of_a_phase():
+    big = _touch(256)
+    del big  # (an allocation this large is given back to the system when freed)
+    high = peak("cpu").bytes
+    assert reset_peak("cpu") == "phase"
+    low = peak("cpu").bytes
+    assert low < high - 128 * MIB  # the earlier 256 MiB are not this phase's
+
+
+def test_a_peak_says_when_it_is_the_whole_process():
+    assert Peak(3 * GIB, "phase").to_dict() == {"peak_memory_gib": 3.0}
+    assert Peak(GIB // 2, "process").to_dict() == {"peak_memory_gib": 0.5, "peak_memory_since": "process"}
+    assert peak("cpu", since="process").since == "process"  # the lifetime peak, where no reset was made
+    assert peak("meta") is None  # not measured there
