@@ -598,6 +598,8 @@ def test_the_teacher_writes_questions_about_each_fact_sentence_once(tiny_loaded)
     # the same two questions come back for every sentence: each is kept once per document
     assert counts["written"] == 1  # "What did the keeper's ledger list?" names nothing of the sentences asked
     assert [p for p in answered if p[0] == "written"] == [("written", "Who painted the ferry at Varnholm?")]
+    # the count the cost curve reports beside its times is the teacher's: the sentences it wrote questions about
+    assert distill.document_fact_sentences(tok, ids, spans) == counts["sentences"]
     assert len(items) + counts["not_grounded"] == len(answered)  # (the random model's answers are not grounded)
 
 

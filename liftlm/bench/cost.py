@@ -173,8 +173,9 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     leaves its items and trace (``--save-teacher``)."""
     from ..context import PromptBuilder
     from ..distill import DistillSource
-    from ..distill.teacher import replay, teacher_shape
+    from ..distill.teacher import document_fact_sentences, replay, teacher_shape
     from ..models import resolve_window
+    from ..segment import segment_spans
     from ..train import detach_adapter, train_on_documents
 
     cfg = recipe.config
@@ -250,6 +251,8 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
             "settings": cfg.resolved_dict(), "teacher": teacher,
             "teacher_report": report, "student": student, "seconds": round(total, 2),
             "seconds_per_document_token": round(total / len(doc_ids), 4),
+            "fact_sentences": document_fact_sentences(  # (what the teacher's asks grow with beside the chunks)
+                tokenizer, doc_ids, segment_spans(len(doc_ids), cfg.segment_length, cfg.effective_stride)),
             "trained_tokens_per_document_token": round(result.tokens / len(doc_ids), 2)}
 
 

@@ -40,7 +40,9 @@ def _recipe_curve(name: str, rows: list[dict]) -> dict:
         n = r["document_tokens"]
         seconds = {"teacher": r["teacher"]["seconds"], "student": r["student"]["seconds"], "total": r["seconds"]}
         points.append({"document_tokens": n, **{f"{p}_seconds": seconds[p] for p in PHASES},
-                       **{f"{p}_s_per_token": round(seconds[p] / n, 6) for p in PHASES}})
+                       **{f"{p}_s_per_token": round(seconds[p] / n, 6) for p in PHASES},
+                       **({"fact_sentences_per_1k": round(1000 * r["fact_sentences"] / n, 2)}
+                          if "fact_sentences" in r else {})})
     first, last = points[0], points[-1]
     ratios = {p: _ratio(last[f"{p}_seconds"] / last["document_tokens"],
                         first[f"{p}_seconds"] / first["document_tokens"]) for p in PHASES}
@@ -48,6 +50,7 @@ def _recipe_curve(name: str, rows: list[dict]) -> dict:
     at = slope * EXTRAPOLATE_TOKENS + intercept
     return {"recipe": name, "points": points,
             "ratio": ratios["total"], "teacher_ratio": ratios["teacher"], "student_ratio": ratios["student"],
+            "fact_sentence_ratio": _ratio(last.get("fact_sentences_per_1k", 0), first.get("fact_sentences_per_1k", 0)),
             "target_met": ratios["total"] is not None and ratios["total"] <= TARGET_RATIO,
             "fit": {"slope_s_per_1k_tokens": round(slope * 1000, 4), "intercept_s": round(intercept, 3),
                     "r2": round(r2, 4)},
@@ -78,7 +81,11 @@ def _sentences(c: dict, target: float, tokens: int) -> list[str]:
             f"{last['total_s_per_token']} / {first['total_s_per_token']} = {verdict}.",
             f"- `{c['recipe']}`: the line t = {fit['slope_s_per_1k_tokens']} s per 1k tokens {sign} "
             f"{abs(fit['intercept_s'])} s (R² = {fit['r2']}) gives {c['extrapolated_s']:,} s "
-            f"({c['extrapolated_h']} h) for a {format_length(tokens)}-token document."]
+            f"({c['extrapolated_h']} h) for a {format_length(tokens)}-token document."] + ([
+            f"- `{c['recipe']}`: the document's fact-bearing sentences (the teacher writes questions about each, "
+            f"so its asks and the student's samples grow with them) per 1k tokens at {long} against {short}: "
+            f"{last['fact_sentences_per_1k']} / {first['fact_sentences_per_1k']} = {c['fact_sentence_ratio']}×."]
+            if c.get("fact_sentence_ratio") is not None else [])
 
 
 def markdown(report: dict) -> str:
@@ -89,11 +96,12 @@ def markdown(report: dict) -> str:
              "Seconds per document token at each length; the line is a least-squares fit of the total seconds "
              "against the document's tokens.", "",
              "| recipe | tokens | teacher s | student s | total s | teacher s/token | student s/token "
-             "| total s/token |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| total s/token | fact sentences / 1k tokens |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cv["recipes"]:
         lines += [f"| {c['recipe']} | {p['document_tokens']} | " + " | ".join(
             str(p[f"{ph}_seconds"]) for ph in PHASES) + " | " + " | ".join(
-            str(p[f"{ph}_s_per_token"]) for ph in PHASES) + " |" for p in c["points"]]
+            str(p[f"{ph}_s_per_token"]) for ph in PHASES) + f" | {p.get('fact_sentences_per_1k', '–')} |"
+            for p in c["points"]]
     lines += ["", f"| recipe | s/token, longest / shortest (target ≤ {target}) | teacher | student "
               f"| fit: s per 1k tokens | fit: intercept s | R² | {format_length(tokens)} tokens, extrapolated |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]

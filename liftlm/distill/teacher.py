@@ -325,6 +325,13 @@ def replay(model, tokenizer, chat, doc_ids: list[int], blocks: list[dict], write
     return asked
 
 
+def document_fact_sentences(tokenizer, doc_ids: list[int], spans: list[tuple[int, int]]) -> int:
+    """The fact-bearing whole sentences of a document cut into ``spans`` (each once): what the teacher writes
+    questions about, so that its asks, and the student's samples, grow with them (``liftlm bench cost``'s curve)."""
+    texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
+    return sum(map(len, _sentences_to_write(texts, spans, len(doc_ids))))
+
+
 def _chunk_facts(texts: list[str], spans: list[tuple[int, int]], n_doc: int) -> list[list[str]]:
     """Per chunk, its fact-bearing whole sentences (in order, each once)."""
     return [list(dict.fromkeys(fact_sentences(whole_sentences(t, a == 0, b == n_doc))))

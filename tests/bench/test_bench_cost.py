@@ -129,6 +129,10 @@ def test_a_list_of_lengths_measures_the_cost_curve(tiny_model_dir, haystack_dir,
         assert point["total_s_per_token"] == pytest.approx(row["seconds"] / row["document_tokens"], abs=1e-6)
         assert point["teacher_s_per_token"] == pytest.approx(row["teacher"]["seconds"] / row["document_tokens"],
                                                              abs=1e-6)
+    for point, row in zip(c["points"], (short, long)):  # the document's fact-bearing sentences, per 1k tokens
+        assert row["fact_sentences"] >= 0
+        assert point["fact_sentences_per_1k"] == pytest.approx(1000 * row["fact_sentences"] / row["document_tokens"],
+                                                               abs=0.01)
     ratio = (long["seconds"] / 200) / (short["seconds"] / 100)
     assert c["ratio"] == pytest.approx(ratio, abs=1e-3) and c["target_met"] == (c["ratio"] <= 1.15)
     slope = (long["seconds"] - short["seconds"]) / 100  # two points: the line goes through both
@@ -140,6 +144,8 @@ def test_a_list_of_lengths_measures_the_cost_curve(tiny_model_dir, haystack_dir,
     md = (out / "cost.md").read_text()
     assert "## Cost curve" in md and "| one-view | 100 |" in md and "| one-view | 200 |" in md
     assert f"{c['extrapolated_s']:,} s" in md and ("target is met" in md or "target is missed" in md)
+    if c["fact_sentence_ratio"] is not None:
+        assert f"= {c['fact_sentence_ratio']}×." in md
     assert (out / "cost.png").stat().st_size > 0 and (out / "cost_curve.png").stat().st_size > 0
 
 
