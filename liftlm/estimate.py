@@ -10,8 +10,9 @@ query tokens against thousands of keys), and computing the view costs 2·A·v² 
 (``PREFIX_SHARE``: one long sequence). At window 512 this is a few per cent; at the embedded model's own 8k window
 the samples' attention is as many FLOPs as the weights' and twice their time. Seconds = FLOPs / (the matmul probe's FLOP/s × the
 share of it that phase reaches). The token counts follow the recipe's structure (chunks, prompts per chunk, two
-teacher passes, views, epochs); what is only known after running (how many fact sentences a document has, how
-long the answers are, how many the grounding check keeps) and the shares reached come from the committed cost
+teacher passes, views, epochs) and the document's fact-bearing sentences, counted by the caller (else assumed at
+``FACT_SENTENCES_PER_TOKEN``); what is only known after running (how long the answers are, how many the
+grounding check keeps) and the shares reached come from the committed cost
 measurements, experiments/results/cost-{embedded,qwen1.5b}/cost.json (2,000-token facts document, ℓ = 256,
 window 512, 2-core CPU); docs/training.md gives the accuracy.
 """
@@ -154,13 +155,15 @@ def _calibrated(weights: int) -> list[float]:
 
 def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window: int, teacher: bool = True,
              chat_before: int = CHAT_BEFORE, chat_after: int = CHAT_AFTER, attention: int = 0,
-             device: str = "cpu", layers: int = 0, shape=None) -> Estimate:
+             device: str = "cpu", layers: int = 0, shape=None, sentences: int | None = None) -> Estimate:
     """The seconds of ``internalize`` on a document of ``n_tokens`` under ``cfg``, for a model of ``weights``
     matmul weights and ``attention`` width (``attention_width``; 0 leaves attention out) on a machine of
     ``gflops`` (the probe's). ``teacher=False``: the teacher's items are cached. Auxiliary QA synthesis
     (``--qa-pairs``) is not counted. On a GPU (``device`` not "cpu"), each phase takes at least its sequential
     calls at the latency measured per layer (``layers``: the model's) on one H100; ``shape``: the teacher's
-    ``TeacherShape`` (default: a CPU's)."""
+    ``TeacherShape`` (default: a CPU's). ``sentences``: the document's fact-bearing sentences, counted
+    (``liftlm.distill.teacher.document_fact_sentences``); None assumes ``FACT_SENTENCES_PER_TOKEN`` of them (the
+    facts documents' rate: other texts hold 11 to 30 per 1k tokens)."""
     from .distill.teacher import TeacherShape
 
     shape = shape or TeacherShape()
@@ -177,7 +180,8 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
         two = cfg.qa_schedule == "two-stage"
         ct_epochs, item_epochs = cfg.epochs + (cfg.qa_epochs if two else 0), cfg.qa_epochs if two else cfg.epochs
     if cfg.objective != "ct":
-        _distill(out, cfg, spans, window, kept_share, written_rate, chat_before, chat_after, item_epochs, attention)
+        _distill(out, cfg, spans, window, kept_share, written_rate, chat_before, chat_after, item_epochs, attention,
+                 sentences)
         if out.teacher == "runs":
             out.teacher_calls = _teacher_calls(out, cfg, shape)
         batch = cfg.resolved_batch_size if cfg.objective == "distill" else 1
@@ -220,14 +224,15 @@ def _teacher_calls(out: Estimate, cfg: LiftConfig, shape) -> int:
 
 
 def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: float, written_rate: float,
-             before: int, after: int, epochs: int, attention: int) -> None:
-    """The teacher's tokens (both passes) and the student's, for the distillation items."""
+             before: int, after: int, epochs: int, attention: int, sentences: int | None = None) -> None:
+    """The teacher's tokens (both passes) and the student's, for the distillation items (``sentences``: the
+    document's fact-bearing sentences, counted; None: at ``FACT_SENTENCES_PER_TOKEN``)."""
     chunks, answer = len(spans), cfg.distill_answer_tokens
     prefill = sum(b - a for a, b in spans) + chunks * before  # a chunk runs once per pass, after the chat's start
     written = 0.0
     teacher_tokens = prefill
     if cfg.distill_questions > 0 or cfg.distill_cloze:
-        out.sentences = round(out.tokens * FACT_SENTENCES_PER_TOKEN)
+        out.sentences = round(out.tokens * FACT_SENTENCES_PER_TOKEN) if sentences is None else sentences
     if cfg.distill_questions > 0:  # pass 1: questions written about each fact sentence, each once per document
         with_new = 1 - math.exp(-out.sentences / chunks) if chunks else 0.0  # chunks with a new fact sentence
         teacher_tokens += with_new * prefill + out.sentences * (WRITE_WIDTH + WRITE_TOKENS * cfg.distill_questions)

@@ -190,8 +190,9 @@ class Lift:
                 build_samples(self._doc_ids, self.config, self.prompts)
             except ValueError:
                 return
-        from .distill.teacher import teacher_shape
+        from .distill.teacher import document_fact_sentences, teacher_shape
         from .estimate import attention_width, estimate, machine_gflops, matmul_weights
+        from .segment import segment_spans
 
         base = self._fresh_base()
         if self._weights is None:
@@ -201,9 +202,14 @@ class Lift:
         chat = self.prompts.chat
         shape = teacher_shape(base, self.config.teacher_batch, self.config.segment_length + len(chat.before),
                               self.config.distill_answer_tokens)
-        guess = estimate(len(self._doc_ids), self.config, self._weights, gflops, self.window, teacher,
+        cfg = self.config
+        asks_sentences = cfg.objective != "ct" and (cfg.distill_questions > 0 or cfg.distill_cloze)
+        sentences = document_fact_sentences(  # what the teacher's asks grow with: counted, not assumed
+            self.tokenizer, self._doc_ids, segment_spans(len(self._doc_ids), cfg.segment_length,
+                                                         cfg.effective_stride)) if asks_sentences else None
+        guess = estimate(len(self._doc_ids), cfg, self._weights, gflops, self.window, teacher,
                          len(chat.before), len(chat.after), attention_width(base), self.loaded.device.type,
-                         getattr(base.config, "num_hidden_layers", 0), shape)
+                         getattr(base.config, "num_hidden_layers", 0), shape, sentences)
         if len(self._doc_ids) > self.window or guess.total_s > 60:
             _say(guess.describe())
 

@@ -233,3 +233,34 @@ def test_on_a_gpu_each_phase_takes_at_least_its_calls():
     assert estimate(8000, LiftConfig(), 10**9, 200.0, window=512, device="cpu", layers=30) == cpu
     gpu = estimate(8000, LiftConfig(), 10**9, 700_000.0, window=512, device="cuda", layers=30)
     assert gpu.teacher_s == gpu.teacher_calls * 30 * 0.0036 and gpu.student_s == gpu.student_steps * 30 * 0.0115
+
+
+def test_counted_fact_sentences_replace_the_assumed_rate():
+    cfg = LiftConfig()
+    assumed = estimate(8000, cfg, 10**9, 200.0, window=512)
+    assert assumed.sentences == round(8000 * 0.0173)
+    few, many = (estimate(8000, cfg, 10**9, 200.0, window=512, sentences=n) for n in (80, 240))
+    assert (few.sentences, many.sentences) == (80, 240)
+    assert few.asks < assumed.asks < many.asks and few.teacher_s < assumed.teacher_s < many.teacher_s
+    assert many.student_s > few.student_s  # more written questions: more items to train on
+    no_questions = LiftConfig(distill_questions=0)
+    assert estimate(8000, no_questions, 10**9, 200.0, window=512, sentences=240).asks == \
+        estimate(8000, no_questions, 10**9, 200.0, window=512, sentences=80).asks  # nothing is written about them
+
+
+def test_internalize_counts_the_documents_fact_sentences_for_its_estimate(tiny_model_dir, tmp_path, monkeypatch):
+    from liftlm import Lift
+    from liftlm import estimate as estimate_module
+    from liftlm.distill.teacher import document_fact_sentences
+    from liftlm.segment import segment_spans
+
+    cfg = LiftConfig(window=128, segment_length=48, stride=48, context_tokens=32, epochs=1, distill_prompts=1,
+                     distill_answer_tokens=3, distill_questions=1, distill_retention=0.1)
+    lift = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store", progress=True)
+    seen = []
+    real = estimate_module.estimate
+    monkeypatch.setattr(estimate_module, "estimate", lambda *a, **k: seen.append(a) or real(*a, **k))
+    lift.internalize(TEXT * 2)
+    ids = lift.tokenizer.encode(TEXT * 2, add_special_tokens=False)
+    expected = document_fact_sentences(lift.tokenizer, ids, segment_spans(len(ids), 48, 48))
+    assert len(seen) == 1 and seen[0][-1] == expected > 0
