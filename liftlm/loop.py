@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from .config import LiftConfig
 from .context import IGNORE_INDEX
-from .memory import peak, reset_peak
+from .errors import LiftError
+from .memory import out_of_memory, peak, reset_peak
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoints
@@ -163,9 +164,7 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
         for k in range(first, len(order), cfg.grad_accum):
             group = order[k : k + cfg.grad_accum]
             for unit in group:
-                loss, weight = compute(unit)
-                (loss * (weight / len(group))).backward()
-                step_losses.append(loss.item())
+                step_losses.append(_forward_backward(compute, unit, len(group), cfg, device))
                 bar.update(len(unit) if isinstance(unit, list) else 1)
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -206,6 +205,24 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     if most is not None:
         result.peak_memory_gib, result.peak_memory_since = most.gib, most.since
     return result
+
+
+def _forward_backward(compute, unit, units: int, cfg: LiftConfig, device) -> float:
+    """One unit's loss and its gradients (weighted as one of ``units`` a step); returns the loss. Running out of
+    memory is a ``LiftError`` that says which settings to lower."""
+    try:
+        loss, weight = compute(unit)
+        (loss * (weight / units)).backward()
+    except Exception as e:
+        if not out_of_memory(e):
+            raise
+        n = len(unit) if isinstance(unit, list) else 1
+        lower = (f"--batch-size {max(1, n // 2)} --grad-accum {cfg.grad_accum * 2} (the same samples an optimizer "
+                 "step, half at a time)" if n > 1 else "a smaller --window (shorter samples), or --grad-checkpointing")
+        cached = "; the teacher's items are cached, so only the student runs again" if cfg.objective != "ct" else ""
+        raise LiftError(f"out of memory in a training step of {n} sample{'s' if n > 1 else ''} on {device}: try "
+                        f"{lower}{cached}") from None
+    return loss.item()
 
 
 def _save(checkpoints, model, opt, scheduler, result: TrainResult, step_losses: list[float], on_save,

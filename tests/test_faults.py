@@ -493,3 +493,55 @@ def test_two_processes_at_once_without_a_helper(tiny_model_dir, tmp_path):
     trained = [err for _, err in results if "trained on" in err]
     assert len(trained) == 1, results  # never both
     assert sorted(p.name for p in store.iterdir()) == [".work", Path(paths.pop()).name]
+
+
+# ---------------------------------------------------------------- running out of memory
+DISTILL = dict(objective="distill", distill_prompts=1, distill_answer_tokens=3, distill_questions=0,
+               distill_retention=0.0, batch_size=4, epochs=1)
+
+
+def test_a_student_out_of_memory_says_which_settings_to_lower(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from liftlm.distill import student
+
+    def no_memory(self, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    store = tmp_path / "s"
+    monkeypatch.setattr(student.SoftLoss, "__call__", no_memory)
+    with pytest.raises(LiftError, match=r"out of memory in a training step of \d samples on cpu: try --batch-size "
+                                        r"\d --grad-accum 2 \(the same samples an optimizer step, half at a time\); "
+                                        "the teacher's items are cached"):
+        make(tiny_model_dir, store, **DISTILL).internalize(DOC)
+    assert not store.exists() or not any(p.name != ".work" for p in store.iterdir())  # nothing stored
+    assert list((tmp_path / "distill").glob("*.jsonl"))  # ... but the teacher's items, as the error says
+    # the CLI: one line, exit 2
+    doc = tmp_path / "doc.txt"
+    doc.write_text(DOC)
+    args = ["internalize", "--document", str(doc), "--model", str(tiny_model_dir), "--store", str(store), "--quiet"]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**CFG, **DISTILL}.items()]
+    assert main(args + flags) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("liftlm")]  # (not the weights' loading bar)
+    assert len(err) == 1 and "out of memory in a training step" in err[0]
+
+
+def test_one_sample_out_of_memory_asks_for_shorter_samples(tiny_model_dir, tmp_path, monkeypatch):
+    from liftlm import train
+
+    monkeypatch.setattr(train, "sample_loss", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    with pytest.raises(LiftError, match="of 1 sample on cpu: try a smaller --window"):
+        make(tiny_model_dir, tmp_path / "s").internalize(DOC)
+
+
+def test_a_teacher_out_of_memory_asks_for_a_narrower_teacher(tiny_model_dir, tmp_path, monkeypatch):
+    from liftlm.distill import teacher
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(teacher, "teach", no_memory)
+    with pytest.raises(LiftError, match=r"the teacher ran out of memory answering 32 prompts at once: try "
+                                        r"--teacher-batch 16 \(the same items\)"):
+        make(tiny_model_dir, tmp_path / "s", **DISTILL).internalize(DOC)
+    monkeypatch.setattr(teacher, "teach", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not taken for memory
+        make(tiny_model_dir, tmp_path / "s2", **DISTILL).internalize(DOC)

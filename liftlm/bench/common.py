@@ -3,11 +3,10 @@ memory and of the machine's matmul speed."""
 from __future__ import annotations
 
 import re
-import resource
-import sys
 from pathlib import Path
 
 from ..errors import LiftError
+from ..memory import PeakMemory, peak_rss_mb, reset_peak_rss, rss_mb  # noqa: F401 (re-exported, as the probe's)
 from ..probe import matmul_probe, synchronize  # noqa: F401 (re-exported: the benchmarks import them from here)
 
 K = 1000  # "8k" = 8000 tokens, so that an 8k document and its question fit an 8192-token window
@@ -236,84 +235,6 @@ def set_threads(threads: int | None) -> None:
 
 
 # ---------------------------------------------------------------- memory
-
-_STATUS = Path("/proc/self/status")
-
-
-def _status_mb(field: str) -> float | None:
-    try:
-        m = re.search(rf"^{field}:\s+(\d+)\s+kB", _STATUS.read_text(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(m.group(1)) / 1024 if m else None
-
-
-def rss_mb() -> float | None:
-    """The process's resident memory now (Linux), in MiB."""
-    return _status_mb("VmRSS")
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident memory in MiB: VmHWM on Linux (the high-water mark of this process's own
-    memory; ``ru_maxrss`` can inherit the parent's across fork+exec), ``ru_maxrss`` elsewhere."""
-    hwm = _status_mb("VmHWM")
-    if hwm is not None:
-        return hwm
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB elsewhere
-
-
-def reset_peak_rss() -> bool:
-    """Reset the peak-RSS mark to the current RSS (Linux ≥ 4.0); False where the OS does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-class PeakMemory:
-    """Measure a block of work: RSS before it, the peak RSS during it (where the OS allows resetting the mark)
-    and over the whole process, and on CUDA the allocator's peak during it.
-
-        with PeakMemory(device) as mem:
-            work()
-        mem.result()  # {"peak_rss_mb", "work_peak_rss_mb", "base_rss_mb", "peak_gpu_mb"}
-    """
-
-    def __init__(self, device=None):
-        self.device = device
-        self.cuda = getattr(device, "type", str(device)).startswith("cuda")
-
-    def __enter__(self):
-        import torch
-
-        self.before_peak = peak_rss_mb()  # loading the model, importing libraries
-        self.base = rss_mb()
-        self.resettable = reset_peak_rss()
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.gpu_peak = torch.cuda.max_memory_allocated() / 2**20
-        self.after_peak = peak_rss_mb()
-        return False
-
-    def result(self) -> dict:
-        work = self.after_peak if self.resettable else None
-        return {
-            "peak_rss_mb": round(max(self.before_peak, self.after_peak), 1),
-            "work_peak_rss_mb": None if work is None else round(work, 1),
-            "base_rss_mb": None if self.base is None else round(self.base, 1),
-            "peak_gpu_mb": round(self.gpu_peak, 1) if self.cuda else None,
-        }
-
 
 def memory_of(row: dict) -> float | None:
     """The memory a row is judged by: the GPU allocator's peak on CUDA, the process's peak RSS otherwise."""

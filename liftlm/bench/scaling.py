@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..config import LiftConfig
 from ..errors import LiftError
+from ..memory import out_of_memory
 from .common import (
     PeakMemory,
     check_random_size,
@@ -102,15 +103,6 @@ def empty_row(method: str, length: int, status: str, detail: str | None = None) 
 
 
 # ---------------------------------------------------------------- one point, in this process
-
-
-def _is_oom(e: BaseException) -> bool:
-    import torch
-
-    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return True
-    text = str(e).lower()
-    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
 
 
 def model_window(spec: dict, tokenizer) -> int:
@@ -219,7 +211,7 @@ def measure(spec: dict) -> dict:
                 row.update(prefill_and_answer(loaded.model, prompt, spec["answer_tokens"]))
                 row["tokens"] = len(prompt) + spec["answer_tokens"]
     except Exception as e:
-        if not _is_oom(e):
+        if not out_of_memory(e):
             raise
         row.update(status="oom", seconds=None, detail=f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
     row.update(mem.result())

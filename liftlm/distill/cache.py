@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import LiftError
 from ..fileio import append_jsonl, read_jsonl
 from ..keys import DISTILL_VERSION, document_sha256, store_key
-from ..memory import peak, reset_peak
+from ..memory import out_of_memory, peak, reset_peak
 from .prompts import KINDS, DistillItem
 
 
@@ -137,6 +137,12 @@ class DistillSource:
                                        advance if bar is not None or self.on_step else None, self.cfg.distill_questions,
                                        cloze=self.cfg.distill_cloze, blanks=self.cfg.distill_blanks,
                                        blocks_done=blocks_done, on_block=on_block, shape=shape, trace=self.trace)
+        except Exception as e:
+            if not out_of_memory(e):
+                raise
+            raise LiftError(f"the teacher ran out of memory answering {shape.width} prompts at once: try "
+                            f"--teacher-batch {max(1, shape.width // 2)} (the same items); the blocks of chunks it "
+                            f"finished are kept ({partial}) and it resumes after them") from None
         finally:
             if bar is not None:  # (a tqdm without a total refuses bool())
                 bar.close()
