@@ -29,12 +29,17 @@
 #                   committed)
 #   loogle-qwen-8k-doc1-chunk  the same with the student's third view, lift+chunk (the teacher's items are
 #                   cached by the stage above: the student only, ~1.6 h alone here; results committed)
+#   loogle-qwen-8k-doc1-words  the first document with --distill-question-check words (written questions kept
+#                   when they share a content word with their sentence: its "Where can you find the book?" was
+#                   dropped by the default check): a new teacher, ~2.5 h here
+#   loogle-qwen-8k-doc1-cloze  the first document with --distill-cloze (every fact-bearing sentence also asked
+#                   once with its fact blanked): a new teacher, ~2.5 h here
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
 QWEN=${QWEN:-${LIFTLM_HOME:-$HOME/.cache/liftlm}/gguf/qwen2.5-coder-1.5b-instruct.gguf}
 OUT=experiments/results
-stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1, loogle-qwen-8k-doc1-chunk"}
+stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1, loogle-qwen-8k-doc1-chunk, loogle-qwen-8k-doc1-words, loogle-qwen-8k-doc1-cloze"}
 case $stage in
   curve-embedded)
     "$LIFTLM" bench cost --tokens 2k,4k,8k,16k,32k --window 512 --out "$OUT/cost-curve-embedded" ;;
@@ -66,6 +71,14 @@ case $stage in
     "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
       --max-doc-tokens 8000 --documents 1 --window 2048 --methods icl,rag,lift+icl,lift+rag \
       --distill-views lift+icl,lift,lift+chunk --out "$OUT/eval/loogle-longdep-qwen1.5b-8k-chunk" ;;
+  loogle-qwen-8k-doc1-words)
+    "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
+      --max-doc-tokens 8000 --documents 1 --window 2048 --methods icl,rag,lift+icl,lift+rag \
+      --distill-question-check words --out "$OUT/eval/loogle-longdep-qwen1.5b-8k-words" ;;
+  loogle-qwen-8k-doc1-cloze)
+    "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
+      --max-doc-tokens 8000 --documents 1 --window 2048 --methods icl,rag,lift+icl,lift+rag \
+      --distill-cloze --out "$OUT/eval/loogle-longdep-qwen1.5b-8k-cloze" ;;
   *)
     echo "long_inputs.sh: unknown stage $stage" >&2; exit 2 ;;
 esac

@@ -22,6 +22,7 @@ FINETUNE_KINDS = ("lora", "full")
 OBJECTIVES = ("ct", "distill", "ct+distill")
 DISTILL_VIEWS = ("lift+icl", "lift", "lift+chunk")
 DISTILL_LOSSES = ("kl", "ce")
+QUESTION_CHECKS = ("names", "words")  # which questions the teacher wrote are kept (--distill-question-check)
 # the kinds of distillation items (liftlm.distill): name questions in four phrasings, written questions, fact
 # sentences with their fact blanked (--distill-cloze), summary and what-happens-next requests, retention prompts
 DISTILL_KINDS = ("about", "tell", "what", "details", "written", "cloze", "summary", "next", "retention")
@@ -82,6 +83,12 @@ class LiftConfig:
     distill_questions: int = _f(2, "questions the teacher writes, with the chunk in context, about each sentence "
                                    "with a name or a number, in other words than the sentence's (then answers "
                                    "them as distillation prompts; 0: none)")
+    distill_question_check: str = _f("names", "which of the teacher's written questions are kept (each must end with "
+                                              "'?' and have 3-30 words): names (it names one of its sentence's "
+                                              "names; a sentence without names: shares a content word with it) | "
+                                              "words (either: it names a name or shares a content word, so 'Where "
+                                              "can you find the book?' is kept for a sentence whose only name is "
+                                              "'Spain')")
     distill_cloze: bool = _f(False, "ask about every whole sentence with a name or a number once: the sentence "
                                     "with its last number (else the name it ends with, else its last word) "
                                     "blanked, in the chunk's slots before key phrases, a summary and a "
@@ -211,6 +218,9 @@ class LiftConfig:
             problems.append(f"--distill-blanks must be at least 1 (got {self.distill_blanks})")
         if self.distill_questions < 0:
             problems.append(f"--distill-questions must be 0 or more (got {self.distill_questions})")
+        if self.distill_question_check not in QUESTION_CHECKS:
+            problems.append(f"--distill-question-check must be one of {', '.join(QUESTION_CHECKS)} "
+                            f"(got {self.distill_question_check!r})")
         if self.distill_loss not in DISTILL_LOSSES:
             problems.append(f"--distill-loss must be one of {', '.join(DISTILL_LOSSES)} (got {self.distill_loss!r})")
         if not self.kinds or set(self.kinds) - set(DISTILL_KINDS):
@@ -334,11 +344,14 @@ class LiftConfig:
             out["distill_questions"] = self.distill_questions
         else:
             out.pop("distill_questions", None)
+        if not self.distill_questions or self.distill_question_check == "names":  # (the keys from before it existed)
+            out.pop("distill_question_check", None)
         if "distill_kinds" in out:  # hashed as key version 2 named the kinds ("written" was "asked"): same key
             out["distill_kinds"] = out["distill_kinds"].replace("written", "asked")
         if self.objective == "ct":  # no distillation items
             for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views",
-                         "distill_loss", "distill_questions", "distill_kinds", "prefix_refresh", "distill_cloze",
+                         "distill_loss", "distill_questions", "distill_question_check", "distill_kinds",
+                         "prefix_refresh", "distill_cloze",
                          "distill_blanks"):
                 out.pop(name, None)
         if not self.distill_cloze:  # no clozes to blank

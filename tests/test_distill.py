@@ -245,6 +245,36 @@ def test_written_questions_are_parsed_checked_and_not_repeated():
     assert written_questions("How far is the coast?\nWhat is your name?", plain, 2) == ["How far is the coast?"]
 
 
+def test_the_words_check_keeps_a_question_that_names_its_subject_by_another_word():
+    """LooGLE's Picardo document: asked about "The book is long out of print and virtually unknown in Spain, ...",
+    the teacher wrote "Where can you find the book?" (answered "second-hand"), which names no name of the
+    sentence; ``check="words"`` keeps it, the default drops it, and neither keeps a question about nothing in it."""
+    sentence = ("The book is long out of print and virtually unknown in Spain, and not at all elsewhere, "
+                "but is available second-hand.")
+    reply = "1. Where can you find the book?\n2. What is your favourite colour?\n3. Is the book known in Spain?"
+    assert written_questions(reply, sentence, 3) == ["Is the book known in Spain?"]
+    assert written_questions(reply, sentence, 3, check="words") == ["Where can you find the book?",
+                                                                     "Is the book known in Spain?"]
+    plain = "The road to the coast runs 159 kilometres."  # no names: the same under both checks
+    assert written_questions("How far is the coast?\nWhat is your name?", plain, 2, check="words") == \
+        ["How far is the coast?"]
+
+
+def test_the_question_check_keys_items_and_adapters_apart(tmp_path):
+    from liftlm.distill import DistillSource
+    from liftlm.keys import training_settings
+
+    words, names = LiftConfig(distill_question_check="words"), LiftConfig()
+    assert "distill_question_check" not in names.key_dict()  # the keys from before the setting existed
+    assert words.key_dict()["distill_question_check"] == "words"
+    assert training_settings(words, 512) != training_settings(names, 512)
+    assert "distill_question_check" not in LiftConfig(distill_question_check="words", distill_questions=0,
+                                                      distill_cloze=True).key_dict()  # no written questions
+    assert len({DistillSource(c, "m", tmp_path).cache_path("a document") for c in (words, names)}) == 2
+    with pytest.raises(LiftError, match="--distill-question-check must be one of names, words"):
+        LiftConfig(distill_question_check="any")
+
+
 def test_retention_prompts_ship_with_the_package():
     general = retention_prompts()
     assert len(general) >= 20 and "What is the capital of France?" in general
@@ -795,6 +825,36 @@ def test_the_teachers_shape_changes_its_calls_not_its_items(tiny_loaded, monkeyp
     assert teach_calls2 < teach_calls  # both passes of several blocks in one call each
     if shape["width"] > 32:
         assert forwards2 < forwards
+
+
+def test_the_teacher_keeps_more_written_questions_with_the_words_check(tiny_loaded, monkeypatch):
+    """``make_items(question_check="words")`` keeps a written question that says "the ferry" for the sentence
+    naming Varnholm and Ilsa Brandt, asks it, and counts it; the default check drops it."""
+    from liftlm.distill import teacher as distill
+
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    chat = PromptBuilder(tok, 512).chat
+    ids = tok.encode(TEXT, add_special_tokens=False)
+    spans = [(0, len(ids))]
+    real_teach = distill.teach
+
+    def teach(model, tokenizer, chat, doc_ids, rows, *args, **kwargs):
+        if rows and rows[0][1] == "write":
+            return [DistillItem("write", p, span, tok.encode("What colour was the ferry painted?\n"
+                                                               "Who painted the ferry at Varnholm?"))
+                    for span, k, p in rows]
+        return real_teach(model, tokenizer, chat, doc_ids, rows, *args, **kwargs)
+
+    monkeypatch.setattr(distill, "teach", teach)
+    asked = {}
+    for check in ("names", "words"):
+        items, counts = distill.make_items(model, tok, chat, ids, spans, 2, 3, 0.0, questions_per_sentence=2,
+                                           question_check=check, trace=(trace := []))
+        asked[check] = {prompt for block in trace for *_, kind, prompt, _ in block["asks"] if kind == "written"}
+        asked[check, "n"] = counts["written"]
+    assert asked["names"] == {"Who painted the ferry at Varnholm?"}
+    assert asked["words"] == {"Who painted the ferry at Varnholm?", "What colour was the ferry painted?"}
+    assert asked["words", "n"] == asked["names", "n"] + 1
 
 
 def test_a_teacher_resumes_under_another_shape(tiny_loaded, tmp_path, monkeypatch):

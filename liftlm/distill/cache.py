@@ -55,6 +55,8 @@ class DistillSource:
         settings = {k: getattr(self.cfg, k) for k in self.SETTINGS} | {"distill_version": DISTILL_VERSION}
         if self.cfg.distill_questions:  # (only when asked for: the items of every earlier setup keep their key)
             settings["distill_questions"] = self.cfg.distill_questions
+            if self.cfg.distill_question_check != "names":
+                settings["distill_question_check"] = self.cfg.distill_question_check
         if self.cfg.distill_cloze:
             settings["distill_cloze"] = True
             if self.cfg.distill_blanks != 1:
@@ -136,6 +138,7 @@ class DistillSource:
                                        self.cfg.distill_answer_tokens, self.cfg.distill_retention, self.cfg.seed,
                                        advance if bar is not None or self.on_step else None, self.cfg.distill_questions,
                                        cloze=self.cfg.distill_cloze, blanks=self.cfg.distill_blanks,
+                                       question_check=self.cfg.distill_question_check,
                                        blocks_done=blocks_done, on_block=on_block, shape=shape, trace=self.trace)
         except Exception as e:
             if not out_of_memory(e):

@@ -229,11 +229,13 @@ def clozes(sentence: str, most: int = 1) -> list[str]:
     return [sentence[:a] + "___" + sentence[b:] for a, b in spans]
 
 
-def written_questions(reply: str, sentence: str, n: int, seen: set[str] | None = None) -> list[str]:
+def written_questions(reply: str, sentence: str, n: int, seen: set[str] | None = None,
+                      check: str = "names") -> list[str]:
     """Up to ``n`` questions from the teacher's ``reply`` to ``WRITE_PROMPT``: one per line, list marks
-    removed; kept if it ends with "?", has 3-30 words, is about the sentence (names one of its names, or,
-    for a sentence without names, shares a content word with it) and is not already in ``seen`` (questions
-    kept so far in the document, normalised; updated here)."""
+    removed; kept if it ends with "?", has 3-30 words, is about the sentence and is not already in ``seen``
+    (questions kept so far in the document, normalised; updated here). About the sentence, by ``check``:
+    ``names``, it names one of the sentence's names, or, for a sentence without names, shares a content word
+    with it; ``words``, either (a question may say "the book" where its sentence's only name is "Spain")."""
     seen = set() if seen is None else seen
     names = [x.lower() for x in sentence_names([sentence])]
     words = _content(sentence)
@@ -241,8 +243,9 @@ def written_questions(reply: str, sentence: str, n: int, seen: set[str] | None =
     for line in reply.splitlines():
         q = _LIST_MARK.sub("", line).strip().strip('"\u201c\u201d').strip()
         key = " ".join(re.findall(r"\w+", q.lower()))
-        if (not q.endswith("?") or not 3 <= len(q.split()) <= 30 or key in seen
-                or not (any(x in q.lower() for x in names) if names else _content(q) & words)):
+        named = any(x in q.lower() for x in names)
+        about = (named or bool(_content(q) & words)) if check == "words" or not names else named
+        if not q.endswith("?") or not 3 <= len(q.split()) <= 30 or key in seen or not about:
             continue
         seen.add(key)
         out.append(q)

@@ -202,9 +202,8 @@ def _drop_done(cache, going: list[int], *tensors: torch.Tensor):
 
 
 def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]], prompts_per_chunk: int,
-               answer_tokens: int, retention_share: float, seed: int = 0,
-               progress: Callable[[int, int], None] | None = None,
-               questions_per_sentence: int = 0, cloze: bool = False, blanks: int = 1,
+               answer_tokens: int, retention_share: float, seed: int = 0, progress: Callable[[int, int], None] | None = None,
+               questions_per_sentence: int = 0, cloze: bool = False, blanks: int = 1, question_check: str = "names",
                blocks_done: list[dict] = (), on_block: Callable[[dict], None] | None = None,
                shape: TeacherShape = TeacherShape(), trace: list | None = None) -> tuple[list[DistillItem], dict]:
     """The teacher's items for a document: ``prompts_per_chunk`` seed prompts per chunk, with
@@ -228,9 +227,10 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
     uninterrupted run returns (every block's prompts are fixed before any is asked; the blocks carry over only
     the written questions kept, how many retention prompts were used, and the counts).
 
-    ``shape`` (``TeacherShape``): with ``shape.blocks`` > 1 both passes run over that many blocks at once, and each
-    block is then finished in document order, so that the items and records are those of one block at a time.
-    ``trace``: a list that gets, per block, every prompt asked with its answer's length (``replay``)."""
+    ``shape`` (``TeacherShape``): with ``shape.blocks`` > 1 both passes run over that many blocks at once, each block
+    then finished in document order, so that the items and records are those of one block at a time.
+    ``trace``: gets, per block, every prompt asked with its answer's length (``replay``). ``question_check``: which
+    written questions are kept (``written_questions``' ``check``)."""
     texts = [tokenizer.decode(doc_ids[a:b]) for a, b in spans]
     phrasings: dict[str, list[str]] = {}  # name -> the phrasings it was asked in so far
     clozed: set[str] | None = set() if cloze else None  # the fact-bearing sentences asked as clozes so far
@@ -288,7 +288,7 @@ def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int
         for block in blocks:
             seen_before = set(seen)
             mine = [(w, r) for w, r in zip(writes, replies) if w[0] in block]
-            written = _keep_written(tokenizer, mine, per_chunk, q, seen) if mine else 0
+            written = _keep_written(tokenizer, mine, per_chunk, q, seen, question_check) if mine else 0
             n_ret = _add_retention(per_chunk, block, share, n_ret, general)
             finished.append((block, mine, written, n_ret, sorted(seen - seen_before)))
         # pass 2: the teacher answers every prompt of the group
@@ -406,14 +406,15 @@ def _finish_blocks(tokenizer, texts: list[str], n_spans: int, finished: list[tup
 
 
 def _keep_written(tokenizer, writes: list[tuple[tuple[int, str], DistillItem]],
-                  per_chunk: list[list[tuple[str, str]]], questions_per_sentence: int, seen: set[str]) -> int:
+                  per_chunk: list[list[tuple[str, str]]], questions_per_sentence: int, seen: set[str],
+                  check: str = "names") -> int:
     """After pass 1 of ``make_items``, for one block: each ((chunk, sentence), the teacher's reply) of ``writes``
     gives up to ``questions_per_sentence`` questions (``written_questions``; none asked twice in a document:
     ``seen``), which join their chunk's prompts in ``per_chunk`` as kind ``written``. Returns the questions kept."""
     written = 0
     for (i, x), reply in writes:
         questions = written_questions(tokenizer.decode(reply.answer_ids, skip_special_tokens=True), x,
-                                      questions_per_sentence, seen)
+                                      questions_per_sentence, seen, check)
         per_chunk[i].extend(("written", q) for q in questions)
         written += len(questions)
     return written
