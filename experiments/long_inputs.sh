@@ -14,7 +14,8 @@
 #                   and resumes)
 #   ruler-embedded  RULER-style multi-query retrieval, embedded model at its own 8k window, 16k tokens: icl, rag,
 #                   lift+icl (one adapter: 62 min, teacher 8 + student 54; results committed)
-#   ruler-embedded-32k  the same at 32k tokens (~2 h: the student's samples attend to the 7.7k-token view)
+#   ruler-embedded-32k  the same at 32k tokens (~1.7 h: the student's samples attend to the 7.7k-token view;
+#                   results committed)
 #   ruler-embedded-cloze  ruler-embedded with --distill-cloze: every sentence with a name or a number asked once,
 #                   its fact blanked (that run's items asked about no needle: their keys are lowercase words)
 #   niah-embedded   the classic needle at 5 depths, 16k tokens, embedded model at its own window: icl, rag, lift+icl
