@@ -351,8 +351,7 @@ class LiftConfig:
         if self.objective == "ct":  # no distillation items
             for name in ("distill_prompts", "distill_answer_tokens", "distill_retention", "distill_views",
                          "distill_loss", "distill_questions", "distill_question_check", "distill_kinds",
-                         "prefix_refresh", "distill_cloze",
-                         "distill_blanks"):
+                         "prefix_refresh", "distill_cloze", "distill_blanks"):
                 out.pop(name, None)
         if not self.distill_cloze:  # no clozes to blank
             out.pop("distill_blanks", None)

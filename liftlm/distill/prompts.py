@@ -243,8 +243,7 @@ def written_questions(reply: str, sentence: str, n: int, seen: set[str] | None =
     for line in reply.splitlines():
         q = _LIST_MARK.sub("", line).strip().strip('"\u201c\u201d').strip()
         key = " ".join(re.findall(r"\w+", q.lower()))
-        named = any(x in q.lower() for x in names)
-        about = (named or bool(_content(q) & words)) if check == "words" or not names else named
+        about = any(x in q.lower() for x in names) or ((check == "words" or not names) and _content(q) & words)
         if not q.endswith("?") or not 3 <= len(q.split()) <= 30 or key in seen or not about:
             continue
         seen.add(key)
