@@ -58,11 +58,19 @@ ATTENTION_SHARE = 0.17
 CT_PROMPT = 18  # tokens of a contextualized sample besides the context and the segment (instruction, cues)
 # Per model, by matmul weights W (log-interpolated between the two, the nearer one outside): (W, share of the probe
 # the teacher reaches, the student's one sample a step, share of the teacher's answers kept, written questions kept
-# per one asked, the student's speed-up with batches of 8: wider products, measured on the same tokens).
+# per one asked, the student's speed-up with batches of 8: wider products, measured on the same tokens; the share of
+# the time that does not shrink when the probe reads faster than at calibration, on a CPU).
+# The last: a small model's products are too narrow to keep up with the probe's 1024-wide ones, so its time is
+# mostly dispatch (the small ops between products). SmolLM2-135M reached about the same speed at probes of 151 to 195
+# GFLOP/s (cost-curve-embedded*), and at a probe of 444 its RULER run at 32k tokens (eval/ruler-embedded-32k) took
+# 2.0× (teacher) and 2.2× (student, per item) the time the probe-scaled shares gave: 0.8 of it fixed. Qwen 1.5B's
+# runs at probes of 327-331 took no longer than its shares at 189 scaled by the probe gave (cost-qwen1.5b-batch,
+# cost-curve-qwen1.5b: estimates 6-29 % over): none fixed.
 CALIBRATION = (
-    (134_479_872, 0.501, 0.392, 49 / 119, 21 / 68, 0.49 / 0.33),  # SmolLM2-135M (cost-embedded, -levers)
-    (1_543_569_408, 0.617, 0.563, 112 / 144, 42 / 70, 0.607 / 0.509),  # Qwen2.5-Coder-1.5B (cost-qwen1.5b, -batch)
+    (134_479_872, 0.501, 0.392, 49 / 119, 21 / 68, 0.49 / 0.33, 0.8),  # SmolLM2-135M (cost-embedded, -levers)
+    (1_543_569_408, 0.617, 0.563, 112 / 144, 42 / 70, 0.607 / 0.509, 0.0),  # Qwen2.5-Coder-1.5B (cost-qwen1.5b, -batch)
 )
+CALIBRATION_PROBE = 190.0  # GFLOP/s: the probe of both calibration runs (189.8 and 189.2)
 BATCH_MEASURED = 8  # the batch the speed-up was measured at; smaller batches get a linear share of it, larger none more
 # On a GPU a call costs about the same at any of liftlm's widths (Python and kernel launches, not arithmetic), so
 # each phase takes at least its sequential calls at this latency per layer of the model, measured on one H100
@@ -98,11 +106,12 @@ def attention_width(model) -> int:
 
 @functools.cache
 def machine_gflops(device: str = "cpu", dtype: str | None = None) -> float:
-    """The matmul probe's GFLOP/s on ``device`` in ``dtype`` (a torch dtype's name), a short probe (~0.2 s) run
-    once per process."""
+    """The matmul probe's GFLOP/s on ``device`` in ``dtype`` (a torch dtype's name), run once per process (~1 s):
+    the best of 3 rounds of 0.3 s, as ``liftlm bench cost`` probes the machine, whose runs calibrated the shares. A
+    shorter probe (0.05 s, best of 2) read 444 GFLOP/s before a run whose speed matched a probe of ~200."""
     import torch
 
-    return matmul_probe(device, getattr(torch, dtype) if dtype else None, seconds=0.05, rounds=2)["gflops"]
+    return matmul_probe(device, getattr(torch, dtype) if dtype else None, seconds=0.3, rounds=3)["gflops"]
 
 
 @dataclass
@@ -167,7 +176,7 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
     from .distill.teacher import TeacherShape
 
     shape = shape or TeacherShape()
-    teacher_eff, student_eff, kept_share, written_rate, batch_gain = _calibrated(weights)
+    teacher_eff, student_eff, kept_share, written_rate, batch_gain, fixed = _calibrated(weights)
     if cfg.objective != "ct" and cfg.resolved_batch_size > 1:  # the distillation student's samples in batches
         student_eff *= 1 + (batch_gain - 1) * min(cfg.resolved_batch_size - 1, BATCH_MEASURED - 1) / (BATCH_MEASURED - 1)
     spans = segment_spans(n_tokens, cfg.segment_length, cfg.effective_stride)
@@ -191,7 +200,7 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
     if ct_epochs:
         _ct(out, cfg, window, ct_epochs)
         out.student_steps += ct_epochs * out.chunks
-    rate = gflops * 1e9
+    rate = cpu_rate(gflops, fixed) * 1e9 if device == "cpu" else gflops * 1e9
     if out.teacher == "runs":
         out.teacher_s = 2 * weights * out.teacher_tokens / (rate * teacher_eff)
     backward = 2 * cfg.backward_share
@@ -203,6 +212,12 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
         out.teacher_s = max(out.teacher_s, out.teacher_calls * layers * GPU_CALL_S_PER_LAYER)
         out.student_s = max(out.student_s, out.student_steps * layers * GPU_STEP_S_PER_LAYER)
     return out
+
+
+def cpu_rate(gflops: float, fixed: float) -> float:
+    """The probe's GFLOP/s as the shares are to be applied to it on a CPU: the ``fixed`` share of the calibrated time
+    stays at ``CALIBRATION_PROBE``'s speed, the rest follows the probe (the same at the calibration's probe)."""
+    return 1 / (fixed / CALIBRATION_PROBE + (1 - fixed) / max(gflops, 1e-9))
 
 
 def _teacher_calls(out: Estimate, cfg: LiftConfig, shape) -> int:

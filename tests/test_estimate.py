@@ -205,6 +205,32 @@ def test_the_estimate_reproduces_the_wide_window_run():
     assert per_sample[8] == pytest.approx(3.3, rel=0.15)
 
 
+def test_a_small_models_time_does_not_follow_a_fast_probe():
+    """The RULER run at 32k tokens (embedded model, window 8192, batches of 8) after a probe of 444 GFLOP/s took the
+    teacher 778 s and the student 5,428 s for 1,014 items (the haystack's fact sentences: 381 at 32k tokens, as
+    cost-curve-embedded-32k counted them): the small model ran at the speed of a probe of ~200. Its
+    fixed share (0.8 of the calibrated time) gives the teacher within 15 % and the student's time an item within
+    15 %; Qwen 1.5B's time follows the probe (its runs at 331 took no longer than the probe-scaled estimate), and on
+    a GPU no share is fixed."""
+    from liftlm.estimate import CALIBRATION_PROBE, cpu_rate
+
+    run = json.loads((RESULTS / "eval" / "ruler-embedded-32k" / "run.json").read_text())
+    assert run["window"] == 8192 and run["config"]["batch_size"] == 8
+    guess = estimate(32_000, LiftConfig.from_dict(run["config"]), 134_479_872, 444.0, 8192, chat_before=24,
+                     chat_after=6, attention=30 * 9 * 64, sentences=381)
+    assert guess.teacher_s == pytest.approx(778, rel=0.15)
+    assert guess.student_s / guess.items == pytest.approx(5428 / 1014, rel=0.15)
+    assert cpu_rate(CALIBRATION_PROBE, 0.8) == pytest.approx(CALIBRATION_PROBE)
+    assert cpu_rate(2 * CALIBRATION_PROBE, 0.8) == pytest.approx(CALIBRATION_PROBE / 0.9)
+    assert cpu_rate(444.0, 0.0) == pytest.approx(444.0)
+    qwen = [estimate(2000, LiftConfig(), 1_543_569_408, g, 512).total_s for g in (190.0, 380.0)]
+    assert qwen[1] == pytest.approx(qwen[0] / 2)
+    small = [estimate(2000, LiftConfig(), 134_479_872, g, 512).total_s for g in (190.0, 380.0)]
+    assert small[1] == pytest.approx(small[0] * 0.9)
+    gpu = [estimate(2000, LiftConfig(), 134_479_872, g, 512, device="cuda").total_s for g in (10**5, 2 * 10**5)]
+    assert gpu[1] == pytest.approx(gpu[0] / 2)
+
+
 def test_on_a_gpu_each_phase_takes_at_least_its_calls():
     """On a GPU a call costs about the same at any width: the estimate counts the teacher's calls in its shape and the
     student's steps, at the latency per layer measured on one H100 (cost-h100), and reproduces that run's rows."""
