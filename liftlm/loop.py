@@ -55,6 +55,7 @@ class TrainResult:
     seconds: float = 0.0
     tokens: int = 0  # tokens run forward and backward
     prefix_tokens: int = 0  # tokens run forward only, without gradients (cached prefixes: keys/values reused)
+    pad_tokens: int = 0  # pads run forward and backward beside a batch's shorter rows (not in ``tokens``)
     steps: int = 0
     peak_memory_gib: float | None = None  # the training's peak memory (``liftlm.memory``; None: not measured)
     peak_memory_since: str = "phase"  # "process": a CPU whose peak cannot be reset (the process's whole life)

@@ -125,18 +125,28 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
 
     prefix_of = [tuple(s.shared_prefix) if isinstance(s, SoftSample) and s.shared_prefix else None
                  for s in everything]
-    plan = batch_plan(epoch_plan(n_segments, len(qa_samples), cfg), prefix_of, cfg.resolved_batch_size)
+    lengths = [len(s.input_ids) for s in everything] if cfg.group_by_length else None
+    plan = batch_plan(epoch_plan(n_segments, len(qa_samples), cfg), prefix_of, cfg.resolved_batch_size, lengths)
     optimize(model, plan, compute, cfg, result, progress, desc, on_epoch, on_step, checkpoints,
              on_save=soft_loss.forget)
     result.prefix_tokens += soft_loss.prefix_tokens  # the shared prefixes run forward only
+    result.pad_tokens += soft_loss.pad_tokens
     return result
 
 
-def batch_plan(plan: list[list[int]], prefix_of: list, size: int) -> list[list[list[int]]]:
+LENGTH_RUN = 8  # with lengths, batches whose samples are sorted together (``batch_plan``)
+
+
+def batch_plan(plan: list[list[int]], prefix_of: list, size: int,
+               lengths: list[int] | None = None) -> list[list[list[int]]]:
     """``plan``'s epochs as mini-batches: samples that share a prefix (``prefix_of[i]``, None for a sample that
     shares none: it trains alone) are batched ``size`` at a time, in the epoch's order (a batch takes its place
     where its last sample was; a prefix's last batch, smaller, where its last sample of the epoch was: the items
-    of one chunk, in view ``lift+chunk``, train where they fall, not all at the epoch's end)."""
+    of one chunk, in view ``lift+chunk``, train where they fall, not all at the epoch's end).
+    With ``lengths`` (a sample's tokens; ``--group-by-length``), a prefix's samples are gathered ``LENGTH_RUN``
+    batches' worth at a time in the epoch's order, sorted by length (ties in that order) and cut into batches
+    there, shortest first: a batch's rows are then about as long, and fewer pads run beside them."""
+    run = size * (LENGTH_RUN if lengths is not None else 1)
     out = []
     for epoch in plan:
         batches, pending = [], {}
@@ -148,8 +158,11 @@ def batch_plan(plan: list[list[int]], prefix_of: list, size: int) -> list[list[l
             group = pending.setdefault(prefix_of[i], [])
             group.append(i)
             left[prefix_of[i]] -= 1
-            if len(group) == size or not left[prefix_of[i]]:
-                batches.append(pending.pop(prefix_of[i]))
+            if len(group) == run or not left[prefix_of[i]]:
+                group = pending.pop(prefix_of[i])
+                if lengths is not None:
+                    group.sort(key=lambda j: lengths[j])
+                batches.extend(group[k:k + size] for k in range(0, len(group), size))
         out.append(batches)
     return out
 

@@ -429,6 +429,53 @@ def test_the_chunk_view_trains_each_chunks_items_together_where_they_fall():
     assert LiftConfig(objective="distill", distill_views="lift+chunk,lift+icl").views == ("lift+chunk", "lift+icl")
 
 
+def test_grouping_by_length_batches_rows_of_about_one_length(tiny_loaded):
+    """``--group-by-length``: a prefix's samples are sorted by length in runs of 8 batches before they are cut
+    into batches, so that fewer pads run; every sample still trains once an epoch, a batch holds one prefix, and
+    the setting enters the store key only when it is on and there are batches."""
+    import random
+
+    from liftlm.train import LENGTH_RUN, attach_adapter, batch_plan, epoch_plan, train
+
+    rng = random.Random(0)
+    prefix_of = [("view", i % 2) for i in range(100)]
+    lengths = [rng.randint(20, 65) for _ in range(100)]
+    plan = epoch_plan(0, 100, LiftConfig(objective="distill", epochs=2, seed=1))
+
+    def pads(batched):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for e in batched for b in e)
+
+    plain, grouped = batch_plan(plan, prefix_of, 4), batch_plan(plan, prefix_of, 4, lengths)
+    for epoch, units in zip(plan, grouped):
+        assert sorted(i for u in units for i in u) == sorted(epoch)
+        assert all(len({prefix_of[i] for i in u}) == 1 and len(u) <= 4 for u in units)
+    first = [i for u in grouped[0][:LENGTH_RUN] for i in u]  # the first run of a prefix: shortest first
+    assert [lengths[i] for i in first] == sorted(lengths[i] for i in first)
+    assert pads(grouped) < pads(plain) / 3
+    assert batch_plan(plan, prefix_of, 4, None) == plain and batch_plan(plan, prefix_of, 1, lengths) == batch_plan(
+        plan, prefix_of, 1)
+    # the store key: only when on and batched (liftlm trained in the epoch's order before the setting existed)
+    assert "group_by_length" not in LiftConfig().key_dict()
+    assert LiftConfig(group_by_length=True).key_dict()["group_by_length"] is True
+    for unbatched in (LiftConfig(group_by_length=True, batch_size=1), LiftConfig(objective="ct", group_by_length=True)):
+        assert unbatched.key_dict() == dataclasses.replace(unbatched, group_by_length=False).key_dict()
+    # trained: fewer pads than in the epoch's order, the same tokens
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 160)
+    doc = tok.encode(TEXT * 6, add_special_tokens=False)
+    asks = [("Who painted the ferry?", "Ilsa Brandt."), ("What colour is the ferry at Varnholm?", "Ochre, painted in 1931."),
+            ("How many?", "Forty-one ships sheltered in the bay during the great storm, by the keeper's ledger."),
+            ("Where is the telescope from?", "Glasgow."), ("What stands beside the ferry?", "A brass telescope."),
+            ("When?", "1931."), ("Who kept the ledger of the ships in the bay?", "The keeper did."), ("Storm?", "Great.")]
+    samples = student_samples([_item(tok, q, a) for q, a in asks * 4], prompts, doc, ("lift",))
+    results = {}
+    for group in (False, True):
+        cfg = LiftConfig(objective="distill", epochs=1, batch_size=8, group_by_length=group, seed=2)
+        results[group] = train(attach_adapter(copy.deepcopy(model), cfg), samples, cfg, progress=False)
+    assert results[True].tokens == results[False].tokens and results[True].steps == results[False].steps == 4
+    assert results[True].pad_tokens < results[False].pad_tokens / 2
+
+
 def test_a_batch_trains_as_its_samples_one_at_a_time(tiny_loaded):
     """``--batch-size``: samples of unequal lengths that share a prefix, left-padded into one forward pass, give
     the mean of their losses one at a time, and the same gradients."""

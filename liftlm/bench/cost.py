@@ -239,6 +239,7 @@ def measure(loaded, recipe: Recipe, text: str, doc_ids: list[int], n_weights: in
     student = _phase(student_s, result.tokens, per_token, probe_gflops, trained.samples + trained.qa_samples)
     # cached prefixes run forward only: their FLOPs count, not their tokens
     student["prefix_tokens"] = result.prefix_tokens
+    student["pad_tokens"] = result.pad_tokens  # run beside the tokens, not counted in them nor in the GFLOP/s
     flops = result.tokens * per_token + result.prefix_tokens * 2 * n_weights
     student["gflops"] = round(flops / student_s / 1e9, 1) if student_s > 0 else 0.0
     student["ceiling_fraction"] = round(student["gflops"] / probe_gflops, 3) if probe_gflops else None
