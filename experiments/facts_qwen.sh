@@ -63,6 +63,9 @@
 #    not only if it names one of its names (on LooGLE's Picardo document the teacher's "Where can you find the
 #    book?" was dropped for not naming "Spain"): do the facts hold with more, vaguer written questions? (a new
 #    teacher: ~1 h a document here)
+# 22. (grouped, only when asked for by name; issue 27) the default recipe with --group-by-length: the student's
+#    samples sorted by length in runs of 8 batches, so fewer pads run (the teacher's items cached: the student
+#    and the answers, ~30 min a document here): do the facts hold with batches in that order?
 # Writes experiments/results/facts-qwen1.5b/<objective>/ (predictions.jsonl, summary.md, summary.png, run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -203,6 +206,10 @@ for seed in 0 1; do  # items v5: doc 1 (data seed 0), then doc 2 (seed 1)
   if [[ $only == words ]]; then
     "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --distill-question-check words \
       --out "$OUT/${name}words"
+  fi
+  if [[ $only == grouped ]]; then
+    "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --group-by-length \
+      --out "$OUT/${name}grouped"
   fi
   if [[ $only == batch32 ]]; then
     "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --objective distill --batch-size 8 \

@@ -35,12 +35,15 @@
 #                   dropped by the default check): a new teacher, ~2.5 h here
 #   loogle-qwen-8k-doc1-cloze  the first document with --distill-cloze (every fact-bearing sentence also asked
 #                   once with its fact blanked): a new teacher, ~2.5 h here
+#   cost-grouped-embedded  issue 27's cost bench, default against --group-by-length (the student's batches of
+#                   about one length: fewer pads), embedded model, 2k facts document (~2.5 min; results committed)
+#   cost-grouped-qwen  the same on Qwen 1.5B (~40 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
 QWEN=${QWEN:-${LIFTLM_HOME:-$HOME/.cache/liftlm}/gguf/qwen2.5-coder-1.5b-instruct.gguf}
 OUT=experiments/results
-stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1, loogle-qwen-8k-doc1-chunk, loogle-qwen-8k-doc1-words, loogle-qwen-8k-doc1-cloze"}
+stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1, loogle-qwen-8k-doc1-chunk, loogle-qwen-8k-doc1-words, loogle-qwen-8k-doc1-cloze, cost-grouped-embedded, cost-grouped-qwen"}
 case $stage in
   curve-embedded)
     "$LIFTLM" bench cost --tokens 2k,4k,8k,16k,32k --window 512 --out "$OUT/cost-curve-embedded" ;;
@@ -80,6 +83,12 @@ case $stage in
     "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
       --max-doc-tokens 8000 --documents 1 --window 2048 --methods icl,rag,lift+icl,lift+rag \
       --distill-cloze --out "$OUT/eval/loogle-longdep-qwen1.5b-8k-cloze" ;;
+  cost-grouped-embedded)
+    "$LIFTLM" bench cost --tokens 2k --facts 10 --data-seed 0 --window 512 --recipe default= \
+      --recipe 'grouped=--group-by-length' --out "$OUT/cost-embedded-grouped" ;;
+  cost-grouped-qwen)
+    "$LIFTLM" bench cost --model "$QWEN" --tokens 2k --facts 10 --data-seed 0 --window 512 --recipe default= \
+      --recipe 'grouped=--group-by-length' --out "$OUT/cost-qwen1.5b-grouped" ;;
   *)
     echo "long_inputs.sh: unknown stage $stage" >&2; exit 2 ;;
 esac
