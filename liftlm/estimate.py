@@ -72,6 +72,8 @@ CALIBRATION = (
 )
 CALIBRATION_PROBE = 190.0  # GFLOP/s: the probe of both calibration runs (189.8 and 189.2)
 BATCH_MEASURED = 8  # the batch the speed-up was measured at; smaller batches get a linear share of it, larger none more
+GROUPED_GAIN = 53.21 / 46.69  # --group-by-length: the student's speed-up with batches of about one length (fewer
+#                              pads), batches of 8, embedded model (cost-embedded-grouped)
 # On a GPU a call costs about the same at any of liftlm's widths (Python and kernel launches, not arithmetic), so
 # each phase takes at least its sequential calls at this latency per layer of the model, measured on one H100
 # (cost-h100): the teacher's 244 calls in 26.7 s with 30 layers; the student's steps 0.25-0.39 s with 28-30 layers,
@@ -179,6 +181,8 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
     teacher_eff, student_eff, kept_share, written_rate, batch_gain, fixed = _calibrated(weights)
     if cfg.objective != "ct" and cfg.resolved_batch_size > 1:  # the distillation student's samples in batches
         student_eff *= 1 + (batch_gain - 1) * min(cfg.resolved_batch_size - 1, BATCH_MEASURED - 1) / (BATCH_MEASURED - 1)
+        if cfg.group_by_length:
+            student_eff *= GROUPED_GAIN
     spans = segment_spans(n_tokens, cfg.segment_length, cfg.effective_stride)
     out = Estimate(n_tokens, gflops, 0.0, 0.0, "none" if cfg.objective == "ct" else "runs" if teacher else "cached",
                    chunks=len(spans))
