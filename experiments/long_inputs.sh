@@ -38,6 +38,9 @@
 #   cost-grouped-embedded  issue 27's cost bench, default against --group-by-length (the student's batches of
 #                   about one length: fewer pads), embedded model, 2k facts document (~2.5 min; results committed)
 #   cost-grouped-qwen  the same on Qwen 1.5B (~40 min)
+#   cost-packed-embedded  the student's batches padded (one row a sample, --no-pack-batches) against packed (the
+#                   default since packing landed), embedded model, 2k facts document (~3 min)
+#   cost-packed-qwen  the same on Qwen 1.5B (~35 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
@@ -89,6 +92,12 @@ case $stage in
   cost-grouped-qwen)
     "$LIFTLM" bench cost --model "$QWEN" --tokens 2k --facts 10 --data-seed 0 --window 512 --recipe default= \
       --recipe 'grouped=--group-by-length' --out "$OUT/cost-qwen1.5b-grouped" ;;
+  cost-packed-embedded)
+    "$LIFTLM" bench cost --tokens 2k --facts 10 --data-seed 0 --window 512 --recipe 'padded=--no-pack-batches' \
+      --recipe default= --out "$OUT/cost-embedded-packed" ;;
+  cost-packed-qwen)
+    "$LIFTLM" bench cost --model "$QWEN" --tokens 2k --facts 10 --data-seed 0 --window 512 \
+      --recipe 'padded=--no-pack-batches' --recipe default= --out "$OUT/cost-qwen1.5b-packed" ;;
   *)
     echo "long_inputs.sh: unknown stage $stage" >&2; exit 2 ;;
 esac

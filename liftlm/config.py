@@ -137,7 +137,7 @@ class LiftConfig:
     warmup_ratio: float = _f(0.0, "fraction of optimizer steps spent warming up linearly")
     weight_decay: float = _f(1e-4, "AdamW weight decay")
     batch_size: int | None = _f(None, "distillation samples per forward pass and optimizer step (samples that "
-                                      "share a prefix are batched, left-padded; the batch's loss is its samples' "
+                                      "share a prefix are batched (see --pack-batches); the batch's loss is its samples' "
                                       "mean); default: 8 for --objective distill, 1 for ct+distill")
     group_by_length: bool = _f(False, "batch a prefix's distillation samples by length: each run of 8 batches' "
                                       "samples (in the epoch's order) sorted by length before it is cut into "
@@ -146,6 +146,11 @@ class LiftConfig:
                                       "pads per token of their own). Off: on Qwen 1.5B's facts documents it was "
                                       "1.07x faster but recalled less (16 of 20 facts in lift+icl against 19, two "
                                       "controls lost): a batch of one length is a batch of one kind of item")
+    pack_batches: bool = _f(True, "pack a batch's distillation samples end to end into a few rows, each seeing "
+                                  "only the shared prefix and itself, and project only the answer positions onto "
+                                  "the vocabulary (the same losses as one padded row a sample, up to rounding; "
+                                  "Llama, Mistral, Qwen 2/3 and SmolLM3 models; others are always padded). "
+                                  "--no-pack-batches pads each sample's row to the longest", key=False)
     prefix_refresh: int | None = _f(None, "distillation samples that reuse one computation of their shared "
                                           "prefix's keys/values (the head+tail view) before it is computed again "
                                           "with the current adapter; default: one per 64 tokens of the prefix, at "

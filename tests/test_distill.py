@@ -470,7 +470,8 @@ def test_grouping_by_length_batches_rows_of_about_one_length(tiny_loaded):
     samples = student_samples([_item(tok, q, a) for q, a in asks * 4], prompts, doc, ("lift",))
     results = {}
     for group in (False, True):
-        cfg = LiftConfig(objective="distill", epochs=1, batch_size=8, group_by_length=group, seed=2)
+        cfg = LiftConfig(objective="distill", epochs=1, batch_size=8, group_by_length=group, seed=2,
+                         pack_batches=False)  # one row a sample: the pads grouping saves
         results[group] = train(attach_adapter(copy.deepcopy(model), cfg), samples, cfg, progress=False)
     assert results[True].tokens == results[False].tokens and results[True].steps == results[False].steps == 4
     assert results[True].pad_tokens < results[False].pad_tokens / 2
@@ -504,6 +505,87 @@ def test_a_batch_trains_as_its_samples_one_at_a_time(tiny_loaded):
         assert together.pad_tokens == sum(max(len(samples[k].input_ids) for k in batch) - len(samples[k].input_ids)
                                           for k in batch)
     model.zero_grad()
+
+
+@pytest.mark.parametrize("layout", ["padded", "chosen", "one row", "two rows"])
+def test_a_packed_batch_trains_as_its_samples_one_at_a_time(tiny_loaded, monkeypatch, layout):
+    """``--pack-batches``: samples packed end to end into rows, each seeing the prefix and itself only, give the
+    losses and gradients of one sample at a time, in any layout of the rows (one for all, two, or what
+    ``packed_rows`` chooses); ``--no-pack-batches`` pads one row a sample."""
+    from liftlm.distill import student
+
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 160)
+    doc = tok.encode(TEXT * 6, add_special_tokens=False)
+    items = [_item(tok), _item(tok, "What colour is the ferry?", "Ochre."),
+             _item(tok, "How many ships sheltered in the bay during the storm?", "Forty-one ships did."),
+             _item(tok, "Where is the telescope from?", "From Glasgow, brass.")]
+    samples = student_samples(items, prompts, doc, ("lift+icl", "lift"))
+    layouts = {"one row": lambda lengths, *_: [list(range(len(lengths)))],
+               "two rows": lambda lengths, *_: [[0, 3], [1, 2]]}
+    if layout in layouts:
+        monkeypatch.setattr(student, "packed_rows", layouts[layout])
+    weight = model.model.layers[0].mlp.up_proj.weight
+    for view in ("lift", "lift+icl"):
+        batch = [k for k, s in enumerate(samples) if s.view == view]
+        one = SoftLoss(model, samples)
+        model.zero_grad()
+        singles = [one([k])[0] for k in batch]
+        torch.stack(singles).mean().backward()
+        expected_grad = weight.grad.clone()
+        model.zero_grad()
+        together = SoftLoss(model, samples, pack=layout != "padded")
+        assert (together.head is None) == (layout == "padded")
+        loss, tokens = together(batch)
+        loss.backward()
+        torch.testing.assert_close(loss, torch.stack(singles).mean(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(weight.grad, expected_grad, atol=1e-5, rtol=1e-4)
+        assert tokens == sum(len(samples[k].input_ids) for k in batch)
+        lengths = [len(samples[k].input_ids) for k in batch]
+        if layout == "one row":
+            assert together.pad_tokens == 0
+        elif layout == "two rows":
+            assert together.pad_tokens == 2 * max(lengths[0] + lengths[3], lengths[1] + lengths[2]) - sum(lengths)
+    model.zero_grad()
+
+
+def test_packed_rows_take_every_sample_once_and_weigh_pads_against_attention():
+    """``packed_rows``: every sample in one row; with attention free, one row (no pads); with attention dear, one
+    sample a row; between, rows of about one length, never dearer than one sample a row."""
+    import random
+
+    from liftlm.distill.student import packed_rows
+
+    rng = random.Random(3)
+    lengths = [rng.randint(55, 95) for _ in range(8)]
+
+    def cost(rows, prefix, per_key):
+        width = max(sum(lengths[j] for j in row) for row in rows)
+        return len(rows) * width * (1 + per_key * (prefix + width))
+
+    for prefix, per_key in ((25, 0.0), (480, 1.3e-4), (480, 6.5e-4), (25, 6.5e-4), (480, 1.0)):
+        rows = packed_rows(lengths, prefix, per_key)
+        assert sorted(j for row in rows for j in row) == list(range(8))
+        assert cost(rows, prefix, per_key) <= cost([[j] for j in range(8)], prefix, per_key)
+    assert packed_rows(lengths, 25, 0.0) == [list(range(8))]
+    assert len(packed_rows(lengths, 480, 1.0)) == 8
+    rows = packed_rows(lengths, 480, 1.3e-4)  # Qwen 1.5B after a 480-token view: fewer pads than 8 padded rows
+    width = max(sum(lengths[j] for j in row) for row in rows)
+    assert len(rows) * width - sum(lengths) < 8 * max(lengths) - sum(lengths)
+
+
+def test_only_a_plain_output_head_is_packed(tiny_loaded):
+    """A model whose logits are its output embedding over the decoder's last state (Llama, Qwen, ...) packs its
+    batches; another family (a soft-capped or scaled head) keeps one padded row a sample."""
+    from types import SimpleNamespace
+
+    from liftlm.distill.student import logit_head
+
+    body, head = logit_head(tiny_loaded.model)
+    assert body is tiny_loaded.model.model and head is tiny_loaded.model.lm_head
+    assert logit_head(SimpleNamespace(config=SimpleNamespace(model_type="gemma2"))) is None
+    assert SoftLoss(SimpleNamespace(config=SimpleNamespace(model_type="gemma2"), parameters=lambda: iter(
+        [torch.zeros(1)])), []).head is None
 
 
 def test_each_documents_samples_are_trained_after_their_own_prefix(tiny_loaded):

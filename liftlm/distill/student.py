@@ -22,6 +22,10 @@ from .prompts import DistillItem
 PREFIX_REFRESH = 8  # samples that reuse one computation of a shared prefix's keys/values, at least
 PREFIX_TOKENS_PER_REUSE = 64  # ... and one more per this many tokens of the prefix (see ``refresh_after``)
 PREFIXES_HELD = 4  # shared prefixes whose keys/values are kept at once (a document has two: one per view)
+# Model families whose logits are the output embedding applied to the decoder's last hidden state, nothing after
+# (no soft-capping, no scaling): their batches are packed (``packed_rows``) and only the answer positions projected.
+PLAIN_HEAD_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
+ATTENTION_COST = 2.0  # a query-key FLOP of attention against a FLOP of the linear layers (CPU kernels, profiled)
 
 
 @dataclass
@@ -104,16 +108,19 @@ class SoftLoss:
     The prefix's keys/values are computed without gradients (``prefix_cache``) and reused for
     ``refresh_after(len(prefix), refresh)`` samples in a row, then computed again with the current adapter; each prefix a document's
     samples use (the chat turn's start for ``lift``, the head+tail view for ``lift+icl``; other documents' in
-    pre-LIFT SFT) keeps its own. A batch's rows are left-padded to the longest (the pads masked out, positions
-    counted without them) so that every row's answer ends at the last position and one ``logits_to_keep`` covers
-    them all; the prefix's keys/values are broadcast over the rows. The batch's loss is the mean of its samples'
-    losses, as ``grad_accum`` would weigh them one at a time.
+    pre-LIFT SFT) keeps its own. A batch's samples are packed end to end into a few rows (``packed_rows``), each
+    attending to the prefix and to itself only, and only their answer positions are projected onto the vocabulary
+    (``_packed``); for a model outside ``PLAIN_HEAD_TYPES``, one sample a row, left-padded to the longest, so that
+    every row's answer ends at the last position and one ``logits_to_keep`` covers them all (``_padded``). The
+    prefix's keys/values are broadcast over the rows. The batch's loss is the mean of its samples' losses, as
+    ``grad_accum`` would weigh them one at a time.
     ``loss``: ``"kl"`` (``soft_loss``, distillation) or ``"ce"`` (``hard_loss``); ``refresh``: ``--prefix-refresh``
-    (None: by the prefix's length). ``prefix_tokens``: the tokens
+    (None: by the prefix's length); ``pack``: ``--pack-batches``. ``prefix_tokens``: the tokens
     run forward (only) to compute shared prefixes so far (the trainer adds them to ``TrainResult.prefix_tokens``);
     ``pad_tokens``: the pads run forward and backward beside the samples' own tokens."""
 
-    def __init__(self, model, samples: list[SoftSample], loss: str = "kl", refresh: int | None = None):
+    def __init__(self, model, samples: list[SoftSample], loss: str = "kl", refresh: int | None = None,
+                 pack: bool = True):
         self.model = model
         self.refresh = refresh
         self.loss = {"kl": soft_loss, "ce": hard_loss}[loss]
@@ -126,6 +133,8 @@ class SoftLoss:
         self.prefixes: dict[tuple[int, ...], list] = {}  # prefix -> [its keys/values, samples since computed]
         self.prefix_tokens = 0
         self.pad_tokens = 0
+        self.head = logit_head(model) if pack else None  # (decoder, output embedding): packed; None: padded
+        self.key_cost = key_cost(model, self.head[0]) if self.head else 0.0
 
     def forget(self) -> None:
         """Drop the prefixes' keys/values: the next samples compute them afresh (after a checkpoint, so that a run
@@ -145,18 +154,29 @@ class SoftLoss:
         held[1] += n
         return held[0]
 
+
     def __call__(self, batch: list[int]) -> tuple[torch.Tensor, int]:
         """The mean loss of samples ``batch`` (one shared prefix, or none for a batch of one) and the tokens run
         forward and backward (the samples' own, pads not counted)."""
         samples = [self.samples[i] for i in batch]
+        lengths = [len(s.input_ids) for s in samples]
+        if samples[0].shared_prefix is None and len(batch) > 1:
+            raise ValueError("samples without a shared prefix train one at a time")
+        if len(batch) > 1 and self.head is not None:
+            answers = self._packed(batch, samples)
+        else:
+            answers = self._padded(batch, samples)
+        losses = [self.loss(logits, *self.targets[i]) for i, logits in zip(batch, answers)]
+        return torch.stack(losses).mean(), sum(lengths)
+
+    def _padded(self, batch: list[int], samples: list[SoftSample]) -> list[torch.Tensor]:
+        """Each sample's logits at its answer positions ([n, V]), its row left-padded to the longest."""
         rows = [s.input_ids for s in samples]
         width, b = max(len(r) for r in rows), len(rows)
         keep = max(s.n_loss_tokens for s in samples) + 1  # the positions whose logits predict an answer token
         ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], device=self.device)  # [B, W]
         self.pad_tokens += b * width - sum(len(r) for r in rows)
         if samples[0].shared_prefix is None:
-            if b > 1:
-                raise ValueError("samples without a shared prefix train one at a time")
             logits = self.model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
         else:
             prefix = self.prefix_keys[batch[0]]
@@ -171,8 +191,92 @@ class SoftLoss:
             cache = as_cache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv])
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                 use_cache=True, logits_to_keep=keep, **{cache_kwarg(self.model): cache}).logits
-        losses = []
-        for r, (i, s) in enumerate(zip(batch, samples)):
-            n = s.n_loss_tokens
-            losses.append(self.loss(logits[r, keep - 1 - n : keep - 1], *self.targets[i]))
-        return torch.stack(losses).mean(), sum(len(r) for r in rows)
+        return [logits[r, keep - 1 - s.n_loss_tokens : keep - 1] for r, s in enumerate(samples)]
+
+    def _packed(self, batch: list[int], samples: list[SoftSample]) -> list[torch.Tensor]:
+        """Each sample's logits at its answer positions ([n, V]), the samples packed end to end into the rows
+        ``packed_rows`` chooses: each attends to the shared prefix and to its own tokens only (a block-diagonal
+        causal mask), its positions continue the prefix's, and only the answer positions are projected onto the
+        vocabulary. The same logits as ``_padded`` gives, up to rounding."""
+        prefix = self.prefix_keys[batch[0]]
+        kv = self._prefix(prefix, len(batch))
+        p, lengths = len(prefix), [len(s.input_ids) for s in samples]
+        rows = packed_rows(lengths, p, self.key_cost)
+        width = max(sum(lengths[j] for j in row) for row in rows)
+        self.pad_tokens += len(rows) * width - sum(lengths)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        positions = torch.full((len(rows), width), p, dtype=torch.long)  # pads: anywhere, unread
+        allowed = torch.zeros(len(rows), width, p + width, dtype=torch.bool)
+        allowed[:, :, :p] = True  # every token sees the prefix (pads too: no query row is left without a key)
+        at: list[tuple[int, int]] = [(0, 0)] * len(samples)  # per sample: its row and first column
+        for r, row in enumerate(rows):
+            start = 0
+            for j in row:
+                n = lengths[j]
+                ids[r, start:start + n] = torch.tensor(samples[j].input_ids)
+                positions[r, start:start + n] = torch.arange(p, p + n)
+                allowed[r, start:start + n, p + start:p + start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+                at[j] = (r, start)
+                start += n
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        cache = as_cache([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in kv])
+        body, head = self.head
+        hidden = body(input_ids=ids.to(self.device), attention_mask=mask[:, None].to(self.device),
+                      position_ids=positions.to(self.device), use_cache=True,
+                      **{cache_kwarg(body): cache}).last_hidden_state  # [rows, W, d]
+        # the positions whose hidden states predict each sample's answer tokens, all projected at once
+        where = [(at[j][0], at[j][1] + lengths[j] - 1 - s.n_loss_tokens, s.n_loss_tokens) for j, s in enumerate(samples)]
+        row_index = torch.cat([torch.full((n,), r) for r, _, n in where]).to(self.device)
+        column_index = torch.cat([torch.arange(c, c + n) for _, c, n in where]).to(self.device)
+        logits = head(hidden[row_index, column_index])  # [sum of n, V]
+        return list(logits.split([n for _, _, n in where]))
+
+
+def logit_head(model):
+    """The decoder and the output embedding of ``model`` (PEFT-wrapped or not) when its logits are nothing but
+    that embedding applied to the decoder's last hidden state (``PLAIN_HEAD_TYPES``), else None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(getattr(base, "config", None), "model_type", None) not in PLAIN_HEAD_TYPES:
+        return None
+    try:
+        body, head = base.get_decoder(), base.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if body is None or head is None or not hasattr(body, "layers"):
+        return None
+    return body, head
+
+
+def key_cost(model, body) -> float:
+    """What one query-key pair of attention costs, against a token through the linear layers of one decoder layer:
+    ``ATTENTION_COST`` × 4·(heads × head dim) FLOPs (scores and weighted values, forward) over 2 × the layer's
+    parameters. SmolLM2-135M: ~6.5e-4; Qwen2.5 1.5B: ~1.3e-4."""
+    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    heads = getattr(config, "num_attention_heads", 1)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    params = sum(p.numel() for p in body.layers[0].parameters())
+    return ATTENTION_COST * 4 * heads * head_dim / (2 * params)
+
+
+def packed_rows(lengths: list[int], prefix: int, cost_of_a_key: float) -> list[list[int]]:
+    """Samples of ``lengths`` (after a shared prefix of ``prefix`` tokens) packed into rows: for each number of
+    rows, the longest sample first into the shortest row so far; of these, the layout whose
+    rows × width × (1 + ``cost_of_a_key`` × (prefix + width)) is least (attention under a mask computes every
+    query-key pair of a row). One row has no pads but
+    its tokens each attend to more keys; one sample a row pads every row to the longest: a long shared prefix, or a
+    cheap attention, favours fewer rows."""
+    order = sorted(range(len(lengths)), key=lambda j: -lengths[j])
+    best, best_cost = [[j] for j in range(len(lengths))], float("inf")
+    for n_rows in range(1, len(lengths) + 1):
+        rows: list[list[int]] = [[] for _ in range(n_rows)]
+        filled = [0] * n_rows
+        for j in order:
+            r = filled.index(min(filled))
+            rows[r].append(j)
+            filled[r] += lengths[j]
+        width = max(filled)
+        cost = n_rows * width * (1 + cost_of_a_key * (prefix + width))  # a masked attention computes every pair
+        if cost < best_cost:
+            best, best_cost = [sorted(row) for row in rows if row], cost
+    return best
