@@ -208,7 +208,7 @@ for seed in 0 1; do  # items v5: doc 1 (data seed 0), then doc 2 (seed 1)
       --out "$OUT/${name}words"
   fi
   if [[ $only == grouped ]]; then
-    "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --group-by-length \
+    "$LIFTLM" eval "${GRID[@]}" --data-seed $seed --methods lift,lift+icl --group-by-length --no-pack-batches \
       --out "$OUT/${name}grouped"
   fi
   if [[ $only == batch32 ]]; then

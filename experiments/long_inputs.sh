@@ -87,11 +87,13 @@ case $stage in
       --max-doc-tokens 8000 --documents 1 --window 2048 --methods icl,rag,lift+icl,lift+rag \
       --distill-cloze --out "$OUT/eval/loogle-longdep-qwen1.5b-8k-cloze" ;;
   cost-grouped-embedded)
-    "$LIFTLM" bench cost --tokens 2k --facts 10 --data-seed 0 --window 512 --recipe default= \
-      --recipe 'grouped=--group-by-length' --out "$OUT/cost-embedded-grouped" ;;
+    "$LIFTLM" bench cost --tokens 2k --facts 10 --data-seed 0 --window 512 \
+      --recipe 'default=--no-pack-batches' --recipe 'grouped=--group-by-length --no-pack-batches' \
+      --out "$OUT/cost-embedded-grouped" ;;  # padded rows, as the default ran then (bc74f3c)
   cost-grouped-qwen)
-    "$LIFTLM" bench cost --model "$QWEN" --tokens 2k --facts 10 --data-seed 0 --window 512 --recipe default= \
-      --recipe 'grouped=--group-by-length' --out "$OUT/cost-qwen1.5b-grouped" ;;
+    "$LIFTLM" bench cost --model "$QWEN" --tokens 2k --facts 10 --data-seed 0 --window 512 \
+      --recipe 'default=--no-pack-batches' --recipe 'grouped=--group-by-length --no-pack-batches' \
+      --out "$OUT/cost-qwen1.5b-grouped" ;;  # padded rows, as the default ran then (bc74f3c)
   cost-packed-embedded)
     "$LIFTLM" bench cost --tokens 2k --facts 10 --data-seed 0 --window 512 --recipe 'padded=--no-pack-batches' \
       --recipe default= --out "$OUT/cost-embedded-packed" ;;

@@ -139,7 +139,8 @@ class LiftConfig:
     batch_size: int | None = _f(None, "distillation samples per forward pass and optimizer step (samples that "
                                       "share a prefix are batched (see --pack-batches); the batch's loss is its samples' "
                                       "mean); default: 8 for --objective distill, 1 for ct+distill")
-    group_by_length: bool = _f(False, "batch a prefix's distillation samples by length: each run of 8 batches' "
+    group_by_length: bool = _f(False, "with --no-pack-batches, batch a prefix's distillation samples by length: "
+                                      "each run of 8 batches' "
                                       "samples (in the epoch's order) sorted by length before it is cut into "
                                       "batches, so that a batch's rows are about as long and fewer pads run (in "
                                       "the epoch's order, batches of 8 of the facts documents' items run 0.31 "
@@ -190,6 +191,9 @@ class LiftConfig:
             problems.append(f"--lora-layers must be in (0, 1] (got {self.lora_layers})")
         if self.batch_size is not None and self.batch_size < 1:
             problems.append(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.group_by_length and self.pack_batches and self.objective != "ct":
+            problems.append("--group-by-length orders padded rows: it needs --no-pack-batches (packed rows have "
+                            "few pads to save)")
         if self.teacher_batch is not None and self.teacher_batch < 1:
             problems.append(f"--teacher-batch must be at least 1 (got {self.teacher_batch})")
         if self.prefix_refresh is not None and self.prefix_refresh < 1:

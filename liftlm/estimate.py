@@ -59,16 +59,20 @@ CT_PROMPT = 18  # tokens of a contextualized sample besides the context and the 
 # Per model, by matmul weights W (log-interpolated between the two, the nearer one outside): (W, share of the probe
 # the teacher reaches, the student's one sample a step, share of the teacher's answers kept, written questions kept
 # per one asked, the student's speed-up with batches of 8: wider products, measured on the same tokens; the share of
-# the time that does not shrink when the probe reads faster than at calibration, on a CPU).
+# the time that does not shrink when the probe reads faster than at calibration, on a CPU; the student's speed-up
+# with its batches of 8 packed (``--pack-batches``, the default) against padded, on the same samples).
 # The last: a small model's products are too narrow to keep up with the probe's 1024-wide ones, so its time is
 # mostly dispatch (the small ops between products). SmolLM2-135M reached about the same speed at probes of 151 to 195
 # GFLOP/s (cost-curve-embedded*), and at a probe of 444 its RULER run at 32k tokens (eval/ruler-embedded-32k) took
 # 2.0× (teacher) and 2.2× (student, per item) the time the probe-scaled shares gave: 0.8 of it fixed. Qwen 1.5B's
 # runs at probes of 327-331 took no longer than its shares at 189 scaled by the probe gave (cost-qwen1.5b-batch,
 # cost-curve-qwen1.5b: estimates 6-29 % over): none fixed.
+QWEN_PACKED = 2520.23 / 2083.84  # the student padded / packed (cost-qwen1.5b-packed)
 CALIBRATION = (
-    (134_479_872, 0.501, 0.392, 49 / 119, 21 / 68, 0.49 / 0.33, 0.8),  # SmolLM2-135M (cost-embedded, -levers)
-    (1_543_569_408, 0.617, 0.563, 112 / 144, 42 / 70, 0.607 / 0.509, 0.0),  # Qwen2.5-Coder-1.5B (cost-qwen1.5b, -batch)
+    (134_479_872, 0.501, 0.392, 49 / 119, 21 / 68, 0.49 / 0.33, 0.8, 133.62 / 102.13),  # SmolLM2-135M (cost-embedded,
+    #                                                                                      -levers, -packed)
+    (1_543_569_408, 0.617, 0.563, 112 / 144, 42 / 70, 0.607 / 0.509, 0.0, QWEN_PACKED),  # Qwen2.5-Coder-1.5B
+    #                                                                         (cost-qwen1.5b, -batch, -packed)
 )
 CALIBRATION_PROBE = 190.0  # GFLOP/s: the probe of both calibration runs (189.8 and 189.2)
 BATCH_MEASURED = 8  # the batch the speed-up was measured at; smaller batches get a linear share of it, larger none more
@@ -178,10 +182,13 @@ def estimate(n_tokens: int, cfg: LiftConfig, weights: int, gflops: float, window
     from .distill.teacher import TeacherShape
 
     shape = shape or TeacherShape()
-    teacher_eff, student_eff, kept_share, written_rate, batch_gain, fixed = _calibrated(weights)
+    teacher_eff, student_eff, kept_share, written_rate, batch_gain, fixed, packed_gain = _calibrated(weights)
     if cfg.objective != "ct" and cfg.resolved_batch_size > 1:  # the distillation student's samples in batches
-        student_eff *= 1 + (batch_gain - 1) * min(cfg.resolved_batch_size - 1, BATCH_MEASURED - 1) / (BATCH_MEASURED - 1)
-        if cfg.group_by_length:
+        share = min(cfg.resolved_batch_size - 1, BATCH_MEASURED - 1) / (BATCH_MEASURED - 1)
+        student_eff *= 1 + (batch_gain - 1) * share
+        if cfg.pack_batches:  # no pads left to group
+            student_eff *= 1 + (packed_gain - 1) * share
+        elif cfg.group_by_length:
             student_eff *= GROUPED_GAIN
     spans = segment_spans(n_tokens, cfg.segment_length, cfg.effective_stride)
     out = Estimate(n_tokens, gflops, 0.0, 0.0, "none" if cfg.objective == "ct" else "runs" if teacher else "cached",

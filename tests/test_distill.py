@@ -456,8 +456,11 @@ def test_grouping_by_length_batches_rows_of_about_one_length(tiny_loaded):
         plan, prefix_of, 1)
     # the store key: only when on and batched (liftlm trained in the epoch's order before the setting existed)
     assert "group_by_length" not in LiftConfig().key_dict()
-    assert LiftConfig(group_by_length=True).key_dict()["group_by_length"] is True
-    for unbatched in (LiftConfig(group_by_length=True, batch_size=1), LiftConfig(objective="ct", group_by_length=True)):
+    assert LiftConfig(group_by_length=True, pack_batches=False).key_dict()["group_by_length"] is True
+    with pytest.raises(LiftError, match="--no-pack-batches"):  # packed rows: nothing to group
+        LiftConfig(group_by_length=True)
+    for unbatched in (LiftConfig(group_by_length=True, batch_size=1, pack_batches=False),
+                      LiftConfig(objective="ct", group_by_length=True)):
         assert unbatched.key_dict() == dataclasses.replace(unbatched, group_by_length=False).key_dict()
     # trained: fewer pads than in the epoch's order, the same tokens
     model, tok = tiny_loaded.model, tiny_loaded.tokenizer

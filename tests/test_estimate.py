@@ -9,14 +9,20 @@ from pathlib import Path
 import pytest
 
 from liftlm.config import LiftConfig
+from liftlm.errors import LiftError
 from liftlm.estimate import Estimate, estimate
 
 RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
 COST_RUNS = ["cost-embedded", "cost-qwen1.5b", "cost-qwen1.5b-batch"]
-ATTENTION = {"cost-embedded": 30 * 9 * 64, "cost-qwen1.5b": 28 * 12 * 128, "cost-embedded-levers": 30 * 9 * 64,
+ATTENTION = {"cost-embedded": 30 * 9 * 64, "cost-embedded-packed": 30 * 9 * 64, "cost-qwen1.5b-packed": 28 * 12 * 128, "cost-qwen1.5b": 28 * 12 * 128, "cost-embedded-levers": 30 * 9 * 64,
              "cost-qwen1.5b-batch": 28 * 12 * 128}  # layers × heads × head size
 TEXT = ("The ferry at Varnholm was painted ochre by Ilsa Brandt in 1931. The keeper's ledger lists forty-one "
         "ships that sheltered in the bay during the great storm. A brass telescope from Glasgow stands beside it. ")
+
+
+def recorded(settings: dict) -> LiftConfig:
+    """The settings a run recorded; one recorded before ``pack_batches`` existed padded its batches."""
+    return LiftConfig.from_dict({"pack_batches": False, **settings})
 
 
 def measured(run: str) -> list[tuple[dict, dict, Estimate]]:
@@ -24,7 +30,7 @@ def measured(run: str) -> list[tuple[dict, dict, Estimate]]:
     report = json.loads((RESULTS / run / "cost.json").read_text())
     out = []
     for row in report["recipes"]:
-        cfg = LiftConfig.from_dict(row["settings"])
+        cfg = recorded(row["settings"])
         out.append((report, row, estimate(report["document_tokens"], cfg, report["matmul_weights"],
                                           report["probe"]["gflops"], row["settings"]["window"],
                                           attention=ATTENTION[run])))
@@ -54,7 +60,7 @@ def test_batches_of_8_are_counted_at_the_speed_measured_for_them():
         report = json.loads((RESULTS / run / "cost.json").read_text())
         rows = {row["recipe"]: row for row in report["recipes"]}
         for name in ("default", "batch-8"):
-            cfg = LiftConfig.from_dict(rows[name]["settings"])
+            cfg = recorded(rows[name]["settings"])
             guess = estimate(report["document_tokens"], cfg, report["matmul_weights"], report["probe"]["gflops"],
                              512, attention=ATTENTION[run])
             assert guess.student_s == pytest.approx(rows[name]["student"]["seconds"], rel=0.15), (run, name)
@@ -67,13 +73,33 @@ def test_batches_of_about_one_length_are_counted_at_the_speed_measured_for_them(
     """--group-by-length: the student as the embedded model's cost run measured it (53.2 s in the epoch's order,
     46.7 s grouped, the same trained tokens); the teacher unchanged, and nothing for one sample a step."""
     report = json.loads((RESULTS / "cost-embedded-grouped" / "cost.json").read_text())
-    plain, grouped = (estimate(2000, LiftConfig.from_dict(row["settings"]), report["matmul_weights"],
+    plain, grouped = (estimate(2000, recorded(row["settings"]), report["matmul_weights"],
                                report["probe"]["gflops"], 512, attention=30 * 9 * 64) for row in report["recipes"])
     measured = [row["student"]["seconds"] for row in report["recipes"]]
     # (the gain applies to the trained tokens, not to the views computed: 1.10x of the measured 1.14x)
     assert plain.student_s / grouped.student_s == pytest.approx(measured[0] / measured[1], rel=0.05)
     assert plain.teacher_s == grouped.teacher_s
-    one = [estimate(2000, LiftConfig(batch_size=1, group_by_length=g), 10**8, 200.0, 512).student_s for g in (False, True)]
+    one = [estimate(2000, LiftConfig(batch_size=1, group_by_length=g, pack_batches=False), 10**8, 200.0, 512).student_s
+           for g in (False, True)]
+    assert one[0] == one[1]
+
+
+@pytest.mark.parametrize("run", ["cost-embedded-packed", "cost-qwen1.5b-packed"])
+def test_packed_batches_are_counted_at_the_speed_measured_for_them(run):
+    """--pack-batches (the default): the student as each model's cost run measured it, padded against packed on
+    the same teacher items; the teacher unchanged; grouping by length is for padded rows only, and nothing counts
+    for one sample a step."""
+    report = json.loads((RESULTS / run / "cost.json").read_text())
+    padded, packed = (estimate(2000, recorded(row["settings"]), report["matmul_weights"], report["probe"]["gflops"],
+                               512, attention=ATTENTION[run]) for row in report["recipes"])
+    measured = [row["student"]["seconds"] for row in report["recipes"]]
+    assert [row["settings"]["pack_batches"] for row in report["recipes"]] == [False, True]
+    # (the gain applies to the trained tokens, not to the views computed)
+    assert padded.student_s / packed.student_s == pytest.approx(measured[0] / measured[1], rel=0.08)
+    assert padded.teacher_s == packed.teacher_s
+    with pytest.raises(LiftError, match="--no-pack-batches"):  # grouping orders padded rows only
+        dataclasses.replace(recorded(report["recipes"][1]["settings"]), group_by_length=True)
+    one = [estimate(2000, LiftConfig(batch_size=1, pack_batches=p), 10**8, 200.0, 512).student_s for p in (False, True)]
     assert one[0] == one[1]
 
 
@@ -230,7 +256,7 @@ def test_a_small_models_time_does_not_follow_a_fast_probe():
 
     run = json.loads((RESULTS / "eval" / "ruler-embedded-32k" / "run.json").read_text())
     assert run["window"] == 8192 and run["config"]["batch_size"] == 8
-    guess = estimate(32_000, LiftConfig.from_dict(run["config"]), 134_479_872, 444.0, 8192, chat_before=24,
+    guess = estimate(32_000, recorded(run["config"]), 134_479_872, 444.0, 8192, chat_before=24,
                      chat_after=6, attention=30 * 9 * 64, sentences=381)
     assert guess.teacher_s == pytest.approx(778, rel=0.15)
     assert guess.student_s / guess.items == pytest.approx(5428 / 1014, rel=0.15)
@@ -255,7 +281,7 @@ def test_on_a_gpu_each_phase_takes_at_least_its_calls():
                                    ("cost-h100/qwen-shapes-student", 28, 28 * 12 * 128)):
         report = json.loads((RESULTS / run / "cost.json").read_text())
         for row in report["recipes"]:
-            cfg = LiftConfig.from_dict(row["settings"])
+            cfg = recorded(row["settings"])
             guess = estimate(report["document_tokens"], cfg, report["matmul_weights"], 700_000.0, 512,
                              attention=attention, device="cuda", layers=layers)
             assert guess.student_steps == pytest.approx(row["student"]["steps"], rel=0.1), (run, row["recipe"])

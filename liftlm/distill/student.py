@@ -25,7 +25,8 @@ PREFIXES_HELD = 4  # shared prefixes whose keys/values are kept at once (a docum
 # Model families whose logits are the output embedding applied to the decoder's last hidden state, nothing after
 # (no soft-capping, no scaling): their batches are packed (``packed_rows``) and only the answer positions projected.
 PLAIN_HEAD_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
-ATTENTION_COST = 2.0  # a query-key FLOP of attention against a FLOP of the linear layers (CPU kernels, profiled)
+ATTENTION_COST = 2.0  # a FLOP of attention against one of the linear layers: the CPU's attention kernels ran at 50-66
+#                       GFLOP/s where the products ran at 146 (docs/efficiency.md, the embedded model's profile)
 
 
 @dataclass
@@ -153,7 +154,6 @@ class SoftLoss:
             self.prefix_tokens += len(prefix)
         held[1] += n
         return held[0]
-
 
     def __call__(self, batch: list[int]) -> tuple[torch.Tensor, int]:
         """The mean loss of samples ``batch`` (one shared prefix, or none for a batch of one) and the tokens run
