@@ -61,7 +61,7 @@ CT_PROMPT = 18  # tokens of a contextualized sample besides the context and the 
 # per one asked, the student's speed-up with batches of 8: wider products, measured on the same tokens; the share of
 # the time that does not shrink when the probe reads faster than at calibration, on a CPU; the student's speed-up
 # with its batches of 8 packed (``--pack-batches``, the default) against padded, on the same samples).
-# The last: a small model's products are too narrow to keep up with the probe's 1024-wide ones, so its time is
+# The fixed share: a small model's products are too narrow to keep up with the probe's 1024-wide ones, so its time is
 # mostly dispatch (the small ops between products). SmolLM2-135M reached about the same speed at probes of 151 to 195
 # GFLOP/s (cost-curve-embedded*), and at a probe of 444 its RULER run at 32k tokens (eval/ruler-embedded-32k) took
 # 2.0× (teacher) and 2.2× (student, per item) the time the probe-scaled shares gave: 0.8 of it fixed. Qwen 1.5B's
