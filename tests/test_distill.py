@@ -480,41 +480,12 @@ def test_grouping_by_length_batches_rows_of_about_one_length(tiny_loaded):
     assert results[True].pad_tokens < results[False].pad_tokens / 2
 
 
-def test_a_batch_trains_as_its_samples_one_at_a_time(tiny_loaded):
-    """``--batch-size``: samples of unequal lengths that share a prefix, left-padded into one forward pass, give
-    the mean of their losses one at a time, and the same gradients."""
-    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
-    prompts = PromptBuilder(tok, 160)
-    doc = tok.encode(TEXT * 6, add_special_tokens=False)
-    items = [_item(tok), _item(tok, "What colour is the ferry?", "Ochre."),
-             _item(tok, "How many ships sheltered in the bay during the storm?", "Forty-one ships did.")]
-    samples = student_samples(items, prompts, doc, ("lift+icl", "lift"))
-    weight = model.model.layers[0].mlp.up_proj.weight
-    for view in ("lift", "lift+icl"):
-        batch = [k for k, s in enumerate(samples) if s.view == view]
-        assert len({len(samples[k].input_ids) for k in batch}) > 1  # padding is exercised
-        one = SoftLoss(model, samples)
-        model.zero_grad()
-        singles = [one([k])[0] for k in batch]
-        torch.stack(singles).mean().backward()
-        expected_grad = weight.grad.clone()
-        model.zero_grad()
-        together = SoftLoss(model, samples)
-        loss, tokens = together(batch)
-        loss.backward()
-        torch.testing.assert_close(loss, torch.stack(singles).mean(), atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(weight.grad, expected_grad, atol=1e-5, rtol=1e-4)
-        assert tokens == sum(len(samples[k].input_ids) for k in batch)
-        assert together.pad_tokens == sum(max(len(samples[k].input_ids) for k in batch) - len(samples[k].input_ids)
-                                          for k in batch)
-    model.zero_grad()
-
-
 @pytest.mark.parametrize("layout", ["padded", "chosen", "one row", "two rows"])
 def test_a_packed_batch_trains_as_its_samples_one_at_a_time(tiny_loaded, monkeypatch, layout):
     """``--pack-batches``: samples packed end to end into rows, each seeing the prefix and itself only, give the
     losses and gradients of one sample at a time, in any layout of the rows (one for all, two, or what
-    ``packed_rows`` chooses); ``--no-pack-batches`` pads one row a sample."""
+    ``packed_rows`` chooses); ``--no-pack-batches`` pads one row a sample, the same again (``--batch-size``: the
+    batch's loss is the mean of its samples' losses, as one at a time)."""
     from liftlm.distill import student
 
     model, tok = tiny_loaded.model, tiny_loaded.tokenizer
@@ -545,7 +516,9 @@ def test_a_packed_batch_trains_as_its_samples_one_at_a_time(tiny_loaded, monkeyp
         torch.testing.assert_close(weight.grad, expected_grad, atol=1e-5, rtol=1e-4)
         assert tokens == sum(len(samples[k].input_ids) for k in batch)
         lengths = [len(samples[k].input_ids) for k in batch]
-        if layout == "one row":
+        if layout == "padded":  # each row left-padded to the longest
+            assert together.pad_tokens == len(lengths) * max(lengths) - sum(lengths)
+        elif layout == "one row":
             assert together.pad_tokens == 0
         elif layout == "two rows":
             assert together.pad_tokens == 2 * max(lengths[0] + lengths[3], lengths[1] + lengths[2]) - sum(lengths)
