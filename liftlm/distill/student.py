@@ -188,7 +188,7 @@ class SoftLoss:
                 real = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
                 mask = torch.cat([torch.ones(b, p, dtype=real.dtype, device=self.device), real], 1)
                 positions = p + (real.cumsum(1) - 1).clamp(min=0)  # rows continue after the prefix, pads not counted
-            cache = as_cache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv])
+            cache = broadcast(kv, b)
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                 use_cache=True, logits_to_keep=keep, **{cache_kwarg(self.model): cache}).logits
         return [logits[r, keep - 1 - s.n_loss_tokens : keep - 1] for r, s in enumerate(samples)]
@@ -220,7 +220,7 @@ class SoftLoss:
                 start += n
         dtype = next(self.model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-        cache = as_cache([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in kv])
+        cache = broadcast(kv, len(rows))
         body, head = self.head
         hidden = body(input_ids=ids.to(self.device), attention_mask=mask[:, None].to(self.device),
                       position_ids=positions.to(self.device), use_cache=True,
@@ -231,6 +231,11 @@ class SoftLoss:
         column_index = torch.cat([torch.arange(c, c + n) for _, c, n in where]).to(self.device)
         logits = head(hidden[row_index, column_index])  # [sum of n, V]
         return list(logits.split([n for _, _, n in where]))
+
+
+def broadcast(kv, rows: int):
+    """A fresh cache holding a prefix's keys/values (one row) for ``rows`` rows, as views, not copies."""
+    return as_cache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv])
 
 
 def logit_head(model):
@@ -263,9 +268,8 @@ def packed_rows(lengths: list[int], prefix: int, cost_of_a_key: float) -> list[l
     """Samples of ``lengths`` (after a shared prefix of ``prefix`` tokens) packed into rows: for each number of
     rows, the longest sample first into the shortest row so far; of these, the layout whose
     rows × width × (1 + ``cost_of_a_key`` × (prefix + width)) is least (attention under a mask computes every
-    query-key pair of a row). One row has no pads but
-    its tokens each attend to more keys; one sample a row pads every row to the longest: a long shared prefix, or a
-    cheap attention, favours fewer rows."""
+    query-key pair of a row). One row has no pads but its tokens each attend to more keys; one sample a row pads
+    every row to the longest: a long shared prefix, or a cheap attention, favours fewer rows."""
     order = sorted(range(len(lengths)), key=lambda j: -lengths[j])
     best, best_cost = [[j] for j in range(len(lengths))], float("inf")
     for n_rows in range(1, len(lengths) + 1):
