@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from liftlm.memory import GIB, Peak, peak, reset_peak
+from liftlm.memory import GIB, Peak, peak, reset_peak, rss_mb
 
 MIB = 1024 ** 2
 
@@ -14,14 +14,18 @@ def _touch(mib: int) -> torch.Tensor:
     return torch.ones(mib * MIB // 4, dtype=torch.float32)
 
 
-def test_a_phase_peak_holds_what_it_allocated():
+def test_a_phase_peak_holds_what_was_resident_during_it():
     since = reset_peak("cpu")
     before = peak("cpu", since).bytes
     big = _touch(192)
+    resident = rss_mb() if sys.platform.startswith("linux") else big.numel() * 4 / MIB
     del big
     most = peak("cpu", since)
-    assert most is not None and most.since == since and most.bytes > 0
-    assert most.bytes >= before + 150 * MIB  # the 192 MiB were resident at once
+    assert most is not None and most.since == since and most.bytes >= before > 0
+    # The peak holds the most that was resident at once with the 192 MiB alive. (Not ``before + 192 MiB``: on a
+    # machine short of memory the kernel drops this process's file-backed pages, the model weights mapped by
+    # earlier tests, while these are written, and the resident total need not grow by what was allocated.)
+    assert most.bytes >= resident * MIB - 8 * MIB  # (the kernel's per-CPU counters may lag by a few MiB)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the resident peak is reset through /proc (Linux)")
