@@ -41,12 +41,14 @@
 #   cost-packed-embedded  the student's batches padded (one row a sample, --no-pack-batches) against packed (the
 #                   default since packing landed), embedded model, 2k facts document (~3 min)
 #   cost-packed-qwen  the same on Qwen 1.5B (~35 min)
+#   cost-epochs-qwen  one sample a step (the recipe before batches) against the default (batches of 8, packed) and
+#                   one epoch of it, one teacher, Qwen 1.5B, 2k facts document (~45 min on a fast day)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
 QWEN=${QWEN:-${LIFTLM_HOME:-$HOME/.cache/liftlm}/gguf/qwen2.5-coder-1.5b-instruct.gguf}
 OUT=experiments/results
-stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1, loogle-qwen-8k-doc1-chunk, loogle-qwen-8k-doc1-words, loogle-qwen-8k-doc1-cloze, cost-grouped-embedded, cost-grouped-qwen"}
+stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1, loogle-qwen-8k-doc1-chunk, loogle-qwen-8k-doc1-words, loogle-qwen-8k-doc1-cloze, cost-grouped-embedded, cost-grouped-qwen, cost-packed-embedded, cost-packed-qwen, cost-epochs-qwen"}
 case $stage in
   curve-embedded)
     "$LIFTLM" bench cost --tokens 2k,4k,8k,16k,32k --window 512 --out "$OUT/cost-curve-embedded" ;;
@@ -100,6 +102,10 @@ case $stage in
   cost-packed-qwen)
     "$LIFTLM" bench cost --model "$QWEN" --tokens 2k --facts 10 --data-seed 0 --window 512 \
       --recipe 'padded=--no-pack-batches' --recipe default= --out "$OUT/cost-qwen1.5b-packed" ;;
+  cost-epochs-qwen)
+    "$LIFTLM" bench cost --model "$QWEN" --tokens 2k --facts 10 --data-seed 0 --window 512 \
+      --recipe 'one-a-step=--batch-size 1 --learning-rate 2e-4' --recipe default= --recipe 'one-epoch=--epochs 1' \
+      --out "$OUT/cost-qwen1.5b-epochs" ;;
   *)
     echo "long_inputs.sh: unknown stage $stage" >&2; exit 2 ;;
 esac
