@@ -41,8 +41,8 @@
 #   cost-packed-embedded  the student's batches padded (one row a sample, --no-pack-batches) against packed (the
 #                   default since packing landed), embedded model, 2k facts document (~3 min)
 #   cost-packed-qwen  the same on Qwen 1.5B (~35 min)
-#   cost-epochs-qwen  one sample a step (the recipe before batches) against the default (batches of 8, packed) and
-#                   one epoch of it, one teacher, Qwen 1.5B, 2k facts document (~45 min on a fast day)
+#   cost-epochs-qwen  one sample a step (the recipe before batches) against one epoch of the default (batches of 8,
+#                   packed) and the default, one teacher, Qwen 1.5B, 2k facts document (~45 min fast day, ~1.7 h slow)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
@@ -104,7 +104,7 @@ case $stage in
       --recipe 'padded=--no-pack-batches' --recipe default= --out "$OUT/cost-qwen1.5b-packed" ;;
   cost-epochs-qwen)
     "$LIFTLM" bench cost --model "$QWEN" --tokens 2k --facts 10 --data-seed 0 --window 512 \
-      --recipe 'one-a-step=--batch-size 1 --learning-rate 2e-4' --recipe default= --recipe 'one-epoch=--epochs 1' \
+      --recipe 'one-a-step=--batch-size 1 --learning-rate 2e-4' --recipe 'one-epoch=--epochs 1' --recipe default= \
       --out "$OUT/cost-qwen1.5b-epochs" ;;
   *)
     echo "long_inputs.sh: unknown stage $stage" >&2; exit 2 ;;
