@@ -32,7 +32,8 @@
 #                   cached by the stage above: the student only, ~1.6 h alone here; results committed)
 #   loogle-qwen-8k-doc1-words  the first document with --distill-question-check words (written questions kept
 #                   when they share a content word with their sentence: its "Where can you find the book?" was
-#                   dropped by the default check): a new teacher, ~2.5 h here
+#                   dropped by the default check): a new teacher (~950 prompts, ~1 h here) and the student
+#                   (~2.7 h by the estimate `liftlm internalize` prints: ~3.6 h in all; it resumes from its checkpoint)
 #   loogle-qwen-8k-doc1-cloze  the first document with --distill-cloze (every fact-bearing sentence also asked
 #                   once with its fact blanked): a new teacher, ~2.5 h here
 #   cost-grouped-embedded  issue 27's cost bench, default against --group-by-length (the student's batches of
