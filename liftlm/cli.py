@@ -14,15 +14,17 @@ import json
 import signal
 import sys
 import warnings
+from dataclasses import replace
 
 from .bench.cli import register as register_bench
-from .config import LiftConfig
+from .config import ANSWER_FIELDS, LiftConfig
 from .errors import LiftError
 from .eval.cli import register as register_eval
 from .options import (
     MODES,
     add_common,
     config_from_args,
+    flag_name,
     given_config_flags,
     model_spec,
     quiet_libraries,
@@ -135,15 +137,16 @@ def run_ask(args) -> int:
         raise LiftError(f"--mode must be one or more of {', '.join(MODES)}, comma-separated (got {args.mode!r})")
     config = config_from_args(args)
     spec = model_spec(args)
-    if args.adapter is not None:
-        given = given_config_flags(args)
+    if args.adapter is not None:  # its training settings are its own; the answer-time ones are the flags'
+        given = [f for f in given_config_flags(args) if f not in {flag_name(n) for n in ANSWER_FIELDS}]
         if given or args.qa_file or args.force:
             extra = given + (["--qa-file"] if args.qa_file else []) + (["--force"] if args.force else [])
             raise LiftError(f"--adapter carries its own training settings; drop {', '.join(extra)}")
         meta = read_metadata(args.adapter)  # check before loading anything
         with warnings.catch_warnings(record=True) as caught:  # settings of a newer liftlm: one line each
             warnings.simplefilter("always")
-            config = LiftConfig.from_dict(meta["settings"])
+            config = replace(LiftConfig.from_dict(meta["settings"]),
+                             **{name: getattr(config, name) for name in ANSWER_FIELDS})
         for w in caught:
             print(f"liftlm: warning: {w.message}", file=sys.stderr)
         if spec is None:

@@ -161,6 +161,10 @@ class LiftConfig:
     grad_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory; slower: each "
                                          "layer's forward runs twice)", key=False)
     seed: int = _f(0, "random seed (sample order, LoRA init, dropout)")
+    adapter_scale: float = _f(1.0, "at answer time, the LoRA adapter's update times this (1: as trained; 0: the "
+                                   "base model; between, the interpolation of WiSE-FT): for when the adapter's "
+                                   "answer overrides what the window holds (lift+rag); changes no training",
+                              key=False)
     checkpoint_minutes: float = _f(10.0, "LoRA training is checkpointed after each epoch and, within an epoch, "
                                          "every this many minutes (0: at epoch ends only); an interrupted run "
                                          "resumes from its last checkpoint", key=False)
@@ -228,6 +232,10 @@ class LiftConfig:
         elif self.objective != "ct" and not (self.distill_prompts or self.distill_questions or self.distill_cloze):
             problems.append("--distill-prompts 0 asks nothing about the document unless the teacher writes "
                             "questions (--distill-questions) or asks clozes (--distill-cloze)")
+        if not 0 <= self.adapter_scale <= 4:  # (not a NaN either)
+            problems.append(f"--adapter-scale must be between 0 and 4 (got {self.adapter_scale})")
+        elif self.adapter_scale != 1 and self.finetune != "lora":
+            problems.append("--adapter-scale scales a LoRA adapter: it needs --finetune lora")
         if not self.checkpoint_minutes >= 0:
             problems.append(f"--checkpoint-minutes must be 0 or more (got {self.checkpoint_minutes})")
         if self.distill_blanks < 1:
@@ -327,6 +335,11 @@ class LiftConfig:
         resolved = self.resolved_dict()
         return {f.name: resolved[f.name] for f in dataclasses.fields(self) if f.metadata.get("key", True)}
 
+    def answer_dict(self) -> dict:
+        """The answer-time settings (``ANSWER_FIELDS``) that are not at their defaults."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name in ANSWER_FIELDS if getattr(self, name) != defaults[name]}
+
     def key_dict(self) -> dict:
         """The settings that change the weights: what the adapter-store key (version 2) hashes.
 
@@ -397,6 +410,10 @@ class LiftConfig:
         d = {"batch_size": 1, **d}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+
+# Settings that change the answers but not the weights: given with a stored adapter (``ask --adapter``), with each
+# chat request over HTTP (not with a document), and part of an evaluation's identity when not at their defaults.
+ANSWER_FIELDS = ("adapter_scale",)
 
 # The weight-changing settings of store-key version 2, always in the key (see ``LiftConfig.key_dict``). Frozen:
 # a setting added after version 2 enters the key only when it is not at its default.

@@ -83,11 +83,12 @@ class PromptReuse:
         self._kept: OrderedDict[str, tuple[list[int], KV]] = OrderedDict()
 
     def forget(self, slot: str | None = None) -> None:
-        """Drop the keys/values kept for ``slot`` (every slot when None)."""
+        """Drop the keys/values kept for ``slot`` and its scaled states (``adapted_slot``; every slot when None)."""
         if slot is None:
             self._kept.clear()
         else:
-            self._kept.pop(slot, None)
+            for name in [k for k in self._kept if k == slot or k.startswith(slot + "@")]:
+                del self._kept[name]
 
     def shared(self, slot: str, prompt_ids: list[int]) -> int:
         """How many leading tokens of ``prompt_ids`` have kept keys/values (0 when below ``min_shared``); at least
@@ -176,6 +177,27 @@ def text_nll(model, tokenizer, text: str) -> float:
     return float(model(input_ids=ids, labels=ids).loss)
 
 
+@contextlib.contextmanager
+def scaled_adapter(model, scale: float = 1.0):
+    """Within it, ``model``'s LoRA update is ``scale`` times as trained (PEFT's ``rescale_adapter_scale``; WiSE-FT's
+    interpolation between the base model and the adapted one for ``scale`` in [0, 1]); 1 changes nothing."""
+    if scale == 1:
+        yield model
+        return
+    from peft.helpers import rescale_adapter_scale
+    from peft.tuners.lora import LoraLayer
+
+    if not any(isinstance(m, LoraLayer) for m in model.modules()):
+        raise LiftError("--adapter-scale scales a LoRA adapter; this model has none")
+    with rescale_adapter_scale(model, float(scale)):
+        yield model
+
+
+def adapted_slot(slot: str, scale: float) -> str:
+    """The ``PromptReuse`` slot of an adapted model state: its keys/values differ with the adapter's scale."""
+    return slot if scale == 1 else f"{slot}@{scale:g}"
+
+
 class Answerer:
     """Answers questions about one document in any mode: checks that a question fits, builds its prompt
     (truncated document, retrieved chunks or none), and decodes greedily with the model it is given."""
@@ -211,14 +233,17 @@ class Answerer:
             context = self.retrieve(document, question, self.prompts.document_room(question, max_new_tokens))
         return self.prompts.question_prompt(question, context, max_new_tokens)
 
-    def generate(self, model, prompt_ids: list[int], max_new_tokens: int, without_adapter: bool = False) -> str:
-        """Greedy answer to a ready-made prompt; ``without_adapter`` runs a PEFT model as its base model. The
-        prompt's shared start with the previous one of the same model state is not computed again; whoever
-        changes the adapter calls ``forget_adapted``."""
+    def generate(self, model, prompt_ids: list[int], max_new_tokens: int, without_adapter: bool = False,
+                 adapter_scale: float = 1.0) -> str:
+        """Greedy answer to a ready-made prompt; ``without_adapter`` runs a PEFT model as its base model, and
+        ``adapter_scale`` scales its LoRA update (``scaled_adapter``). The prompt's shared start with the previous
+        one of the same model state is not computed again; whoever changes the adapter calls ``forget_adapted``."""
         if without_adapter:
             with base_model_context(model):
                 return generate(model, self.tokenizer, prompt_ids, max_new_tokens, reuse=self.reuse, slot="base")
-        return generate(model, self.tokenizer, prompt_ids, max_new_tokens, reuse=self.reuse, slot="adapted")
+        with scaled_adapter(model, adapter_scale):
+            return generate(model, self.tokenizer, prompt_ids, max_new_tokens, reuse=self.reuse,
+                            slot=adapted_slot("adapted", adapter_scale))
 
     def forget_adapted(self) -> None:
         """The adapter changed: the keys/values it produced no longer hold."""

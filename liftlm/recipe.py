@@ -33,7 +33,7 @@ from .adapters import (
     load_weights,
     read_document,
 )
-from .config import LiftConfig
+from .config import ANSWER_FIELDS, LiftConfig
 from .context import PromptBuilder
 from .distill import DistillSource, items_jsonl
 from .documents import check_document
@@ -261,7 +261,8 @@ class Lift:
     def _metadata(self, text: str, trained: Trained, qa: list, qa_report: dict, items: list, distill_report: dict,
                   checkpoints) -> dict:
         metadata = adapter_metadata(text, len(self._doc_ids), self.model_id, self.model_spec,
-                                    {**self.config.resolved_dict(), "window": self.window}, self.config.finetune,
+                                    {**{k: v for k, v in self.config.resolved_dict().items()
+                                        if k not in ANSWER_FIELDS}, "window": self.window}, self.config.finetune,
                                     trained.samples, {**qa_report, "pairs": len(qa)}, trained.result)
         if items:
             metadata["distill"] = {**distill_report, "student_samples": trained.qa_samples - len(qa)}
@@ -329,7 +330,8 @@ class Lift:
         if uses_adapter(mode):
             if self._adapted is None:
                 raise LiftError(f"mode {mode} needs the document's adapter: internalize the document first")
-            return self.answerer.generate(self._adapted, prompt_ids, max_new_tokens)
+            return self.answerer.generate(self._adapted, prompt_ids, max_new_tokens,
+                                          adapter_scale=self.config.adapter_scale)
         peft = self._adapted is not None and hasattr(self._adapted, "peft_config")
         return self.answerer.generate(self._adapted if peft else self._base, prompt_ids, max_new_tokens,
                                       without_adapter=True)

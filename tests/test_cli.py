@@ -56,6 +56,25 @@ def test_internalize_then_ask_with_the_adapter(capsys, tmp_path, doc, tiny_model
     assert code == 0 and json.loads(out)["trained"] is False and json.loads(out)["adapter"] == adapter
 
 
+def test_a_stored_adapter_takes_an_answer_time_setting_and_refuses_a_training_one(capsys, tmp_path, doc,
+                                                                                  tiny_model_dir):
+    code, out, err = run(capsys, "internalize", "--document", doc, "--model", tiny_model_dir, "--store",
+                         tmp_path / "store", "--window", 256, *SMALL)
+    assert code == 0, err
+    adapter = out.strip()
+    answers = {}
+    for scale in ("1", "0"):
+        code, out, err = run(capsys, "ask", "--adapter", adapter, "--model", tiny_model_dir, "--question",
+                             "Who kept a ledger?", "--mode", "lift,icl", "--json", "--max-new-tokens", 4,
+                             "--adapter-scale", scale)
+        assert code == 0, err
+        answers[scale] = [json.loads(line)["answer"] for line in out.splitlines()]
+    assert answers["0"][1] == answers["1"][1]  # icl: the base model, whatever the scale
+    code, out, err = run(capsys, "ask", "--adapter", adapter, "--model", tiny_model_dir, "--question", "Who?",
+                         "--adapter-scale", 0.5, "--epochs", 3)
+    assert code == 2 and "drop --epochs" in one_error_line(err)
+
+
 def test_questions_file_one_lift_many_answers(capsys, tmp_path, doc, tiny_model_dir):
     questions = tmp_path / "q.txt"
     questions.write_text("Who kept a ledger?\n\nWhat did he count?\n")
@@ -131,6 +150,8 @@ def test_bad_documents(capsys, tmp_path, tiny_model_dir, case, verb):
     (["--question", "Why?", "--finetune", "qlora"], "--finetune"),
     (["--question", "Why?", "--objective", "ct", "--segment-length", 240, "--window", 256], "--window"),
     (["--questions-file", "/nonexistent/q.txt"], "--questions-file"),
+    (["--question", "Why?", "--adapter-scale", 9], "--adapter-scale must be between 0 and 4"),
+    (["--question", "Why?", "--adapter-scale", 0.5, "--finetune", "full"], "--adapter-scale scales a LoRA adapter"),
 ])
 def test_bad_arguments(capsys, tmp_path, doc, tiny_model_dir, argv, message):
     code, out, err = run(capsys, "ask", "--document", doc, "--model", tiny_model_dir, "--store", tmp_path / "s",

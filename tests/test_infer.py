@@ -79,3 +79,99 @@ def _cache_of(lift, ids):
     from liftlm.kvcache import prefix_cache
 
     return prefix_cache(lift.loaded.model, torch.tensor([ids]))
+
+
+def _with_lora(model):
+    """``model`` with a LoRA adapter whose update is not zero (B initialised at random too)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+
+
+def test_an_adapter_scaled_to_zero_is_the_base_model_and_its_scale_comes_back(tiny_loaded):
+    from liftlm.infer import scaled_adapter
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.no_grad():
+        base = tiny_loaded.model(input_ids=ids).logits
+        model = _with_lora(tiny_loaded.model)
+        adapted = model(input_ids=ids).logits
+        with scaled_adapter(model, 0.0):
+            zero = model(input_ids=ids).logits
+        with scaled_adapter(model, 0.5):
+            half = model(input_ids=ids).logits
+        with scaled_adapter(model, 1.0):  # as trained: nothing to do
+            same = model(input_ids=ids).logits
+        after = model(input_ids=ids).logits
+    assert (adapted - base).abs().max() > 1e-3  # the adapter changes the logits
+    torch.testing.assert_close(zero, base)
+    assert (half - base).abs().max() > 1e-4 and (half - adapted).abs().max() > 1e-4
+    assert (half - base).norm() < (adapted - base).norm()  # half way, about
+    torch.testing.assert_close(same, adapted)
+    torch.testing.assert_close(after, adapted)  # the scaling is restored
+
+
+def test_scaling_a_model_without_lora_is_one_clear_error(tiny_loaded):
+    from liftlm.errors import LiftError
+    from liftlm.infer import scaled_adapter
+
+    with scaled_adapter(tiny_loaded.model, 1.0):  # (as trained: fine with any model)
+        pass
+    with pytest.raises(LiftError, match="scales a LoRA adapter"):
+        with scaled_adapter(tiny_loaded.model, 0.5):
+            pass
+
+
+def test_forgetting_a_slot_forgets_its_scaled_states(tiny_model_dir, tmp_path):
+    from liftlm.infer import adapted_slot
+
+    lift = Lift(str(tiny_model_dir), LiftConfig(window=256), store=tmp_path / "store", device="cpu", progress=False)
+    reuse = PromptReuse(min_shared=1, max_slots=4)
+    cache = _cache_of(lift, [1, 2, 3])
+    for slot in ("base", "adapted", adapted_slot("adapted", 0.5), "adapted-other"):
+        reuse.keep(slot, [1, 2, 3], cache)
+    assert adapted_slot("adapted", 1.0) == "adapted" and adapted_slot("adapted", 0.5) == "adapted@0.5"
+    reuse.forget("adapted")
+    assert [reuse.shared(s, [1, 2, 3, 4]) for s in ("base", "adapted", "adapted@0.5", "adapted-other")] == [3, 0, 0, 3]
+
+
+def test_ask_with_the_adapter_scaled_to_zero_answers_as_the_base_model(tiny_model_dir, tmp_path):
+    doc = "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 6
+    small = dict(window=128, objective="ct", segment_length=32, context_tokens=32, epochs=1, lora_rank=4,
+                 learning_rate=5e-2)
+    store, question = tmp_path / "store", "Who kept a ledger?"
+    lift = Lift(str(tiny_model_dir), LiftConfig(**small), store=store, device="cpu", progress=False)
+    assert lift.internalize(doc).trained
+    prompt = lift.answerer.prompt(question, "lift", doc, None, 8)
+    base = lift.answerer.generate(lift._adapted, prompt, 8, without_adapter=True)
+    zero = Lift(str(tiny_model_dir), LiftConfig(**small, adapter_scale=0.0), store=store, device="cpu",
+                progress=False)
+    done = zero.internalize(doc)
+    assert not done.trained and done.adapter == lift.internalize(doc).adapter  # the scale is not in the store key
+    assert zero.ask(question, mode="lift", max_new_tokens=8).answer == base
+    from liftlm.adapters import read_metadata
+
+    assert "adapter_scale" not in read_metadata(done.adapter)["settings"]  # an answer-time setting: not stored
+
+
+@pytest.mark.parametrize("kw, match", [({"adapter_scale": -0.5}, "between 0 and 4"),
+                                       ({"adapter_scale": float("nan")}, "between 0 and 4"),
+                                       ({"adapter_scale": 0.5, "finetune": "full"}, "needs --finetune lora")])
+def test_bad_adapter_scales_are_refused(kw, match):
+    from liftlm.errors import LiftError
+
+    with pytest.raises((LiftError, ValueError), match=match):
+        LiftConfig(**kw)
+
+
+def test_the_adapter_scale_changes_no_key_and_enters_an_evaluation_identity_only_when_set(tmp_path):
+    from liftlm.eval.benchmarks import NiahOptions
+    from liftlm.eval.spec import EvalSpec
+
+    assert LiftConfig(adapter_scale=0.5).key_dict() == LiftConfig().key_dict()
+    assert LiftConfig().answer_dict() == {} and LiftConfig(adapter_scale=0.5).answer_dict() == {"adapter_scale": 0.5}
+    spec = EvalSpec(benchmark="niah", data=None, out=tmp_path, options=NiahOptions())
+    assert "adapter_scale" not in spec.identity(LiftConfig())
+    assert spec.identity(LiftConfig(adapter_scale=0.5))["adapter_scale"] == 0.5

@@ -61,5 +61,7 @@ class EvalSpec:
             "settings": config.training_dict(),
             "max_doc_tokens": extra.pop("max_doc_tokens", None),
             "max_new_tokens": self.max_new_tokens,
+            # the answer-time settings (not in the store key) where not at their defaults: earlier runs keep theirs
+            **config.answer_dict(),
             **extra,
         }

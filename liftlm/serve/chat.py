@@ -39,6 +39,7 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     mode: str = "lift+icl"
+    adapter_scale: float | None = None  # liftlm's own: the LoRA update's scale (default: the server's)
 
 
 @router.post("/v1/chat/completions")
@@ -50,6 +51,9 @@ async def chat(req: ChatRequest, settings: SettingsDep, table: TableDep, engine:
     if not 1 <= max_new <= settings.max_new_tokens_limit:
         raise ApiError(400, f"max_tokens must be in 1..{settings.max_new_tokens_limit} (got {max_new})",
                        code="invalid_max_tokens")
+    scale = settings.defaults.adapter_scale if req.adapter_scale is None else req.adapter_scale
+    if not 0 <= scale <= 4:
+        raise ApiError(400, f"adapter_scale must be between 0 and 4 (got {scale})", code="invalid_adapter_scale")
     job = None if req.model == BASE_MODEL else document_for(table, req.model, req.mode)
     try:
         prompt = await engine.run(engine.prepare, job, question, req.mode, max_new)
@@ -59,10 +63,10 @@ async def chat(req: ChatRequest, settings: SettingsDep, table: TableDep, engine:
                             "again to retrain it", "document_not_ready", "failed") from None
     completion = Completion(req, job)
     if req.stream:
-        return StreamingResponse(stream_chat(engine, job, prompt, max_new, completion),
+        return StreamingResponse(stream_chat(engine, job, prompt, max_new, completion, scale),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     start = time.perf_counter()
-    out = await engine.run(engine.generate, job, prompt, req.mode, max_new)
+    out = await engine.run(engine.generate, job, prompt, req.mode, max_new, scale=scale)
     return completion.whole(out, time.perf_counter() - start)
 
 
@@ -126,7 +130,8 @@ def usage_of(out) -> dict:
             "total_tokens": out.prompt_tokens + out.completion_tokens}
 
 
-async def stream_chat(engine: Engine, job: dict | None, prompt: list[int], max_new: int, completion: Completion):
+async def stream_chat(engine: Engine, job: dict | None, prompt: list[int], max_new: int, completion: Completion,
+                      scale: float = 1.0):
     """OpenAI's streaming format: ``data: {chunk}`` lines, the text as it is decoded, then ``data: [DONE]``."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
@@ -136,7 +141,8 @@ async def stream_chat(engine: Engine, job: dict | None, prompt: list[int], max_n
         loop.call_soon_threadsafe(queue.put_nowait, piece)
 
     req = completion.req
-    future = asyncio.ensure_future(engine.run(engine.generate, job, prompt, req.mode, max_new, push, stop))
+    future = asyncio.ensure_future(engine.run(engine.generate, job, prompt, req.mode, max_new, push, stop,
+                                              scale=scale))
     try:
         yield completion.chunk({"role": "assistant", "content": ""})
         started, held = False, ""  # the answer is stripped, as without streaming: no leading or trailing spaces

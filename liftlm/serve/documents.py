@@ -9,7 +9,7 @@ import shutil
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..config import LiftConfig
+from ..config import ANSWER_FIELDS, LiftConfig
 from .deps import EngineDep, SettingsDep, TableDep, job_or_404
 from .errors import ApiError, BodyTooLarge
 from .jobs import DONE, JobTable
@@ -110,6 +110,10 @@ def lift_config(defaults: LiftConfig, settings_in) -> LiftConfig:
     refused = sorted(set(settings_in) & set(SERVER_ONLY))
     if refused:
         raise ApiError(400, f"{', '.join(refused)} can only be set when the server starts", code="invalid_settings")
+    answer_time = sorted(set(settings_in) & set(ANSWER_FIELDS))
+    if answer_time:
+        raise ApiError(400, f"{', '.join(answer_time)}: an answer-time setting; send it with each chat completion "
+                            "request", code="invalid_settings")
     if settings_in.get("finetune", "lora") != "lora":
         raise ApiError(400, "the service serves LoRA adapters; finetune must be 'lora'", code="invalid_settings")
     try:

@@ -7,7 +7,6 @@ at a time, so the active adapter can never change under a running generation and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import threading
 from collections import OrderedDict
@@ -22,8 +21,10 @@ from ..errors import LiftError
 from ..infer import (
     Answerer,
     PromptReuse,
+    adapted_slot,
     base_model_context,
     greedy_decode,
+    scaled_adapter,
     uses_adapter,
     uses_document,
     uses_retrieval,
@@ -140,14 +141,16 @@ class Engine:
         return prompt
 
     def generate(self, job: dict | None, prompt: list[int], mode: str, max_new_tokens: int, push=None,
-                 stop: threading.Event | None = None) -> Generated:
-        """Greedy answer to ``prompt``: with ``job``'s adapter active for the lift modes, with every adapter
-        disabled otherwise. ``push(text)`` receives the answer as it is decoded; ``stop`` ends it early."""
+                 stop: threading.Event | None = None, scale: float = 1.0) -> Generated:
+        """Greedy answer to ``prompt``: with ``job``'s adapter active for the lift modes (its LoRA update times
+        ``scale``), with every adapter disabled otherwise. ``push(text)`` receives the answer as it is decoded;
+        ``stop`` ends it early."""
         try:
             if job is not None and uses_adapter(mode):
                 self._load(job)
                 self.peft.set_adapter(_name(job["id"]))
-                model, context, slot = self.peft, contextlib.nullcontext(), _slot(job["id"])
+                model, context = self.peft, scaled_adapter(self.peft, scale)
+                slot = adapted_slot(_slot(job["id"]), scale)
             else:
                 model = self.peft if self.peft is not None else self.loaded.model
                 context, slot = base_model_context(model), "base"

@@ -119,10 +119,12 @@ class Server:
         return httpx.post(f"{self.url}/v1/chat/completions", json=body, headers=self.headers, timeout=120)
 
 
-def reference_answer(model_dir: Path, store: Path, job: dict, question: str, mode: str, max_tokens: int) -> str:
+def reference_answer(model_dir: Path, store: Path, job: dict, question: str, mode: str, max_tokens: int,
+                     adapter_scale: float = 1.0) -> str:
     """The library's own answer (``Lift.use_adapter`` + ``Lift.ask``) for a ready document."""
     from liftlm import Lift, LiftConfig
 
-    lift = Lift(str(model_dir), LiftConfig.from_dict(job["settings"]), store=store, progress=False)
+    config = LiftConfig.from_dict({**job["settings"], "adapter_scale": adapter_scale})
+    lift = Lift(str(model_dir), config, store=store, progress=False)
     lift.use_adapter(job["adapter"])
     return lift.ask(question, mode=mode, max_new_tokens=max_tokens).answer

@@ -22,6 +22,26 @@ def ready_docs(server):
     return jobs
 
 
+def test_a_chat_request_scales_the_adapter(server, ready_docs, tiny_model_dir):
+    doc, question = ready_docs[1], "How many vessels sought shelter?"
+    for mode, scale in (("lift", 0.5), ("lift+rag", 0.25), ("lift", 1.0)):
+        r = server.ask(doc["id"], question, mode=mode, adapter_scale=scale)
+        assert r.status_code == 200, r.text
+        want = reference_answer(tiny_model_dir, server.store, doc, question, mode, 8, adapter_scale=scale)
+        assert r.json()["choices"][0]["message"]["content"] == want, (mode, scale)
+    # at 0 the adapted model is the base model: the same answer as asking the base model the question alone
+    zero = server.ask(doc["id"], question, mode="lift", adapter_scale=0)
+    base = server.ask("base", question, mode="lift")
+    assert zero.status_code == base.status_code == 200
+    assert zero.json()["choices"][0]["message"]["content"] == base.json()["choices"][0]["message"]["content"]
+    stream = server.ask(doc["id"], question, mode="lift", adapter_scale=0.5, stream=True)
+    assert stream.status_code == 200 and "data: [DONE]" in stream.text
+    chunks = [json.loads(line[5:]) for line in stream.text.splitlines()
+              if line.startswith("data:") and line.strip() != "data: [DONE]"]
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert streamed == reference_answer(tiny_model_dir, server.store, doc, question, "lift", 8, adapter_scale=0.5)
+
+
 def sse_events(response, limit: int = 500):
     """(id, event, data) for each server-sent event of a streaming response, at most ``limit``."""
     event_id, event, data = None, None, []
@@ -208,6 +228,8 @@ BAD = [
      "invalid_settings"),
     ("POST", "/v1/documents", {"json": {"text": "hello there", "settings": {"finetune": "full"}}}, 400,
      "invalid_settings"),
+    ("POST", "/v1/documents", {"json": {"text": "hello there", "settings": {"adapter_scale": 0.5}}}, 400,
+     "invalid_settings"),
     ("POST", "/v1/documents", {"json": {"text": "hello there"}, "headers": {"Authorization": "Bearer nope"}},
      401, "invalid_api_key"),
     ("POST", "/v1/documents", {"json": {"text": "hello there"}, "headers": {"Authorization": ""}}, 401,
@@ -233,6 +255,9 @@ BAD = [
      400, "no_question"),
     ("POST", "/v1/chat/completions", {"json": {"model": "base", "mode": "magic",
                                                "messages": [{"role": "user", "content": "hi"}]}}, 400, "invalid_mode"),
+    ("POST", "/v1/chat/completions", {"json": {"model": "base", "adapter_scale": -1,
+                                               "messages": [{"role": "user", "content": "hi"}]}}, 400,
+     "invalid_adapter_scale"),
     ("POST", "/v1/chat/completions", {"json": {"model": "base", "max_tokens": 0,
                                                "messages": [{"role": "user", "content": "hi"}]}}, 400,
      "invalid_max_tokens"),
