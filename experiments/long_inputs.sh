@@ -34,6 +34,9 @@
 #                   when they share a content word with their sentence: its "Where can you find the book?" was
 #                   dropped by the default check): a new teacher (~950 prompts, ~1 h here) and the student
 #                   (~2.7 h by the estimate `liftlm internalize` prints: ~3.6 h in all; it resumes from its checkpoint)
+#   loogle-qwen-8k-doc1-words-scale  the words stage's adapter (stored: no training) answering with its LoRA update
+#                   at half weight, --adapter-scale 0.5 (for lift+rag's override: the adapter answered from its weights
+#                   over a passage that held the answer): the 16 answers only, ~10 min
 #   loogle-qwen-8k-doc1-cloze  the first document with --distill-cloze (every fact-bearing sentence also asked
 #                   once with its fact blanked): a new teacher, ~2.5 h here
 #   cost-grouped-embedded  issue 27's cost bench, default against --group-by-length (the student's batches of
@@ -49,7 +52,7 @@ cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
 QWEN=${QWEN:-${LIFTLM_HOME:-$HOME/.cache/liftlm}/gguf/qwen2.5-coder-1.5b-instruct.gguf}
 OUT=experiments/results
-stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1, loogle-qwen-8k-doc1-chunk, loogle-qwen-8k-doc1-words, loogle-qwen-8k-doc1-cloze, cost-grouped-embedded, cost-grouped-qwen, cost-packed-embedded, cost-packed-qwen, cost-epochs-qwen"}
+stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1, loogle-qwen-8k-doc1-chunk, loogle-qwen-8k-doc1-words, loogle-qwen-8k-doc1-words-scale, loogle-qwen-8k-doc1-cloze, cost-grouped-embedded, cost-grouped-qwen, cost-packed-embedded, cost-packed-qwen, cost-epochs-qwen"}
 case $stage in
   curve-embedded)
     "$LIFTLM" bench cost --tokens 2k,4k,8k,16k,32k --window 512 --out "$OUT/cost-curve-embedded" ;;
@@ -85,6 +88,10 @@ case $stage in
     "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
       --max-doc-tokens 8000 --documents 1 --window 2048 --methods icl,rag,lift+icl,lift+rag \
       --distill-question-check words --out "$OUT/eval/loogle-longdep-qwen1.5b-8k-words" ;;
+  loogle-qwen-8k-doc1-words-scale)
+    "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
+      --max-doc-tokens 8000 --documents 1 --window 2048 --methods icl,rag,lift+icl,lift+rag \
+      --distill-question-check words --adapter-scale 0.5 --out "$OUT/eval/loogle-longdep-qwen1.5b-8k-words-scale0.5" ;;
   loogle-qwen-8k-doc1-cloze)
     "$LIFTLM" eval --benchmark loogle --model "$QWEN" --data ../shared/data/loogle --task longdep_qa \
       --max-doc-tokens 8000 --documents 1 --window 2048 --methods icl,rag,lift+icl,lift+rag \
