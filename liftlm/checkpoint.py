@@ -1,7 +1,8 @@
 """Checkpoints of one training, so that an interrupted run (Ctrl-C, a killed process, a full disk, a session
-that ends) resumes where its last checkpoint left it instead of starting over: after each epoch, and within an
+that ends) resumes where its last checkpoint left it instead of starting over: after each epoch, within an
 epoch every ``--checkpoint-minutes`` (10 by default: an epoch of a distillation student on a larger model can
-take far longer than that on a CPU).
+take far longer than that on a CPU), and on the way out of a run stopped by Ctrl-C or SIGTERM (the last finished
+optimizer step: only the step it was in is lost; a killed process loses what it did since the last timed one).
 
 A checkpoint lives in the store's work area, ``<store>/.work/<key>/checkpoint/`` (``AdapterStore.work``), and is
 replaced atomically at each save (``liftlm.fileio.atomic_directory``: a reader sees the previous one or the
@@ -52,6 +53,11 @@ class Resumed:
     done: int  # samples of the plan already trained
     step_losses: list[float]
     seconds: float  # training time before the interruption
+
+
+def rng_states() -> tuple:
+    """The RNG states a checkpoint keeps: (CPU, [each CUDA device's])."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
 
 
 def _say(message: str) -> None:
@@ -147,22 +153,26 @@ class Checkpoints:
         self.saved_where = self.where(info["epoch"], info["done"])
         self.resumed_done = info["done"]
         self._last = time.monotonic()
+        units = "batches" if self.identity.get("unit") == "batch" else "samples"
         _say(f"resuming from the checkpoint after {self.saved_where} in {self.path}: "
-             f"{info['done']} of {info['samples']} samples were trained before the interruption")
+             f"{info['done']:,} of {info['samples']:,} {units} were trained before the interruption")
         return Resumed(info["epoch"], info["done"], list(state["step_losses"]), float(state["result"]["seconds"]))
 
-    def save(self, model, opt, scheduler, result, *, epoch: int, done: int, step_losses: list[float]) -> None:
+    def save(self, model, opt, scheduler, result, *, epoch: int, done: int, step_losses: list[float],
+             rng: tuple | None = None) -> None:
         """Write the checkpoint with ``done`` samples trained, ``epoch`` the last finished epoch (-1: none yet),
-        replacing the previous one atomically. A write that fails (e.g. a full disk) costs the checkpoint, not the
+        replacing the previous one atomically. ``rng``: the RNG states to keep (``rng_states()`` taken when
+        ``done`` was reached; default: now). A write that fails (e.g. a full disk) costs the checkpoint, not the
         training: a warning, and on."""
         from safetensors.torch import save_file
 
         weights = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        rng_cpu, rng_cuda = rng or rng_states()
         state = {
             "optimizer": opt.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_cpu": rng_cpu,
+            "rng_cuda": rng_cuda,
             "step_losses": list(step_losses),
             "result": {f.name: getattr(result, f.name) for f in fields(result)},
         }

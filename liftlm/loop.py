@@ -9,7 +9,6 @@ never materialised (``logits_to_keep``), which saves the vocabulary projection f
 from __future__ import annotations
 
 import bisect
-import functools
 import itertools
 import math
 import time
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checkpoint import rng_states
 from .config import LiftConfig
 from .context import IGNORE_INDEX
 from .errors import LiftError
@@ -127,7 +127,9 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     (``Checkpoints.due``), after any other step (trainable weights, optimizer, scheduler, RNG states, samples
     done, the result so far); not counted as training time. With ``grad_accum`` > 1 the step that ends an epoch
     may take the first samples of the next; ``exact_epochs`` (a trainer that carries state from step to step
-    within an epoch, as ``recurrent``) then skips that epoch's checkpoint, and every timed one. ``on_save()``:
+    within an epoch, as ``recurrent``) then skips that epoch's checkpoint, and every timed one. A
+    ``KeyboardInterrupt`` (Ctrl-C; SIGTERM from the CLI) while a step's units run writes a checkpoint of the last
+    finished step before it propagates (not with ``exact_epochs``). ``on_save()``:
     called after each checkpoint is written, for a ``compute`` that keeps something from step to step (the
     student's shared prefixes) to start it afresh there, as a run resumed from that checkpoint does."""
     if not any(plan):
@@ -141,16 +143,9 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     epoch_ends = list(itertools.accumulate(len(e) for e in plan))  # units done when each epoch ends
     total_steps = math.ceil(len(order) / cfg.grad_accum)
     scheduler = _scheduler(opt, cfg, total_steps)
-    step_losses: list[float] = []
-    first = 0
-    elapsed = 0.0
-    if checkpoints is not None:
-        batched = {"unit": "batch", "batch_size": cfg.resolved_batch_size} if max(sizes) > 1 else {}
-        checkpoints.describe(plan=[len(e) for e in plan], grad_accum=cfg.grad_accum, **batched,
-                             trainable=[(n, list(p.shape)) for n, p in model.named_parameters() if p.requires_grad])
-        resumed = checkpoints.restore(model, opt, scheduler, result)
-        if resumed is not None:
-            first, step_losses, elapsed = resumed.done, resumed.step_losses, resumed.seconds
+    saver = _Saver(checkpoints, model, opt, scheduler, result, on_save, exact_epochs)
+    first, elapsed = saver.resume(plan, sizes, cfg)
+    step_losses = saver.step_losses
     if cfg.grad_checkpointing:
         _checkpointing(model, True)
     model.train()
@@ -160,13 +155,14 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
     hook_seconds = 0.0
     eta = _EpochEta(sizes, epoch_ends, first)
     since = reset_peak(device := params[0].device if params else "cpu")  # the training's peak memory from here
-    save = functools.partial(_save, checkpoints, model, opt, scheduler, result, step_losses, on_save)
+    saver.settle(first)
     try:
         for k in range(first, len(order), cfg.grad_accum):
             group = order[k : k + cfg.grad_accum]
             for unit in group:
                 step_losses.append(_forward_backward(compute, unit, len(group), cfg, device))
                 bar.update(len(unit) if isinstance(unit, list) else 1)
+            saver.settled = None  # (until this step has updated the weights and kept its books)
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
@@ -191,11 +187,14 @@ def optimize(model, plan: list[list[int]], compute, cfg: LiftConfig, result: Tra
                         on_epoch(e, result)
                     model.train()
                     hook_seconds += time.perf_counter() - hook_start
-                if checkpoints is not None and (done == epoch_ends[e] or not exact_epochs):
-                    hook_seconds += save(e, done, start, hook_seconds)
-            if checkpoints is not None and not exact_epochs and done < len(order) and checkpoints.due():
-                # a timed checkpoint within the epoch (--checkpoint-minutes)
-                hook_seconds += save(len(result.epoch_losses) - 1, done, start, hook_seconds)
+                if done == epoch_ends[e] or not exact_epochs:
+                    hook_seconds += saver.save(e, done, start, hook_seconds)
+            if not exact_epochs and done < len(order) and saver.due():  # a timed one within the epoch
+                hook_seconds += saver.save(len(result.epoch_losses) - 1, done, start, hook_seconds)
+            saver.settle(done)
+    except KeyboardInterrupt:
+        saver.interrupted(start, hook_seconds)
+        raise
     finally:
         bar.close()
         model.eval()
@@ -226,15 +225,70 @@ def _forward_backward(compute, unit, units: int, cfg: LiftConfig, device) -> flo
     return loss.item()
 
 
-def _save(checkpoints, model, opt, scheduler, result: TrainResult, step_losses: list[float], on_save,
-          epoch: int, done: int, start: float, hook_seconds: float) -> float:
-    """``optimize``'s checkpoint (``on_save`` after it); the seconds it took, which training time leaves out."""
-    began = time.perf_counter()
-    result.seconds = began - start - hook_seconds
-    checkpoints.save(model, opt, scheduler, result, epoch=epoch, done=done, step_losses=step_losses)
-    if on_save is not None:
-        on_save()
-    return time.perf_counter() - began
+class _Saver:
+    """``optimize``'s checkpoints (``checkpoints``: a ``liftlm.checkpoint.Checkpoints``, or None: none). Besides
+    the epochs' and the timed ones, a ``KeyboardInterrupt`` while a step's units run forward and backward (most of
+    the time) checkpoints the last finished step on the way out: ``settled`` units done then, with the RNG
+    states, clock and token counts of that moment. While a step updates the weights, keeps its books or writes a
+    checkpoint (``settled`` None), the last checkpoint written stands. With ``exact_epochs`` only epoch ends are
+    saved."""
+
+    def __init__(self, checkpoints: Checkpoints | None, model, opt, scheduler, result: TrainResult, on_save,
+                 exact_epochs: bool):
+        self.checkpoints, self.model, self.opt, self.scheduler = checkpoints, model, opt, scheduler
+        self.result, self.on_save, self.exact_epochs = result, on_save, exact_epochs
+        self.step_losses: list[float] = []  # each unit's loss so far (resumed ones included)
+        self.saved = 0  # units done at the last checkpoint
+        self.settled: int | None = 0
+        self._moment: tuple | None = None  # (RNG states, clock, token counts) when ``settled`` was reached
+
+    def resume(self, plan: list[list], sizes: list[int], cfg: LiftConfig) -> tuple[int, float]:
+        """(units done, training seconds before) from the last checkpoint of this plan; (0, 0.0) without one."""
+        if self.checkpoints is None:
+            return 0, 0.0
+        batched = {"unit": "batch", "batch_size": cfg.resolved_batch_size} if max(sizes) > 1 else {}
+        self.checkpoints.describe(plan=[len(e) for e in plan], grad_accum=cfg.grad_accum, **batched,
+                                  trainable=[(n, list(p.shape)) for n, p in self.model.named_parameters()
+                                             if p.requires_grad])
+        resumed = self.checkpoints.restore(self.model, self.opt, self.scheduler, self.result)
+        if resumed is None:
+            return 0, 0.0
+        self.step_losses[:] = resumed.step_losses
+        self.saved = resumed.done
+        return resumed.done, resumed.seconds
+
+    def due(self) -> bool:
+        return self.checkpoints is not None and self.checkpoints.due()
+
+    def settle(self, done: int) -> None:
+        self.settled = done
+        if self.checkpoints is not None and not self.exact_epochs:
+            r = self.result
+            self._moment = rng_states(), time.perf_counter(), (r.tokens, r.prefix_tokens, r.pad_tokens)
+
+    def save(self, epoch: int, done: int, start: float, hook_seconds: float, rng: tuple | None = None,
+             at: float | None = None) -> float:
+        """A checkpoint (``on_save`` after it); the seconds it took, which training time leaves out. ``rng`` and
+        ``at``: the RNG states and the clock when ``done`` was reached (default: now)."""
+        if self.checkpoints is None:
+            return 0.0
+        began = time.perf_counter()
+        self.result.seconds = (at or began) - start - hook_seconds
+        self.checkpoints.save(self.model, self.opt, self.scheduler, self.result, epoch=epoch, done=done,
+                              step_losses=self.step_losses, rng=rng)
+        self.saved = done
+        if self.on_save is not None:
+            self.on_save()
+        return time.perf_counter() - began
+
+    def interrupted(self, start: float, hook_seconds: float) -> None:
+        """On the way out of a ``KeyboardInterrupt``: checkpoint the last finished step, if it can and is new."""
+        if self.checkpoints is None or self.exact_epochs or self.settled is None or self.settled <= self.saved:
+            return
+        rng, at, counts = self._moment
+        del self.step_losses[self.settled :]  # the interrupted step's units, and their tokens
+        self.result.tokens, self.result.prefix_tokens, self.result.pad_tokens = counts
+        self.save(len(self.result.epoch_losses) - 1, self.settled, start, hook_seconds, rng=rng, at=at)
 
 
 class _EpochEta:

@@ -384,6 +384,62 @@ def test_the_batched_distillation_student_resumes_exactly(tiny_model_dir, tmp_pa
     assert resumed.metadata["training"]["loss_curve"] == pytest.approx(whole.metadata["training"]["loss_curve"])
 
 
+def interrupt_in_unit(monkeypatch, unit: int) -> None:
+    """Ctrl-C while the ``unit``-th unit of the run (1-based) runs forward and backward."""
+    import liftlm.loop as loop
+
+    real, calls = loop._forward_backward, []
+
+    def forward_backward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == unit:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_forward_backward", forward_backward)
+
+
+@pytest.mark.parametrize("mode", ["paper", "overlap"])
+def test_ctrl_c_within_a_step_checkpoints_the_last_finished_step(tiny_model_dir, tmp_path, capsys, monkeypatch, mode):
+    """No timed checkpoint is due (--checkpoint-minutes 10), yet a run stopped in the middle of its second epoch
+    loses only the step it was in: the loop checkpoints the last finished one on its way out, and the resumed run
+    ends with the weights, loss curve and token count of an uninterrupted one."""
+    whole = make(tiny_model_dir, tmp_path / "a", training_mode=mode).internalize(DOC)
+    plan = whole.metadata["training"]["steps"]
+    stop = plan // CFG["epochs"] + 3  # the third step of the second epoch
+    cut = make(tiny_model_dir, tmp_path / "b", training_mode=mode)
+    with monkeypatch.context() as patch:
+        interrupt_in_unit(patch, stop)
+        with pytest.raises(KeyboardInterrupt):
+            cut.internalize(DOC)
+    err = capsys.readouterr().err
+    key = whole.adapter.name
+    info = json.loads((tmp_path / "b" / ".work" / key / "checkpoint" / "checkpoint.json").read_text())
+    assert (info["epoch"], info["done"], info["steps"]) == (0, stop - 1, stop - 1)
+    assert f"interrupted: training up to sample {stop - 1} of {plan} (in epoch 2 of 3, AT stage: segments)" in err, err
+    resumed = make(tiny_model_dir, tmp_path / "b", training_mode=mode).internalize(DOC)
+    assert f"{stop - 1:,} of {plan:,} samples were trained before the interruption" in capsys.readouterr().err
+    assert resumed.resumed_at == stop - 1
+    assert_same_weights(whole.adapter, resumed.adapter)
+    for field in ("loss_curve", "epoch_losses"):
+        assert resumed.metadata["training"][field] == pytest.approx(whole.metadata["training"][field])
+    assert resumed.metadata["training"]["tokens"] == whole.metadata["training"]["tokens"]
+
+
+def test_ctrl_c_within_an_epoch_of_recurrent_training_keeps_the_epochs_checkpoint(tiny_model_dir, tmp_path,
+                                                                                  monkeypatch):
+    """Its memory within an epoch is not saved, so the last finished step is no exact resume point: the last
+    epoch's checkpoint stands."""
+    whole = make(tiny_model_dir, tmp_path / "a", training_mode="recurrent").internalize(DOC)
+    per_epoch = whole.metadata["training"]["steps"] // CFG["epochs"]
+    cut = make(tiny_model_dir, tmp_path / "b", training_mode="recurrent")
+    interrupt_in_unit(monkeypatch, per_epoch + 3)
+    with pytest.raises(KeyboardInterrupt):
+        cut.internalize(DOC)
+    info = json.loads(next((tmp_path / "b").glob(".work/*/checkpoint/checkpoint.json")).read_text())
+    assert (info["epoch"], info["done"]) == (0, per_epoch)
+
+
 def test_recurrent_training_gets_no_timed_checkpoint(tiny_model_dir, tmp_path):
     """Its Transformer-XL memory is carried from step to step within an epoch and not saved: only an epoch's end
     is an exact resume point, so a timed checkpoint is never written there."""
