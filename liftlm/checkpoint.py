@@ -60,6 +60,16 @@ def rng_states() -> tuple:
     return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
 
 
+def trained_share(directory: str | Path) -> float:
+    """The share of its plan the checkpoint in ``directory`` (``AdapterStore.work(key)``) holds as trained, for
+    the time estimate of a resumed run: 0.0 when there is none (or it cannot be read)."""
+    try:
+        info = json.loads((Path(directory) / CHECKPOINT / INFO).read_text(encoding="utf-8"))
+        return min(max(info["done"] / info["samples"], 0.0), 1.0)
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return 0.0
+
+
 def _say(message: str) -> None:
     print(f"liftlm: {message}", file=sys.stderr, flush=True)
 

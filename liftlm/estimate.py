@@ -141,17 +141,28 @@ class Estimate:
     attention_flops: float = 0.0  # the student's samples' attention to the head+tail view (module docstring)
     view_tokens: int = 0  # the head+tail view's share of prefix_tokens (a long sequence: run at PREFIX_SHARE)
     view_flops: float = 0.0  # the attention within the view, each time it is computed
+    student_done: float = 0.0  # the share of the student's samples a checkpoint holds (a resumed run)
+
+    @property
+    def student_left_s(self) -> float:
+        return self.student_s * (1.0 - self.student_done)
 
     @property
     def total_s(self) -> float:
-        return self.teacher_s + self.student_s
+        """What is left to run: the teacher (unless cached) and the student's samples not yet trained."""
+        return self.teacher_s + self.student_left_s
 
     def describe(self) -> str:
         """One line, e.g. ``estimated time: ~14 min (teacher ~4 min, student ~10 min) for 8,000 tokens at ~150
-        GFLOP/s``."""
-        parts = {"runs": f"teacher {_duration(self.teacher_s)}, student {_duration(self.student_s)}",
-                 "cached": f"the teacher's items are cached; student {_duration(self.student_s)}",
-                 "none": "training only, no teacher"}[self.teacher]
+        GFLOP/s``; a resumed student says what is left, ``student ~6 min left: it resumes 40 % in``."""
+        student = f"student {_duration(self.student_s)}"
+        if self.student_done > 0:
+            student = (f"student {_duration(self.student_left_s)} left: it resumes "
+                       f"{math.floor(self.student_done * 100)} % in")
+        parts = {"runs": f"teacher {_duration(self.teacher_s)}, {student}",
+                 "cached": f"the teacher's items are cached; {student}",
+                 "none": "training only, no teacher" + (f"; {student}" if self.student_done > 0 else "")}[
+                     self.teacher]
         rate = f"{self.gflops / 1000:,.0f} TFLOP/s" if self.gflops >= 10_000 else f"{self.gflops:,.0f} GFLOP/s"
         return f"estimated time: {_duration(self.total_s)} ({parts}) for {self.tokens:,} tokens at ~{rate}"
 

@@ -160,7 +160,7 @@ class Lift:
                         _say(f"reusing the adapter the other process stored: {stored.adapter}")
                     stored.waited = waited
                     return stored
-                self._say_estimate(text)
+                self._say_estimate(text, key)
                 qa, qa_report = self.qa.pairs(text)
                 items, distill_report = self.distill.items(text, self._doc_ids, self._fresh_base(), self.tokenizer,
                                                            self.prompts.chat)
@@ -179,10 +179,11 @@ class Lift:
         return Internalized(path, True, metadata, trained.result, waited=waited, resumed_epoch=resumed,
                             resumed_at=metadata["training"].get("resumed_at_sample"), replaced=force or broken)
 
-    def _say_estimate(self, text: str) -> None:
+    def _say_estimate(self, text: str, key: str) -> None:
         """Say about how long training will take (``liftlm.estimate``) before it starts, when that is long: the
         document is longer than the window, or the estimate over a minute. Only with progress output on; the
-        teacher is left out when its items are cached."""
+        teacher is left out when its items are cached, and the student's part a checkpoint holds (LoRA) when the
+        run resumes."""
         if not self.progress:
             return
         if self.config.objective != "distill":
@@ -210,6 +211,10 @@ class Lift:
         guess = estimate(len(self._doc_ids), cfg, self._weights, gflops, self.window, teacher,
                          len(chat.before), len(chat.after), attention_width(base), self.loaded.device.type,
                          getattr(base.config, "num_hidden_layers", 0), shape, sentences)
+        if cfg.finetune == "lora":  # (only LoRA training is checkpointed)
+            from .checkpoint import trained_share
+
+            guess.student_done = trained_share(self.store.work(key))
         if len(self._doc_ids) > self.window or guess.total_s > 60:
             _say(guess.describe())
 

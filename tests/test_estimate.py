@@ -170,6 +170,13 @@ def test_the_line_says_the_total_its_parts_and_the_rate():
     assert "~2.5 h" in Estimate(10, 150.0, 3000, 6000, "runs").describe()
 
 
+def test_a_resumed_student_says_what_is_left():
+    guess = Estimate(8000, 150.0, teacher_s=0, student_s=6000, teacher="cached", student_done=0.25)
+    assert guess.total_s == 4500
+    assert guess.describe() == ("estimated time: ~75 min (the teacher's items are cached; student ~75 min left: it "
+                                "resumes 25 % in) for 8,000 tokens at ~150 GFLOP/s")
+
+
 def test_the_constants_follow_the_code_they_describe():
     import liftlm.bench.common
     import liftlm.bench.throughput
@@ -205,6 +212,29 @@ def test_internalize_says_the_estimate_for_a_long_document_only(tiny_model_dir, 
     assert "the teacher's items are cached" in _internalize_err(again, long, capsys)
     quiet = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store3", progress=False)
     assert "estimated time" not in _internalize_err(quiet, long, capsys)  # the library, quiet
+
+
+def test_a_resumed_internalize_estimates_what_is_left(tiny_model_dir, tmp_path, capsys):
+    """Interrupted in its second epoch, the rerun's estimate counts only the student's samples its checkpoint
+    does not hold."""
+    from liftlm import Lift
+
+    cfg = LiftConfig(window=128, segment_length=48, stride=48, context_tokens=32, epochs=2, distill_prompts=1,
+                     distill_answer_tokens=3, distill_questions=0, distill_retention=0.1)
+    long = TEXT * 2
+
+    def stop(progress):
+        if progress.stage == "training" and progress.epoch == 1:
+            raise KeyboardInterrupt
+
+    first = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store", progress=True, on_step=stop)
+    with pytest.raises(KeyboardInterrupt):
+        first.internalize(long)
+    whole = next(x for x in capsys.readouterr().err.splitlines() if "estimated time:" in x)
+    again = Lift(str(tiny_model_dir), cfg, store=tmp_path / "store", progress=True)
+    line = next(x for x in _internalize_err(again, long, capsys).splitlines() if "estimated time:" in x)
+    assert "the teacher's items are cached; student ~" in line and "left: it resumes 50 % in" in line, line
+    assert "left" not in whole
 
 
 def _internalize_err(lift, text: str, capsys) -> str:
