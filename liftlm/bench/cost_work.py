@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import LiftConfig
+from ..config import ANSWER_FIELDS, LiftConfig
 
 WORK_DIR = ".cost-work"
 
@@ -18,11 +18,12 @@ def teacher_cache(cache: Path, cfg: LiftConfig) -> Path:
 
 
 def row_key(loaded, recipe, text: str, given) -> str:
-    """What makes a row the same measurement: the model, device, document, recipe and its settings, and any
-    given teacher."""
+    """What makes a row the same measurement: the model, device, document, recipe and its settings (all but the
+    answer-time ones, ``ANSWER_FIELDS``, which no internalization depends on), and any given teacher."""
+    settings = {k: v for k, v in recipe.config.resolved_dict().items() if k not in ANSWER_FIELDS}
     what = {"model": loaded.model_id, "device": str(loaded.device),
             "document": hashlib.sha256(text.encode()).hexdigest(),
-            "recipe": recipe.name, "settings": recipe.config.resolved_dict(),
+            "recipe": recipe.name, "settings": settings,
             "given": None if given is None else [given.path, given.trace is not None]}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

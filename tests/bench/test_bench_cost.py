@@ -411,3 +411,21 @@ def test_a_bad_replay_is_one_clear_error(tiny_model_dir, haystack_dir, tmp_path,
     assert main([*common, "--tokens", tokens, "--replay-teacher", str(saved), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("liftlm: error:") == 1 and "Traceback" not in err
+
+
+def test_a_rows_key_leaves_out_the_answer_time_settings():
+    """A kept row stays kept when only an answer-time setting (--adapter-scale) differs, or did not exist when it
+    was measured: no internalization depends on one. Any other setting makes it another measurement."""
+    from types import SimpleNamespace
+
+    from liftlm.bench.cost_work import row_key
+    from liftlm.config import ANSWER_FIELDS
+
+    loaded = SimpleNamespace(model_id="m", device="cpu")
+
+    def key(**kw):
+        return row_key(loaded, SimpleNamespace(name="r", config=LiftConfig(**kw)), "text", None)
+
+    assert "adapter_scale" in ANSWER_FIELDS
+    assert key() == key(adapter_scale=0.5)
+    assert key() != key(epochs=1) and key() != key(teacher_batch=4)
