@@ -239,7 +239,7 @@ class _Saver:
         self.result, self.on_save, self.exact_epochs = result, on_save, exact_epochs
         self.step_losses: list[float] = []  # each unit's loss so far (resumed ones included)
         self.saved = 0  # units done at the last checkpoint
-        self.settled: int | None = 0
+        self.settled: int | None = None  # units done at the last finished step (None: within a step's update)
         self._moment: tuple | None = None  # (RNG states, clock, token counts) when ``settled`` was reached
 
     def resume(self, plan: list[list], sizes: list[int], cfg: LiftConfig) -> tuple[int, float]:
@@ -261,10 +261,11 @@ class _Saver:
         return self.checkpoints is not None and self.checkpoints.due()
 
     def settle(self, done: int) -> None:
-        self.settled = done
+        """A step has finished with ``done`` units: the point an interrupt from now on checkpoints."""
         if self.checkpoints is not None and not self.exact_epochs:
             r = self.result
             self._moment = rng_states(), time.perf_counter(), (r.tokens, r.prefix_tokens, r.pad_tokens)
+        self.settled = done  # (last: an interrupt before this line finds None and writes nothing)
 
     def save(self, epoch: int, done: int, start: float, hook_seconds: float, rng: tuple | None = None,
              at: float | None = None) -> float:
