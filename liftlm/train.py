@@ -215,7 +215,12 @@ def train_on_documents(base, documents: Sequence[tuple[list[int], Sequence]], cf
         result = TRAINERS[cfg.training_mode](model, samples, cfg, progress=progress, desc=desc,
                                              qa_samples=qa_samples, on_epoch=on_epoch, on_step=on_step,
                                              checkpoints=checkpoints)
-    except BaseException:
-        detach_adapter(model if model is not None else target)
+    except BaseException as e:
+        try:
+            detach_adapter(model if model is not None else target)
+        except Exception:
+            if not isinstance(e, KeyboardInterrupt):
+                raise
+            # a stop stays a stop (the caller drops or reloads the model)
         raise
     return Trained(model, result, len(samples), len(qa_samples))

@@ -17,6 +17,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -38,6 +39,21 @@ def terminate(proc, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+_STOP = threading.Event()  # set by SIGTERM (``main``): the worker is stopping
+
+
+def stopping() -> bool:
+    """Whether this worker has been told to stop (SIGTERM from the web process)."""
+    return _STOP.is_set()
+
+
+def stop_now(signum=None, frame=None) -> None:
+    """SIGTERM's handler: mark the worker as stopping and unwind (a ``KeyboardInterrupt``), so that a half-written
+    adapter is removed and the running step is checkpointed."""
+    _STOP.set()
+    raise KeyboardInterrupt
 
 
 class Abandoned(Exception):
@@ -112,13 +128,13 @@ class Worker:
 
     def run(self, poll: float = 0.25) -> None:
         log(f"ready (model {self.loaded.model_id})")
-        while self.parent_alive():
+        while self.parent_alive() and not stopping():
             job = self.table.claim(self.pid)
             if job is None:
                 time.sleep(poll)
                 continue
             self.train(job)
-        log("the web process is gone; exiting")
+        log("stopping" if stopping() else "the web process is gone; exiting")
 
     def train(self, job: dict) -> None:
         from ..recipe import Lift
@@ -153,12 +169,15 @@ class Worker:
                 log(f"{doc_id} was deleted while it trained; its adapter stays in the store")
         except Abandoned as e:
             log(f"abandoned {doc_id}: {e}")
-        except LiftError as e:
-            log(f"failed {doc_id}: {e}")
-            self.table.fail_owned(doc_id, self.pid, str(e))
-        except Exception as e:  # a bug or an exhausted device: the job fails with the reason, the worker goes on
-            traceback.print_exc()
-            self.table.fail_owned(doc_id, self.pid, f"{type(e).__name__}: {e}")
+        except Exception as e:
+            if stopping():  # the stop, turned into another error on its way out (e.g. by a cleanup it cut short):
+                raise KeyboardInterrupt from e  # the job is not failed; the web process queues it again
+            if isinstance(e, LiftError):
+                log(f"failed {doc_id}: {e}")
+                self.table.fail_owned(doc_id, self.pid, str(e))
+            else:  # a bug or an exhausted device: the job fails with the reason, the worker goes on
+                traceback.print_exc()
+                self.table.fail_owned(doc_id, self.pid, f"{type(e).__name__}: {e}")
         finally:
             self._clean(lift, job["text"])
 
@@ -238,11 +257,11 @@ class RayWorker:
         log(f"ready: training on {where} ({self.capacity()} job(s) at once, {self.cpus:g} CPU "
             f"{self.gpus:g} GPU each)")
         try:
-            while self.parent_alive():
+            while self.parent_alive() and not stopping():
                 self.submit()
                 self.relay()
                 self.collect(poll)
-            log("the web process is gone; exiting")
+            log("stopping" if stopping() else "the web process is gone; exiting")
         finally:
             for ref, _ in self.running.values():  # unwinds the task: nothing half-written stays in the store
                 self.ray.cancel(ref)
@@ -291,6 +310,8 @@ class RayWorker:
         except self.ray.exceptions.TaskCancelledError:
             return
         except Exception as e:  # noqa: BLE001 - its Ray worker died on every try, or its node was lost
+            if stopping():
+                raise KeyboardInterrupt from e  # (the job is queued again, not failed)
             error = f"the Ray task failed after {self.retries} retries: {type(e).__name__}: {e}".splitlines()[0]
             log(f"failed {doc_id}: {error}")
             self.table.fail_owned(doc_id, self.pid, error)
@@ -327,10 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Writing model shards" bar per adapter
 
-    def stop(signum, frame):  # SIGTERM from the web process: unwind, so a half-written adapter is removed
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop_now)
     from ..options import quiet_libraries
 
     quiet_libraries()

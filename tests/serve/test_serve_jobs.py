@@ -106,6 +106,40 @@ def _events(server, doc_id: str) -> list[str]:
         return out
 
 
+@pytest.mark.parametrize("stopped", [True, False])
+def test_a_stop_that_surfaces_as_another_error_leaves_the_job_queued(tiny_model_dir, tmp_path, monkeypatch, stopped):
+    # SIGTERM is a KeyboardInterrupt in the worker; a cleanup it cuts short can replace it with another error on the
+    # way out. That must not fail the job (nor train the next one): the web process queues it again. Without a
+    # stop, the same error fails the job and the worker goes on.
+    from liftlm.recipe import Lift
+    from liftlm.serve import worker as w
+
+    def internalize(self, text):
+        try:
+            if stopped:
+                w.stop_now()  # what SIGTERM runs
+            raise KeyboardInterrupt if stopped else RuntimeError("a bug")
+        except KeyboardInterrupt:
+            raise RuntimeError("a cleanup cut short by the stop") from None
+
+    monkeypatch.setattr(w, "_STOP", __import__("threading").Event())
+    monkeypatch.setattr(Lift, "internalize", internalize)
+    t = _table(tmp_path)
+    t.submit("a" * 20, "A", {}, DOCS[0], 40)
+    t.submit("b" * 20, "B", {}, DOCS[1], 40)
+    worker = w.Worker(str(tmp_path / "jobs.sqlite"), str(tiny_model_dir), str(tmp_path / "store"), "cpu", None)
+    job = t.claim(worker.pid)
+    if not stopped:
+        worker.train(job)
+        assert t.get(job["id"])["status"] == "failed" and "a bug" in t.get(job["id"])["error"]
+        return
+    with pytest.raises(KeyboardInterrupt):
+        worker.train(job)
+    assert t.get(job["id"])["status"] == "training"  # (``Supervisor.stop`` queues it again, the attempt refunded)
+    worker.run(poll=0.01)  # returns at once: a stopping worker claims nothing
+    assert t.get("b" * 20)["status"] == "queued"
+
+
 def test_restart_picks_up_queued_and_interrupted_jobs(tiny_model_dir, tmp_path):
     server = Server(tiny_model_dir, tmp_path, name="first").start()
     long_id = server.post(DOCS[1] * 3, settings={"epochs": 100_000})["id"]  # never done: deleted below
@@ -115,7 +149,8 @@ def test_restart_picks_up_queued_and_interrupted_jobs(tiny_model_dir, tmp_path):
     server.stop()
 
     t = JobTable(server.state / "jobs.sqlite")  # what the stopped server left
-    assert {t.get(long_id)["status"], t.get(queued_id)["status"]} == {"queued"}
+    left = {t.get(long_id)["status"], t.get(queued_id)["status"]}
+    assert left == {"queued"}, (t.get(long_id)["error"], server.read_log())
     assert t.get(long_id)["attempts"] == 0  # a clean stop is not counted against the job
     t.close()
     assert not (server.store / long_id).exists()
