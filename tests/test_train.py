@@ -168,6 +168,27 @@ def test_a_failed_training_hands_the_base_model_back_without_lora(tiny_loaded, m
     assert not _has_lora(base) and not hasattr(base, "peft_config")
 
 
+@pytest.mark.parametrize("stop", [True, False])
+def test_a_stop_stays_a_stop_when_the_cleanup_after_it_fails(tiny_loaded, monkeypatch, stop):
+    """Ctrl-C (or SIGTERM) cuts ``attach_adapter`` short and the adapter cannot be detached: the caller still sees
+    the ``KeyboardInterrupt`` (a stop, not a failed job). After any other error, the failed cleanup is reported."""
+    import liftlm.train
+
+    def attach(model, cfg):
+        raise KeyboardInterrupt if stop else ValueError("bad settings")
+
+    def detach(model):
+        raise RuntimeError("half-attached: cannot detach")
+
+    monkeypatch.setattr(liftlm.train, "attach_adapter", attach)
+    monkeypatch.setattr(liftlm.train, "detach_adapter", detach)
+    doc = tiny_loaded.tokenizer.encode(TEXT, add_special_tokens=False)
+    with pytest.raises(KeyboardInterrupt if stop else RuntimeError):
+        liftlm.train.train_on_documents(tiny_loaded.model, [(doc, [])],
+                                        LiftConfig(objective="ct", segment_length=32, context_tokens=16),
+                                        PromptBuilder(tiny_loaded.tokenizer, 256), progress=False)
+
+
 def test_a_window_too_small_is_one_clear_error_before_training(tiny_loaded):
     from liftlm.errors import LiftError
     from liftlm.train import train_on_documents
