@@ -5,7 +5,7 @@ Three tricks of liftlm attend to keys/values computed earlier instead of running
 * overlap training (``liftlm.overlap``) runs the CT prompt and the previous ℓ - s tokens without gradients and
   trains the s new tokens after them; recurrent training keeps those keys/values from step to step;
 * the distillation teacher (``liftlm.distill.teacher``) runs each chunk once and answers every prompt about it
-  from the chunk's keys/values, several chunks at once (``left_padded``);
+  from the chunk's keys/values, several chunks at once (``decoding_cache``: left-padded, with room to decode);
 * the distillation student (``liftlm.distill.student``) reuses the keys/values of the head+tail view that all the
   items of a document share.
 
@@ -19,6 +19,7 @@ import inspect
 
 import torch
 import torch.nn.functional as F
+from transformers.cache_utils import DynamicLayer
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values), each [B, heads, L, head_dim]
 
@@ -61,12 +62,65 @@ def as_cache(kv: KV):
     return DynamicCache(ddp_cache_data=list(kv))
 
 
-def left_padded(kvs: list[KV]) -> tuple[KV, list[int]]:
-    """One batch from single-row caches of unequal lengths: each row's keys/values left-padded with zeros to the
-    longest (``[len(kvs), heads, max L, head_dim]`` per layer), and each row's length, so that the caller masks
-    the pads out and counts positions without them."""
+class RoomyLayer(DynamicLayer):
+    """A cache layer over buffers with room to spare (``[B, heads, capacity, head_dim]``, the first ``n`` positions
+    held): a forward pass writes its positions into the room, and ``keys``/``values`` are views of the held part.
+    Out of room, the buffers grow to twice their size."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, n: int):
+        super().__init__()
+        self.device, self.is_initialized = keys.device, True
+        self._keys, self._values, self._n = keys, values, n
+        self._view()
+
+    def _view(self) -> None:
+        self.keys, self.values = self._keys[:, :, :self._n], self._values[:, :, :self._n]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n, m = self._n, key_states.shape[-2]
+        if n + m > self._keys.shape[2]:
+            more = max(n + m, 2 * self._keys.shape[2]) - self._keys.shape[2]
+            self._keys, self._values = (F.pad(t, (0, 0, 0, more)) for t in (self._keys, self._values))
+        self._keys[:, :, n:n + m] = key_states
+        self._values[:, :, n:n + m] = value_states
+        self._n = n + m
+        self._view()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Only the rows ``indices`` (their room kept)."""
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self._view()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove < 0 and self.is_initialized:
+            self._n = max(self._n + tokens_to_remove, 0)
+            self._view()
+        else:
+            super().crop(tokens_to_remove)
+
+
+def decoding_cache(kvs: list[KV], room: int):
+    """A batch's cache for decoding up to ``room`` more positions: the single-row caches ``kvs`` left-padded with
+    zeros to the longest, as ``left_padded`` lays them out, in buffers with ``room`` positions to spare that each
+    forward pass fills in place (``RoomyLayer``). A ``DynamicCache`` concatenates every layer's whole keys and
+    values anew at every token instead: a fifth of the embedded model's teacher time went to those copies.
+    Returns the cache and each row's length."""
+    from transformers import DynamicCache
+
     lens = [kv[0][0].shape[2] for kv in kvs]
     longest = max(lens)
-    return [tuple(torch.cat([F.pad(kv[layer][j], (0, 0, longest - n, 0)) for kv, n in zip(kvs, lens)])
-                  for j in (0, 1))
-            for layer in range(len(kvs[0]))], lens
+    layers = []
+    for layer in range(len(kvs[0])):
+        buffers = []
+        for j in (0, 1):
+            first = kvs[0][layer][j]
+            buf = first.new_empty(len(kvs), first.shape[1], longest + room, first.shape[3])  # the room: written
+            for row, (kv, n) in enumerate(zip(kvs, lens)):                                 # before it is read
+                buf[row, :, :longest - n] = 0
+                buf[row, :, longest - n:longest] = kv[layer][j][0]
+            buffers.append(buf)
+        layers.append(RoomyLayer(*buffers, longest))
+    cache = DynamicCache()
+    cache.layers = layers
+    return cache, lens

@@ -330,6 +330,35 @@ def test_rows_that_finish_leave_the_teachers_batch_without_changing_the_others(t
         assert torch.allclose(torch.tensor(it.top_logprobs), torch.tensor(one.top_logprobs), atol=1e-3)
 
 
+def test_the_teachers_cache_decodes_in_place_as_a_growing_cache_would(tiny_loaded):
+    """``decoding_cache``: rows of unequal lengths left-padded into buffers with room; decoding writes each token
+    into the room (no layer's keys/values reallocated while it lasts) and gives the logits of a ``DynamicCache``
+    that grows by concatenation; out of room it grows; dropping rows keeps the others' keys/values."""
+    from liftlm.kvcache import cache_kwarg, decoding_cache, kv_tensors, prefix_cache
+
+    model = tiny_loaded.model
+    a, b = prefix_cache(model, torch.tensor([[5, 9, 14, 3, 7]])), prefix_cache(model, torch.tensor([[8, 2, 11]]))
+    cache, lens = decoding_cache([kv_tensors(a), kv_tensors(b)], room=2)
+    assert lens == [5, 3] and cache.get_seq_length() == 5
+    assert torch.equal(kv_tensors(cache)[0][0][1, :, :2], torch.zeros_like(kv_tensors(cache)[0][0][1, :, :2]))
+    buffers = [layer._keys.data_ptr() for layer in cache.layers]
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
+    kw = cache_kwarg(model)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([[4], [6]]), attention_mask=mask,
+                    position_ids=torch.tensor([[5], [3]]), use_cache=True, **{kw: cache})
+        assert [layer._keys.data_ptr() for layer in cache.layers] == buffers  # written in place
+        for row, ids in enumerate(([5, 9, 14, 3, 7, 4], [8, 2, 11, 6])):
+            whole = model(input_ids=torch.tensor([ids])).logits[0, -1]
+            assert torch.allclose(out.logits[row, -1], whole, atol=1e-4)
+        cache.batch_select_indices(torch.tensor([1]))  # the first row leaves; the second goes on
+        out = model(input_ids=torch.tensor([[12, 10]]), attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1]]),
+                    position_ids=torch.tensor([[4, 5]]), use_cache=True, **{kw: cache})  # past the room: grows
+    assert cache.get_seq_length() == 8 and cache.layers[0]._keys.shape[2] >= 8
+    whole = model(input_ids=torch.tensor([[8, 2, 11, 6, 12, 10]])).logits[0, -1]
+    assert torch.allclose(out.logits[0, -1], whole, atol=1e-4)
+
+
 def test_soft_loss_is_cross_entropy_against_the_teachers_top_k():
     logits = torch.randn(3, 50)
     top_ids = torch.randint(0, 50, (3, 4))

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from ..kvcache import as_cache, cache_kwarg, kv_tensors, left_padded, output_cache, prefix_cache
+from ..kvcache import cache_kwarg, decoding_cache, kv_tensors, output_cache, prefix_cache
 from .prompts import (
     GROUNDED_KINDS,
     WRITE_PROMPT,
@@ -120,10 +120,11 @@ def teach(model, tokenizer, chat, doc_ids: list[int], asks: list[tuple[tuple[int
             batch = asks[start:start + batch_size]
             spans = [span for span, _, _ in batch]
             _prefill(model, chat, doc_ids, [x for x in dict.fromkeys(spans) if x not in chunk_kv], chunk_kv, prefill)
-            # each layer's keys and values for the batch: the rows' chunks, left-padded to the longest
-            kv, lens = left_padded([chunk_kv[span] for span in spans])
+            # each layer's keys and values for the batch: the rows' chunks, left-padded to the longest, with room
+            # for the prompts and answers (written in place as they decode)
             rows = suffixes[start:start + batch_size]
-            answers = _decode(model, as_cache(kv), lens, rows, pad, eos, max_new_tokens, top_k,
+            cache, lens = decoding_cache([chunk_kv[span] for span in spans], max(map(len, rows)) + max_new_tokens)
+            answers = _decode(model, cache, lens, rows, pad, eos, max_new_tokens, top_k,
                               None if lengths is None else lengths[start:start + batch_size])
             for (span, kind, prompt), (answer, tops, lps) in zip(batch, answers):
                 items.append(DistillItem(kind, prompt, span, answer, tops, lps))
@@ -194,11 +195,12 @@ def _decode(model, cache, lens: list[int], rows: list[list[int]], pad: int, eos:
 
 
 def _drop_done(cache, going: list[int], *tensors: torch.Tensor):
-    """The decoding state of the rows ``going`` only: the cache's keys/values and each of ``tensors`` ([B, ...])
-    narrowed to those rows (a finished row would otherwise be decoded to the end of the batch's longest answer)."""
+    """The decoding state of the rows ``going`` only: the cache (narrowed in place) and each of ``tensors``
+    ([B, ...]) narrowed to those rows (a finished row would otherwise be decoded to the end of the batch's longest
+    answer)."""
     index = torch.tensor(going, device=tensors[0].device)
-    kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in kv_tensors(cache)]
-    return (as_cache(kv), *(t.index_select(0, index) for t in tensors))
+    cache.batch_select_indices(index)
+    return (cache, *(t.index_select(0, index) for t in tensors))
 
 
 def make_items(model, tokenizer, chat, doc_ids: list[int], spans: list[tuple[int, int]], prompts_per_chunk: int,
