@@ -19,7 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 from .config import MODES
 from .context import PromptBuilder
 from .errors import LiftError
-from .kvcache import KV, as_cache, cache_kwarg, kv_tensors
+from .kvcache import KV, cache_kwarg, kv_tensors, roomy_cache
 from .retrieval import build_rag_context
 
 
@@ -98,11 +98,12 @@ class PromptReuse:
         n = next((i for i in range(most) if ids[i] != prompt_ids[i]), most)
         return n if n >= self.min_shared else 0
 
-    def start(self, slot: str, prompt_ids: list[int]):
-        """A fresh cache holding the keys/values of the shared start of ``prompt_ids`` (empty if none)."""
+    def start(self, slot: str, prompt_ids: list[int], capacity: int = 0):
+        """A fresh cache holding (a copy of) the keys/values of the shared start of ``prompt_ids`` (empty if
+        none), with room for ``capacity`` positions in all (``roomy_cache``); the kept ones stay as they are."""
         n = self.shared(slot, prompt_ids)
         kv = [(k[:, :, :n], v[:, :, :n]) for k, v in self._kept[slot][1]] if n else []
-        return as_cache(kv)  # a forward pass appends to it with new tensors: the kept ones stay as they are
+        return roomy_cache(kv, capacity)
 
     def keep(self, slot: str, prompt_ids: list[int], cache) -> None:
         """Keep the prompt's part of ``cache`` (which also holds the answer's tokens) for the next prompt."""
@@ -123,9 +124,12 @@ def greedy_decode(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, 
     before, and leaves its own there."""
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids], device=device)
-    hooks = {}
+    capacity = len(prompt_ids) + max_new_tokens  # the cache is written in place up to this length
     if reuse is not None:
-        hooks[cache_kwarg(model)] = cache = reuse.start(slot, prompt_ids)
+        cache = reuse.start(slot, prompt_ids, capacity)
+    else:
+        cache = roomy_cache([], capacity)
+    hooks = {cache_kwarg(model): cache}
     if on_text is not None:
         hooks["streamer"] = _OnText(tokenizer, on_text)
     if stop is not None:

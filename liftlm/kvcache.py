@@ -65,49 +65,71 @@ def as_cache(kv: KV):
 class RoomyLayer(DynamicLayer):
     """A cache layer over buffers with room to spare (``[B, heads, capacity, head_dim]``, the first ``n`` positions
     held): a forward pass writes its positions into the room, and ``keys``/``values`` are views of the held part.
-    Out of room, the buffers grow to twice their size."""
+    A ``DynamicLayer`` concatenates its whole keys and values anew at every token instead: a fifth of the embedded
+    model's teacher time went to those copies. Empty, the layer takes its buffers at its first update (``capacity``
+    positions, or that update's length if more); out of room, they grow to twice their size."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, n: int):
+    def __init__(self, capacity: int, keys: torch.Tensor | None = None, values: torch.Tensor | None = None,
+                 n: int = 0):
         super().__init__()
+        self.capacity = capacity
+        if keys is not None:
+            self._hold(keys, values, n)
+
+    def _hold(self, keys: torch.Tensor, values: torch.Tensor, n: int) -> None:
         self.device, self.is_initialized = keys.device, True
         self._keys, self._values, self._n = keys, values, n
-        self._view()
-
-    def _view(self) -> None:
-        self.keys, self.values = self._keys[:, :, :self._n], self._values[:, :, :self._n]
+        self.keys, self.values = keys[:, :, :n], values[:, :, :n]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        n, m = self._n, key_states.shape[-2]
+        m = key_states.shape[-2]
+        if not self.is_initialized:
+            b, h, _, d = key_states.shape
+            size = max(self.capacity, m)
+            self._hold(key_states.new_empty(b, h, size, d), value_states.new_empty(b, h, size, value_states.shape[-1]), 0)
+        n = self._n
         if n + m > self._keys.shape[2]:
             more = max(n + m, 2 * self._keys.shape[2]) - self._keys.shape[2]
             self._keys, self._values = (F.pad(t, (0, 0, 0, more)) for t in (self._keys, self._values))
         self._keys[:, :, n:n + m] = key_states
         self._values[:, :, n:n + m] = value_states
-        self._n = n + m
-        self._view()
+        self._hold(self._keys, self._values, n + m)
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Only the rows ``indices`` (their room kept)."""
-        self._keys, self._values = self._keys[indices], self._values[indices]
-        self._view()
+        if self.is_initialized:
+            self._hold(self._keys[indices], self._values[indices], self._n)
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove < 0 and self.is_initialized:
-            self._n = max(self._n + tokens_to_remove, 0)
-            self._view()
+            self._hold(self._keys, self._values, max(self._n + tokens_to_remove, 0))
         else:
             super().crop(tokens_to_remove)
 
 
-def decoding_cache(kvs: list[KV], room: int):
-    """A batch's cache for decoding up to ``room`` more positions: the single-row caches ``kvs`` left-padded with
-    zeros to the longest, as ``left_padded`` lays them out, in buffers with ``room`` positions to spare that each
-    forward pass fills in place (``RoomyLayer``). A ``DynamicCache`` concatenates every layer's whole keys and
-    values anew at every token instead: a fifth of the embedded model's teacher time went to those copies.
-    Returns the cache and each row's length."""
+def roomy_cache(kv: KV, capacity: int):
+    """A transformers cache that starts from ``kv`` (none: empty) and holds up to ``capacity`` positions without
+    reallocating (``RoomyLayer``): for a decoding loop whose prompt and answer lengths are known ahead."""
     from transformers import DynamicCache
 
+    if not kv:
+        cache = DynamicCache()
+        cache.layer_class_to_replicate = lambda: RoomyLayer(capacity)
+        return cache
+    layers = []
+    for keys, values in kv:
+        n = keys.shape[2]
+        room = [t.new_empty(*t.shape[:2], max(capacity, n), t.shape[3]) for t in (keys, values)]
+        room[0][:, :, :n], room[1][:, :, :n] = keys, values
+        layers.append(RoomyLayer(capacity, *room, n))
+    return _cache_with(layers)
+
+
+def decoding_cache(kvs: list[KV], room: int):
+    """A batch's cache for decoding up to ``room`` more positions: the single-row caches ``kvs`` left-padded with
+    zeros to the longest (the caller masks the pads out and counts positions without them), in ``RoomyLayer``
+    buffers with ``room`` positions to spare. Returns the cache and each row's length."""
     lens = [kv[0][0].shape[2] for kv in kvs]
     longest = max(lens)
     layers = []
@@ -120,7 +142,13 @@ def decoding_cache(kvs: list[KV], room: int):
                 buf[row, :, :longest - n] = 0
                 buf[row, :, longest - n:longest] = kv[layer][j][0]
             buffers.append(buf)
-        layers.append(RoomyLayer(*buffers, longest))
+        layers.append(RoomyLayer(longest + room, *buffers, longest))
+    return _cache_with(layers), lens
+
+
+def _cache_with(layers: list):
+    from transformers import DynamicCache
+
     cache = DynamicCache()
     cache.layers = layers
-    return cache, lens
+    return cache

@@ -49,6 +49,25 @@ def test_a_shared_start_is_computed_once_and_the_answers_do_not_change(prefills)
     assert seen == [1]
 
 
+def test_answers_decode_in_place_into_a_cache_with_room_as_generate_would(tiny_loaded):
+    """``greedy_decode`` hands ``generate`` a cache with room for the prompt and the answer (written in place, not
+    concatenated at every token): the answers are those of ``generate``'s own cache, and the keys/values it keeps
+    for the next prompt are views of that one buffer."""
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    torch.manual_seed(2)
+    prompt = torch.randint(5, 300, (50,)).tolist()
+    ids = torch.tensor([prompt])
+    expected = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                              do_sample=False, pad_token_id=tok.pad_token_id)[0, 50:].tolist()
+    reuse = PromptReuse()
+    assert greedy_decode(model, tok, prompt, 12, reuse=reuse).ids == expected
+    keys = reuse._kept["base"][1][0][0]  # the first layer's kept keys: [1, heads, 50, head_dim]
+    assert keys.shape[2] == 50 and keys.untyped_storage().nbytes() >= keys[0, 0, 0].numel() * keys.shape[1] * 62 * 4
+    assert greedy_decode(model, tok, prompt[:40] + [7, 8], 12, reuse=reuse).ids == model.generate(
+        input_ids=torch.tensor([prompt[:40] + [7, 8]]), attention_mask=torch.ones(1, 42, dtype=torch.long),
+        max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)[0, 42:].tolist()
+
+
 def test_short_shared_starts_and_other_slots_are_computed_again(prefills):
     decode, seen = prefills
     reuse = PromptReuse(min_shared=11)
