@@ -47,12 +47,15 @@
 #   cost-packed-qwen  the same on Qwen 1.5B (~35 min)
 #   cost-epochs-qwen  one sample a step (the recipe before batches) against one epoch of the default (batches of 8,
 #                   packed) and the default, one teacher, Qwen 1.5B, 2k facts document (~45 min fast day, ~1.7 h slow)
+#   cost-answers-embedded  the default against --no-question-grad (the questions forward only, the answer
+#                   positions forward and backward), embedded model, 2k facts document (~5 min)
+#   cost-answers-qwen  the same on Qwen 1.5B (~40 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFTLM=${LIFTLM:-.venv/bin/liftlm}
 QWEN=${QWEN:-${LIFTLM_HOME:-$HOME/.cache/liftlm}/gguf/qwen2.5-coder-1.5b-instruct.gguf}
 OUT=experiments/results
-stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1, loogle-qwen-8k-doc1-chunk, loogle-qwen-8k-doc1-words, loogle-qwen-8k-doc1-words-scale, loogle-qwen-8k-doc1-cloze, cost-grouped-embedded, cost-grouped-qwen, cost-packed-embedded, cost-packed-qwen, cost-epochs-qwen"}
+stage=${1:?"a stage: curve-embedded, curve-qwen, ruler-embedded, ruler-embedded-cloze, ruler-embedded-32k, niah-embedded, facts-qwen-8k, loogle-qwen-8k, loogle-qwen-8k-doc1, loogle-qwen-8k-doc1-chunk, loogle-qwen-8k-doc1-words, loogle-qwen-8k-doc1-words-scale, loogle-qwen-8k-doc1-cloze, cost-grouped-embedded, cost-grouped-qwen, cost-packed-embedded, cost-packed-qwen, cost-epochs-qwen, cost-answers-embedded, cost-answers-qwen"}
 case $stage in
   curve-embedded)
     "$LIFTLM" bench cost --tokens 2k,4k,8k,16k,32k --window 512 --out "$OUT/cost-curve-embedded" ;;
@@ -114,6 +117,12 @@ case $stage in
     "$LIFTLM" bench cost --model "$QWEN" --tokens 2k --facts 10 --data-seed 0 --window 512 \
       --recipe 'one-a-step=--batch-size 1 --learning-rate 2e-4' --recipe 'one-epoch=--epochs 1' --recipe default= \
       --out "$OUT/cost-qwen1.5b-epochs" ;;
+  cost-answers-embedded)
+    "$LIFTLM" bench cost --tokens 2k --facts 10 --data-seed 0 --window 512 --recipe default= \
+      --recipe 'answers-only=--no-question-grad' --out "$OUT/cost-embedded-answers" ;;
+  cost-answers-qwen)
+    "$LIFTLM" bench cost --model "$QWEN" --tokens 2k --facts 10 --data-seed 0 --window 512 --recipe default= \
+      --recipe 'answers-only=--no-question-grad' --out "$OUT/cost-qwen1.5b-answers" ;;
   *)
     echo "long_inputs.sh: unknown stage $stage" >&2; exit 2 ;;
 esac

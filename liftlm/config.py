@@ -152,6 +152,12 @@ class LiftConfig:
                                   "the vocabulary (the same losses as one padded row a sample, up to rounding; "
                                   "Llama, Mistral, Qwen 2/3 and SmolLM3 models; others are always padded). "
                                   "--no-pack-batches pads each sample's row to the longest", key=False)
+    question_grad: bool = _f(True, "distillation samples run their question's tokens forward and backward, as their "
+                                   "answer's; --no-question-grad runs the question forward only, without "
+                                   "gradients (as the shared prefix), and only the positions that predict the "
+                                   "answer backward: about half of a sample's tokens, so the student costs less; "
+                                   "the gradient then leaves out what flows through the question's keys/values "
+                                   "(needs --pack-batches)")
     prefix_refresh: int | None = _f(None, "distillation samples that reuse one computation of their shared "
                                           "prefix's keys/values (the head+tail view) before it is computed again "
                                           "with the current adapter; default: one per 64 tokens of the prefix, at "
@@ -198,6 +204,9 @@ class LiftConfig:
         if self.group_by_length and self.pack_batches and self.objective != "ct":
             problems.append("--group-by-length orders padded rows: it needs --no-pack-batches (packed rows have "
                             "few pads to save)")
+        if not self.question_grad and (self.objective == "ct" or not self.pack_batches):
+            problems.append("--no-question-grad concerns distillation samples in packed rows: it needs --objective "
+                            "distill or ct+distill and --pack-batches")
         if self.teacher_batch is not None and self.teacher_batch < 1:
             problems.append(f"--teacher-batch must be at least 1 (got {self.teacher_batch})")
         if self.prefix_refresh is not None and self.prefix_refresh < 1:

@@ -285,10 +285,15 @@ def _distill(out: Estimate, cfg: LiftConfig, spans, window: int, kept_share: flo
     out.items = round(out.asks * kept_share)
     sample = QUESTION_TOKENS + ANSWER_SHARE * answer
     cloze_items = clozes * kept_share
+    answered = (out.items - cloze_items) * ANSWER_SHARE * answer + cloze_items * CLOZE_ANSWER
     for view in cfg.views:
         lift = before if view == "lift" else 0
-        out.student_tokens += round(epochs * ((out.items - cloze_items) * (sample + lift)
-                                              + cloze_items * (CLOZE_WIDTH + CLOZE_ANSWER + lift)))
+        asked = (out.items - cloze_items) * (QUESTION_TOKENS + lift) + cloze_items * (CLOZE_WIDTH + lift)
+        if cfg.question_grad:
+            out.student_tokens += round(epochs * (asked + answered))
+        else:  # --no-question-grad: the questions run forward only
+            out.student_tokens += round(epochs * answered)
+            out.prefix_tokens += round(epochs * asked)
     # a view's trained tokens (lift+icl's, lift+chunk's), each attending to what precedes it
     trained = epochs * ((out.items - cloze_items) * sample + cloze_items * (CLOZE_WIDTH + CLOZE_ANSWER))
     if "lift+icl" in cfg.views:  # the head+tail view: as long as the window leaves room for, once per ~view/64 samples

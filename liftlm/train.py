@@ -106,7 +106,8 @@ def train(model, samples: list[Sample], cfg: LiftConfig, progress: bool = True, 
     device = next(model.parameters()).device
     everything = list(samples) + list(qa_samples)
     soft = [i for i, s in enumerate(everything) if isinstance(s, SoftSample)]  # context-distillation items
-    soft_loss = SoftLoss(model, [everything[i] for i in soft], cfg.distill_loss, cfg.prefix_refresh, cfg.pack_batches)
+    soft_loss = SoftLoss(model, [everything[i] for i in soft], cfg.distill_loss, cfg.prefix_refresh, cfg.pack_batches,
+                         cfg.question_grad)
     soft_index = {i: k for k, i in enumerate(soft)}
     tensors = [  # tokenised once, moved once: nothing but model compute inside the loop
         None if i in soft_index else (torch.tensor([s.input_ids], device=device), torch.tensor([s.labels], device=device))

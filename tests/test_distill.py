@@ -554,6 +554,127 @@ def test_a_packed_batch_trains_as_its_samples_one_at_a_time(tiny_loaded, monkeyp
     model.zero_grad()
 
 
+def _two_call_losses(model, samples: list, batch: list[int]) -> torch.Tensor:
+    """The reference for ``--no-question-grad``: each sample alone, in two calls of the bare model — its prefix
+    and its question up to the last token forward without gradients, then the positions that predict the answer
+    with gradients, continuing that cache — and the batch's loss the mean of its samples'."""
+    from liftlm.kvcache import cache_kwarg, prefix_cache
+
+    losses = []
+    for k in batch:
+        s = samples[k]
+        n = s.n_loss_tokens
+        before = (s.shared_prefix or []) + s.input_ids[:len(s.input_ids) - 1 - n]
+        taught = s.input_ids[len(s.input_ids) - 1 - n:-1]
+        cache = prefix_cache(model, torch.tensor([before]))
+        positions = torch.arange(len(before), len(before) + n)[None]
+        logits = model(input_ids=torch.tensor([taught]), position_ids=positions,
+                       **{cache_kwarg(model): cache}).logits[0]
+        losses.append(soft_loss(logits, torch.tensor(s.top_ids), torch.tensor(s.top_logprobs)))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("layout", ["chosen", "one row", "two rows"])
+def test_without_question_gradients_only_the_answer_positions_train(tiny_loaded, monkeypatch, layout):
+    """``--no-question-grad``: the batch's loss is the same as with the questions' gradients (the same forward
+    values), its gradient that of each sample run in two calls, the question without gradients and then the
+    answer positions (``_two_call_losses``), in any layout of the rows; it differs from the full gradient; only
+    the answer positions count as trained tokens, and the questions as tokens run forward only."""
+    from liftlm.distill import student
+
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 160)
+    doc = tok.encode(TEXT * 6, add_special_tokens=False)
+    items = [_item(tok), _item(tok, "What colour is the ferry?", "Ochre."),
+             _item(tok, "How many ships sheltered in the bay during the storm?", "Forty-one ships did."),
+             _item(tok, "Where is the telescope from?", "From Glasgow, brass.")]
+    samples = student_samples(items, prompts, doc, ("lift+icl", "lift"))
+    layouts = {"one row": lambda lengths, *_: [list(range(len(lengths)))],
+               "two rows": lambda lengths, *_: [[0, 3], [1, 2]]}
+    if layout in layouts:
+        monkeypatch.setattr(student, "packed_rows", layouts[layout])
+    weight = model.model.layers[0].self_attn.k_proj.weight  # keys: reached through the questions' keys too
+    for view in ("lift", "lift+icl"):
+        batch = [k for k, s in enumerate(samples) if s.view == view]
+        model.zero_grad()
+        expected = _two_call_losses(model, samples, batch)
+        expected.backward()
+        expected_grad = weight.grad.clone()
+        model.zero_grad()
+        full = SoftLoss(model, samples)(batch)[0]
+        full.backward()
+        full_grad = weight.grad.clone()
+        model.zero_grad()
+        answers = SoftLoss(model, samples, question_grad=False)
+        loss, tokens = answers(batch)
+        loss.backward()
+        torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(loss, full, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(weight.grad, expected_grad, atol=1e-5, rtol=1e-4)
+        assert (weight.grad - full_grad).abs().max() > 1e-3 * full_grad.abs().max()
+        assert tokens == sum(samples[k].n_loss_tokens for k in batch)
+        prefix = len(samples[batch[0]].shared_prefix)
+        questions = sum(len(samples[k].input_ids) - 1 - samples[k].n_loss_tokens for k in batch)
+        assert answers.prefix_tokens >= prefix + questions  # the prefix, then the questions (and their pads)
+        if layout == "one row":
+            assert answers.prefix_tokens == prefix + questions and answers.pad_tokens == 0
+    model.zero_grad()
+
+
+def test_without_question_gradients_a_sample_without_a_prefix_trains_alone(tiny_loaded):
+    """A sample with no shared prefix (a model without a chat template, view ``lift``) trains one at a time
+    without question gradients too: the question's keys/values come from a call of its own."""
+    from liftlm.distill import SoftSample
+
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    item = _item(tok)
+    sample = SoftSample(tok.encode("Who painted the ferry? Answer:", add_special_tokens=False) + item.answer_ids,
+                        item.top_ids, item.top_logprobs, None)
+    weight = model.model.layers[0].self_attn.v_proj.weight
+    model.zero_grad()
+    expected = _two_call_losses(model, [sample], [0])
+    expected.backward()
+    expected_grad = weight.grad.clone()
+    model.zero_grad()
+    loss, tokens = SoftLoss(model, [sample], question_grad=False)([0])
+    loss.backward()
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(weight.grad, expected_grad, atol=1e-5, rtol=1e-4)
+    assert tokens == sample.n_loss_tokens
+    model.zero_grad()
+
+
+def test_the_question_gradient_setting_is_checked_and_keyed(tiny_loaded):
+    """``--no-question-grad`` trains other weights (its own adapter key; the default keeps every stored key), needs
+    distillation samples in packed rows, and a model whose head can be packed."""
+    from types import SimpleNamespace
+
+    assert "question_grad" not in LiftConfig(objective="distill").key_dict()
+    assert LiftConfig(objective="distill", question_grad=False).key_dict()["question_grad"] is False
+    for bad in ({"objective": "ct"}, {"pack_batches": False}):
+        with pytest.raises(LiftError, match="--no-question-grad"):
+            LiftConfig(question_grad=False, **bad)
+    gemma = SimpleNamespace(config=SimpleNamespace(model_type="gemma2"), parameters=lambda: iter([torch.zeros(1)]))
+    with pytest.raises(LiftError, match="--no-question-grad.*gemma2"):
+        SoftLoss(gemma, [], question_grad=False)
+    # trained through ``train``: only the answer positions count as trained tokens, the questions as run forward
+    from liftlm.train import attach_adapter, train
+
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    prompts = PromptBuilder(tok, 160)
+    doc = tok.encode(TEXT * 6, add_special_tokens=False)
+    samples = student_samples([_item(tok), _item(tok, "What colour is the ferry?", "Ochre.")] * 4, prompts, doc,
+                              ("lift+icl", "lift"))
+    results = {}
+    for grad in (True, False):
+        cfg = LiftConfig(objective="distill", epochs=1, question_grad=grad)
+        results[grad] = train(attach_adapter(copy.deepcopy(model), cfg), samples, cfg, progress=False)
+    assert results[False].tokens == sum(s.n_loss_tokens for s in samples)
+    assert results[True].tokens == sum(len(s.input_ids) for s in samples)
+    assert results[False].prefix_tokens > results[True].prefix_tokens
+    assert results[False].steps == results[True].steps == 2
+
+
 def test_packed_rows_take_every_sample_once_and_weigh_pads_against_attention():
     """``packed_rows``: every sample in one row; with attention free, one row (no pads); with attention dear, one
     sample a row; between, rows of about one length, never dearer than one sample a row."""

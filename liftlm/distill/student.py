@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import LiftError
 from ..kvcache import as_cache, cache_kwarg, kv_tensors, prefix_cache
 from .prompts import DistillItem
 
@@ -116,12 +117,14 @@ class SoftLoss:
     prefix's keys/values are broadcast over the rows. The batch's loss is the mean of its samples' losses, as
     ``grad_accum`` would weigh them one at a time.
     ``loss``: ``"kl"`` (``soft_loss``, distillation) or ``"ce"`` (``hard_loss``); ``refresh``: ``--prefix-refresh``
-    (None: by the prefix's length); ``pack``: ``--pack-batches``. ``prefix_tokens``: the tokens
-    run forward (only) to compute shared prefixes so far (the trainer adds them to ``TrainResult.prefix_tokens``);
+    (None: by the prefix's length); ``pack``: ``--pack-batches``; ``question_grad``: with False
+    (``--no-question-grad``), only the positions that predict the answer run backward (``_answers_only``).
+    ``prefix_tokens``: the tokens run forward only so far, shared prefixes (and, without ``question_grad``, the
+    questions) (the trainer adds them to ``TrainResult.prefix_tokens``);
     ``pad_tokens``: the pads run forward and backward beside the samples' own tokens."""
 
     def __init__(self, model, samples: list[SoftSample], loss: str = "kl", refresh: int | None = None,
-                 pack: bool = True):
+                 pack: bool = True, question_grad: bool = True):
         self.model = model
         self.refresh = refresh
         self.loss = {"kl": soft_loss, "ce": hard_loss}[loss]
@@ -136,6 +139,11 @@ class SoftLoss:
         self.pad_tokens = 0
         self.head = logit_head(model) if pack else None  # (decoder, output embedding): packed; None: padded
         self.key_cost = key_cost(model, self.head[0]) if self.head else 0.0
+        self.question_grad = question_grad
+        if not question_grad and self.head is None:
+            raise LiftError("--no-question-grad packs each batch's rows (--pack-batches), which needs a model whose "
+                            "logits are its output embedding of the last hidden state (Llama, Mistral, Qwen 2/3, "
+                            f"SmolLM3; this one is {getattr(getattr(model, 'config', None), 'model_type', None)!r})")
 
     def forget(self) -> None:
         """Drop the prefixes' keys/values: the next samples compute them afresh (after a checkpoint, so that a run
@@ -162,7 +170,10 @@ class SoftLoss:
         lengths = [len(s.input_ids) for s in samples]
         if samples[0].shared_prefix is None and len(batch) > 1:
             raise ValueError("samples without a shared prefix train one at a time")
-        if len(batch) > 1 and self.head is not None:
+        if not self.question_grad:
+            answers = self._answers_only(batch, samples)
+            lengths = [s.n_loss_tokens for s in samples]  # the rest ran forward only
+        elif len(batch) > 1 and self.head is not None:
             answers = self._packed(batch, samples)
         else:
             answers = self._padded(batch, samples)
@@ -202,35 +213,89 @@ class SoftLoss:
         kv = self._prefix(prefix, len(batch))
         p, lengths = len(prefix), [len(s.input_ids) for s in samples]
         rows = packed_rows(lengths, p, self.key_cost)
-        width = max(sum(lengths[j] for j in row) for row in rows)
-        self.pad_tokens += len(rows) * width - sum(lengths)
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        positions = torch.full((len(rows), width), p, dtype=torch.long)  # pads: anywhere, unread
-        allowed = torch.zeros(len(rows), width, p + width, dtype=torch.bool)
-        allowed[:, :, :p] = True  # every token sees the prefix (pads too: no query row is left without a key)
-        at: list[tuple[int, int]] = [(0, 0)] * len(samples)  # per sample: its row and first column
-        for r, row in enumerate(rows):
-            start = 0
-            for j in row:
-                n = lengths[j]
-                ids[r, start:start + n] = torch.tensor(samples[j].input_ids)
-                positions[r, start:start + n] = torch.arange(p, p + n)
-                allowed[r, start:start + n, p + start:p + start + n] = torch.ones(n, n, dtype=torch.bool).tril()
-                at[j] = (r, start)
-                start += n
+        ids, positions, allowed, at = packed_layout(rows, [s.input_ids for s in samples], [p] * len(samples), p,
+                                                 [[(0, p)]] * len(samples))
+        self.pad_tokens += ids.numel() - sum(lengths)
+        hidden = self._run(ids, positions, allowed, broadcast(kv, len(rows)))
+        # the positions whose hidden states predict each sample's answer tokens, all projected at once
+        return self._project(hidden, [(at[j][0], at[j][1] + lengths[j] - 1 - s.n_loss_tokens, s.n_loss_tokens)
+                                      for j, s in enumerate(samples)])
+
+    def _answers_only(self, batch: list[int], samples: list[SoftSample]) -> list[torch.Tensor]:
+        """As ``_packed``, but only the positions that predict the answer run backward (``--no-question-grad``):
+        each sample's question up to its last token runs forward first, without gradients, as the prefix does
+        (its keys/values are constants of the step); then the positions from the question's last token to the
+        answer's last but one run forward and backward, each attending to the prefix, to its own question's
+        keys/values and to its own earlier positions. The same logits as ``_packed``; the gradient leaves out
+        what flows through the question's keys/values. The answer's last token, which predicts nothing, is not
+        run at all."""
+        prefix = self.prefix_keys[batch[0]]
+        p, n = (len(prefix) if prefix else 0), len(samples)
+        cut = [len(s.input_ids) - 1 - s.n_loss_tokens for s in samples]
+        asked = [s.input_ids[:c] for s, c in zip(samples, cut)]  # forward only
+        taught = [s.input_ids[c:-1] for s, c in zip(samples, cut)]  # forward and backward: they predict the answer
+        rows = packed_rows([len(a) + len(t) for a, t in zip(asked, taught)], p, self.key_cost)
+        cache = broadcast(self._prefix(prefix, n), len(rows)) if prefix else as_cache([])
+        q_ids, q_positions, q_allowed, q_at = packed_layout(rows, asked, [p] * n, p, [[(0, p)]] * n)
+        if q_ids.shape[1]:
+            with torch.no_grad():
+                self._run(q_ids, q_positions, q_allowed, cache)  # the cache now holds the prefix, then the questions
+            self.prefix_tokens += q_ids.numel()  # run forward only (their pads included)
+        sees = [[(0, p), (p + q_at[j][1], p + q_at[j][1] + len(asked[j]))] for j in range(n)]
+        ids, positions, allowed, at = packed_layout(rows, taught, [p + len(a) for a in asked], p + q_ids.shape[1], sees)
+        self.pad_tokens += ids.numel() - sum(len(t) for t in taught)
+        hidden = self._run(ids, positions, allowed, cache)
+        return self._project(hidden, [(at[j][0], at[j][1], len(taught[j])) for j in range(n)])
+
+    def _run(self, ids, positions, allowed, cache) -> torch.Tensor:
+        """The decoder's last hidden states ([rows, W, d]) for a packed call (``packed_layout``) that continues
+        ``cache`` (extended in place with the call's keys/values)."""
+        body = self.head[0]
         dtype = next(self.model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-        cache = broadcast(kv, len(rows))
-        body, head = self.head
-        hidden = body(input_ids=ids.to(self.device), attention_mask=mask[:, None].to(self.device),
-                      position_ids=positions.to(self.device), use_cache=True,
-                      **{cache_kwarg(body): cache}).last_hidden_state  # [rows, W, d]
-        # the positions whose hidden states predict each sample's answer tokens, all projected at once
-        where = [(at[j][0], at[j][1] + lengths[j] - 1 - s.n_loss_tokens, s.n_loss_tokens) for j, s in enumerate(samples)]
+        return body(input_ids=ids.to(self.device), attention_mask=mask[:, None].to(self.device),
+                    position_ids=positions.to(self.device), use_cache=True,
+                    **{cache_kwarg(body): cache}).last_hidden_state
+
+    def _project(self, hidden: torch.Tensor, where: list[tuple[int, int, int]]) -> list[torch.Tensor]:
+        """The logits at each sample's (row, first column, count) positions, projected onto the vocabulary at
+        once and split by sample."""
         row_index = torch.cat([torch.full((n,), r) for r, _, n in where]).to(self.device)
         column_index = torch.cat([torch.arange(c, c + n) for _, c, n in where]).to(self.device)
-        logits = head(hidden[row_index, column_index])  # [sum of n, V]
+        logits = self.head[1](hidden[row_index, column_index])  # [sum of n, V]
         return list(logits.split([n for _, _, n in where]))
+
+
+def packed_layout(rows: list[list[int]], tokens: list[list[int]], first_position: list[int], before: int,
+                  sees: list[list[tuple[int, int]]]):
+    """One packed call's tensors: sample j's ``tokens[j]`` laid end to end in its row of ``rows``, at positions
+    from ``first_position[j]`` on, attending to the key columns ``sees[j]`` (ranges among the ``before`` keys
+    cached already) and causally to itself. Returns ``ids`` and ``positions`` ([R, W]), the keys each position
+    may attend to (``allowed``, [R, W, before + W]) and each sample's (row, first column). A pad attends to the first ``sees`` range of its
+    row's first sample (the shared prefix) and to itself, so that no query is left without a key; no sample
+    attends to a pad."""
+    lengths = [len(t) for t in tokens]
+    width = max(sum(lengths[j] for j in row) for row in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    positions = torch.full((len(rows), width), before, dtype=torch.long)  # pads: anywhere, unread
+    allowed = torch.zeros(len(rows), width, before + width, dtype=torch.bool)
+    allowed[:, :, before:].diagonal(dim1=1, dim2=2).fill_(True)  # every token sees itself (pads too)
+    at: list[tuple[int, int]] = [(0, 0)] * len(tokens)
+    for r, row in enumerate(rows):
+        a, b = sees[row[0]][0]
+        allowed[r, :, a:b] = True  # pads see the shared prefix
+        start = 0
+        for j in row:
+            n = lengths[j]
+            ids[r, start:start + n] = torch.tensor(tokens[j], dtype=torch.long)
+            positions[r, start:start + n] = torch.arange(first_position[j], first_position[j] + n)
+            allowed[r, start:start + n] = False
+            for a, b in sees[j]:
+                allowed[r, start:start + n, a:b] = True
+            allowed[r, start:start + n, before + start:before + start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            at[j] = (r, start)
+            start += n
+    return ids, positions, allowed, at
 
 
 def broadcast(kv, rows: int):
