@@ -509,12 +509,9 @@ def test_grouping_by_length_batches_rows_of_about_one_length(tiny_loaded):
     assert results[True].pad_tokens < results[False].pad_tokens / 2
 
 
-@pytest.mark.parametrize("layout", ["padded", "chosen", "one row", "two rows"])
-def test_a_packed_batch_trains_as_its_samples_one_at_a_time(tiny_loaded, monkeypatch, layout):
-    """``--pack-batches``: samples packed end to end into rows, each seeing the prefix and itself only, give the
-    losses and gradients of one sample at a time, in any layout of the rows (one for all, two, or what
-    ``packed_rows`` chooses); ``--no-pack-batches`` pads one row a sample, the same again (``--batch-size``: the
-    batch's loss is the mean of its samples' losses, as one at a time)."""
+def _four_samples_in_rows(tiny_loaded, monkeypatch, layout: str):
+    """The tiny model and four items' samples in both views, their batches packed in ``layout``: one row for all,
+    two rows, or what ``packed_rows`` chooses (any other name)."""
     from liftlm.distill import student
 
     model, tok = tiny_loaded.model, tiny_loaded.tokenizer
@@ -528,6 +525,16 @@ def test_a_packed_batch_trains_as_its_samples_one_at_a_time(tiny_loaded, monkeyp
                "two rows": lambda lengths, *_: [[0, 3], [1, 2]]}
     if layout in layouts:
         monkeypatch.setattr(student, "packed_rows", layouts[layout])
+    return model, samples
+
+
+@pytest.mark.parametrize("layout", ["padded", "chosen", "one row", "two rows"])
+def test_a_packed_batch_trains_as_its_samples_one_at_a_time(tiny_loaded, monkeypatch, layout):
+    """``--pack-batches``: samples packed end to end into rows, each seeing the prefix and itself only, give the
+    losses and gradients of one sample at a time, in any layout of the rows (one for all, two, or what
+    ``packed_rows`` chooses); ``--no-pack-batches`` pads one row a sample, the same again (``--batch-size``: the
+    batch's loss is the mean of its samples' losses, as one at a time)."""
+    model, samples = _four_samples_in_rows(tiny_loaded, monkeypatch, layout)
     weight = model.model.layers[0].mlp.up_proj.weight
     for view in ("lift", "lift+icl"):
         batch = [k for k, s in enumerate(samples) if s.view == view]
@@ -580,19 +587,7 @@ def test_without_question_gradients_only_the_answer_positions_train(tiny_loaded,
     values), its gradient that of each sample run in two calls, the question without gradients and then the
     answer positions (``_two_call_losses``), in any layout of the rows; it differs from the full gradient; only
     the answer positions count as trained tokens, and the questions as tokens run forward only."""
-    from liftlm.distill import student
-
-    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
-    prompts = PromptBuilder(tok, 160)
-    doc = tok.encode(TEXT * 6, add_special_tokens=False)
-    items = [_item(tok), _item(tok, "What colour is the ferry?", "Ochre."),
-             _item(tok, "How many ships sheltered in the bay during the storm?", "Forty-one ships did."),
-             _item(tok, "Where is the telescope from?", "From Glasgow, brass.")]
-    samples = student_samples(items, prompts, doc, ("lift+icl", "lift"))
-    layouts = {"one row": lambda lengths, *_: [list(range(len(lengths)))],
-               "two rows": lambda lengths, *_: [[0, 3], [1, 2]]}
-    if layout in layouts:
-        monkeypatch.setattr(student, "packed_rows", layouts[layout])
+    model, samples = _four_samples_in_rows(tiny_loaded, monkeypatch, layout)
     weight = model.model.layers[0].self_attn.k_proj.weight  # keys: reached through the questions' keys too
     for view in ("lift", "lift+icl"):
         batch = [k for k, s in enumerate(samples) if s.view == view]
