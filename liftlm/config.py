@@ -155,9 +155,9 @@ class LiftConfig:
     question_grad: bool = _f(True, "distillation samples run their question's tokens forward and backward, as their "
                                    "answer's; --no-question-grad runs the question forward only, without "
                                    "gradients (as the shared prefix), and only the positions that predict the "
-                                   "answer backward: about half of a sample's tokens, so the student costs less; "
-                                   "the gradient then leaves out what flows through the question's keys/values "
-                                   "(needs --pack-batches)")
+                                   "answer backward (needs --pack-batches). Measured: the embedded model's "
+                                   "student 1.15x faster, but on Qwen 1.5B's facts fewer facts recalled and a "
+                                   "control lost: the gradient through the question's keys/values matters")
     prefix_refresh: int | None = _f(None, "distillation samples that reuse one computation of their shared "
                                           "prefix's keys/values (the head+tail view) before it is computed again "
                                           "with the current adapter; default: one per 64 tokens of the prefix, at "
