@@ -1,13 +1,14 @@
 """How far the student already is from the teacher on each distillation item, before training: the lever "drop the
 items the student already answers as the teacher does" (issue 27), measured before it is built.
 
-    python experiments/item_kl.py --model MODEL_DIR --items ITEMS.jsonl [--adapter DIR] --out DIR
+    python experiments/item_kl.py --model MODEL_DIR --items ITEMS.jsonl [--adapter DIR [--base-from JSON]] --out DIR
 
 For each teacher item (the teacher's JSONL cache, or an adapter's ``distill.jsonl``) the model answers in view
 ``lift`` (the question alone, as the student trains it), forward only: the soft loss the student would train on
 (cross-entropy against the teacher's renormalised top-k), the teacher's own entropy over those k, their difference
 (KL(teacher || student) over the k), and how many answer tokens the model's greedy choice shares with the teacher's.
-``--adapter``: the same after training (which items the adapter learned). Writes DIR/item_kl.json (one record an
+``--adapter``: the same after training (which items the adapter learned); ``--base-from``: the untrained model's
+measurements of an earlier run on the same items. Writes DIR/item_kl.json (one record an
 item) and DIR/item_kl.md (the distribution per item kind, and how many items fall under each KL threshold).
 """
 from __future__ import annotations
@@ -69,6 +70,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--items", required=True, type=Path)
     parser.add_argument("--adapter", help="a trained adapter to measure as well (PEFT folder)")
+    parser.add_argument("--base-from", type=Path, help="an earlier run's item_kl.json on the same items: its base "
+                        "measurements are kept, and only the adapter is measured")
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
@@ -77,9 +80,17 @@ def main(argv: list[str]) -> int:
     samples = student_samples(items, PromptBuilder(loaded.tokenizer, args.window), [], ("lift",))
     names = ["base", "adapter"] if args.adapter else ["base"]
     records = [{"kind": it.kind, "prompt": it.prompt} for it in items]
+    if args.base_from:
+        earlier = json.loads(args.base_from.read_text(encoding="utf-8"))
+        if [(r["kind"], r["prompt"]) for r in earlier] != [(r["kind"], r["prompt"]) for r in records]:
+            parser.error(f"--base-from {args.base_from}: measured on other items")
+        for rec, old in zip(records, earlier):
+            rec["base"] = old["base"]
     start = time.perf_counter()
     model = loaded.model
     for name in names:
+        if name == "base" and args.base_from:
+            continue
         if name == "adapter":  # PEFT wraps the base in place: the base is measured first
             from peft import PeftModel
 

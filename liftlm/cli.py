@@ -92,6 +92,18 @@ def run_sft(args) -> int:
     return 0
 
 
+def trained_samples(metadata: dict) -> str:
+    """What an adapter was trained on, for the line ``internalize`` prints: its segment samples, the distillation
+    student's samples (of how many teacher items) and its auxiliary QA pairs, each where there were any."""
+    distill = metadata.get("distill") or {}
+    parts = [f"{metadata.get('samples', 0):,} segment samples"] if metadata.get("samples") else []
+    if distill.get("student_samples"):
+        parts.append(f"{distill['student_samples']:,} student samples of {distill.get('items', 0):,} teacher items")
+    if (metadata.get("qa") or {}).get("pairs"):
+        parts.append(f"{metadata['qa']['pairs']:,} QA pairs")
+    return ", ".join(parts) or "0 samples"
+
+
 def run_internalize(args) -> int:
     from .documents import read_document_file
     from .recipe import Lift
@@ -113,7 +125,7 @@ def run_internalize(args) -> int:
         how = [f"resumed from its checkpoint at sample {done.resumed_at:,}, after {done.resumed_epoch} epoch(s)"] \
             if done.resumed_at is not None else []
         how += ["replaced the stored adapter"] if done.replaced else []
-        print(f"liftlm: trained on {done.metadata['document_tokens']} tokens ({done.metadata['samples']} samples) "
+        print(f"liftlm: trained on {done.metadata['document_tokens']} tokens ({trained_samples(done.metadata)}) "
               f"in {training.get('seconds', 0):.1f} s, {training.get('tokens_per_second', 0):.0f} tokens/s"
               + (f", peak memory {training['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in training else "")
               + (f" ({'; '.join(how)})" if how else ""), file=sys.stderr)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from liftlm.cli import main
+from liftlm.cli import main, trained_samples
 
 DOC = "The lighthouse keeper of Varnholm kept a ledger of every ship that passed the northern cape. " * 10
 SMALL = ["--objective", "ct", "--segment-length", "32", "--context-tokens", "32", "--epochs", "1", "--lora-rank", "4", "--quiet"]
@@ -42,6 +42,7 @@ def test_internalize_then_ask_with_the_adapter(capsys, tmp_path, doc, tiny_model
     assert os.path.isdir(adapter) and os.path.dirname(adapter) == str(store)
     assert "trained on" in err and "GiB" in err  # ... with the training's measured peak memory
     meta = json.loads((Path(adapter) / "liftlm.json").read_text())
+    assert f"({meta['samples']:,} segment samples)" in err
     assert meta["training"]["peak_memory_gib"] > 0
     # ask with the adapter alone: model and settings come from its metadata, no training
     code, out, err = run(capsys, "ask", "--adapter", adapter, "--question", "Who kept a ledger?", "--json",
@@ -54,6 +55,14 @@ def test_internalize_then_ask_with_the_adapter(capsys, tmp_path, doc, tiny_model
     code, out, err = run(capsys, "ask", "--document", doc, "--model", tiny_model_dir, "--store", store,
                          "--window", 256, "--question", "Who?", "--json", "--max-new-tokens", 3, *SMALL)
     assert code == 0 and json.loads(out)["trained"] is False and json.loads(out)["adapter"] == adapter
+
+
+def test_the_trained_line_counts_what_each_objective_trained():
+    """A distillation adapter has no segment samples: the line names its student samples and teacher items."""
+    distill = {"samples": 0, "qa": {"pairs": 0}, "distill": {"items": 114, "student_samples": 228}}
+    assert trained_samples(distill) == "228 student samples of 114 teacher items"
+    assert trained_samples({"samples": 1200, "qa": {"pairs": 40}}) == "1,200 segment samples, 40 QA pairs"
+    assert trained_samples({"samples": 0, "qa": {"pairs": 0}}) == "0 samples"
 
 
 def test_a_stored_adapter_takes_an_answer_time_setting_and_refuses_a_training_one(capsys, tmp_path, doc,
