@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from liftlm.context import PromptBuilder
 from liftlm.distill.cache import read_items
-from liftlm.distill.student import student_samples
+from liftlm.distill.student import soft_loss, student_samples
 from liftlm.models import load_model
 
 THRESHOLDS = (0.05, 0.1, 0.25, 0.5, 1.0)
@@ -37,14 +37,13 @@ def measure(model, sample) -> dict:
     ids = list(sample.shared_prefix or []) + list(sample.input_ids)
     t = sample.n_loss_tokens
     logits = model(input_ids=torch.tensor([ids]), logits_to_keep=t + 1).logits[0, :-1].float()  # predict answer
-    top_ids = torch.tensor(sample.top_ids)
-    target = F.softmax(torch.tensor(sample.top_logprobs).float(), -1)
-    logq = F.log_softmax(logits, -1)
-    ce = -(target * logq.gather(-1, top_ids)).sum(-1)  # [T]
-    entropy = -(target * target.clamp_min(1e-12).log()).sum(-1)
+    top_ids, top_logprobs = torch.tensor(sample.top_ids), torch.tensor(sample.top_logprobs)
+    ce = soft_loss(logits, top_ids, top_logprobs).item()  # the student's training loss on this item
+    target = F.softmax(top_logprobs.float(), -1)
+    entropy = -(target * target.clamp_min(1e-12).log()).sum(-1).mean().item()
     agree = (logits.argmax(-1) == top_ids[:, 0]).float()
-    return {"tokens": t, "ce": ce.mean().item(), "entropy": entropy.mean().item(),
-            "kl": (ce - entropy).mean().item(), "agree": agree.mean().item(), "exact": bool(agree.all())}
+    return {"tokens": t, "ce": ce, "entropy": entropy, "kl": ce - entropy, "agree": agree.mean().item(),
+            "exact": bool(agree.all())}
 
 
 def table(records: list[dict]) -> list[str]:
