@@ -35,14 +35,13 @@ def main(argv: list[str]) -> int:
     kl = json.loads(args.kl.read_text(encoding="utf-8"))
     if len(kl) != len(items):
         parser.error(f"--kl has {len(kl)} items, --items {len(items)}")
-    runs = {}
+    runs, facts = {}, {}
     for spec in args.runs:
         label, run_dir = spec.split("=", 1)
         rows = [json.loads(line) for line in (Path(run_dir) / "predictions.jsonl").read_text().splitlines() if line]
-        runs[label] = {(r["id"], r["method"]): r["score"] > 0 for r in rows if (r.get("meta") or {}).get("kind") == "fact"}
-    first = [json.loads(line) for line in (Path(args.runs[0].split("=", 1)[1]) / "predictions.jsonl").read_text()
-             .splitlines() if line]
-    facts = {r["id"]: r for r in first if (r.get("meta") or {}).get("kind") == "fact"}
+        rows = [r for r in rows if (r.get("meta") or {}).get("kind") == "fact"]
+        runs[label] = {(r["id"], r["method"]): r["score"] > 0 for r in rows}
+        facts = facts or {r["id"]: r for r in rows}  # the first run's facts
     methods = sorted({m for run in runs.values() for _, m in run})
     head = ["| fact (gold) | items carrying it | their largest KL | answered exactly | "
             + " | ".join(f"{label} `{m}`" for label in runs for m in methods) + " |",
